@@ -1,0 +1,1 @@
+"""twostage: two-stage generative model workflow."""

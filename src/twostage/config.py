@@ -1,0 +1,203 @@
+"""Load, merge and validate the params files.
+
+The params live in several YAML files (``params/*.yaml``) plus optional profile
+files deep-merged on top. Every stage and the Snakefile go through
+:func:`load_params`, so a typo is caught once, before any job runs, with an
+error that names the file and the key at fault.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+# The base files, in merge order. Profiles come after them.
+BASE_PARAM_FILES = (
+    "params/config.yaml",
+    "params/datasets.yaml",
+    "params/autoencoders.yaml",
+    "params/priors.yaml",
+    "params/evaluation.yaml",
+)
+
+
+class ConfigError(ValueError):
+    """A user error in the params: the message names the file and the key."""
+
+
+@dataclass
+class Params:
+    """The merged, validated params plus where each value came from."""
+
+    data: dict[str, Any]
+    files: list[str]
+    origin: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        return self.data["datasets"][name]
+
+    def autoencoder(self, name: str) -> dict[str, Any]:
+        return self.data["autoencoders"][name]
+
+    def prior(self, name: str) -> dict[str, Any]:
+        return self.data["priors"][name]
+
+    def run(self, name: str) -> dict[str, Any]:
+        return self.data["runs"][name]
+
+    # Walking the chain run → prior → autoencoder → dataset is needed by
+    # almost every stage, so it lives here once.
+    def dataset_of_autoencoder(self, ae: str) -> str:
+        return self.autoencoder(ae)["dataset"]
+
+    def autoencoder_of_prior(self, prior: str) -> str:
+        return self.prior(prior)["autoencoder"]
+
+    def prior_of_run(self, run: str) -> str:
+        return self.run(run)["prior"]
+
+
+def _schema() -> dict[str, Any]:
+    text = resources.files("twostage").joinpath("params_schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def _merge(
+    base: dict, override: dict, source: str, origin: dict, prefix: tuple[str, ...] = ()
+) -> None:
+    """Deep-merge ``override`` into ``base`` in place, recording each leaf's file."""
+    for key, value in override.items():
+        path = (*prefix, str(key))
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value, source, origin, path)
+        else:
+            base[key] = copy.deepcopy(value)
+            _record_origin(value, source, origin, path)
+
+
+def _record_origin(value: Any, source: str, origin: dict, path: tuple[str, ...]) -> None:
+    origin[path] = source
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _record_origin(sub, source, origin, (*path, str(key)))
+
+
+def _where(origin: dict, path: tuple[str, ...]) -> str:
+    """The file that set ``path`` (or its nearest ancestor that some file set)."""
+    for end in range(len(path), 0, -1):
+        if path[:end] in origin:
+            return origin[path[:end]]
+    return "params"
+
+
+def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
+    path = tuple(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        if extra:
+            allowed = ", ".join(sorted(error.schema.get("properties", {})))
+            return (*path, extra[0]), f"unknown key (allowed: {allowed})"
+    if error.validator == "required":
+        return path, error.message
+    return path, f"{error.instance!r} is invalid: {error.message}"
+
+
+def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> None:
+    """Validate against the schema, then check cross-references and shapes."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        # The deepest error is the most specific one; report just that, once.
+        error = max(errors, key=lambda e: len(e.absolute_path))
+        path, message = _describe(error)
+        raise ConfigError(f"{_where(origin, path)}: {'.'.join(path) or '<top>'}: {message}")
+    _check_references(data, origin)
+
+
+def _fail(origin: dict, path: tuple[str, ...], message: str) -> None:
+    raise ConfigError(f"{_where(origin, path)}: {'.'.join(path)}: {message}")
+
+
+def _check_references(data: dict[str, Any], origin: dict) -> None:
+    refs = [
+        ("autoencoders", "dataset", "datasets"),
+        ("priors", "autoencoder", "autoencoders"),
+        ("runs", "prior", "priors"),
+    ]
+    for table, key, target in refs:
+        for name, entry in data[table].items():
+            if entry[key] not in data[target]:
+                known = ", ".join(sorted(data[target])) or "none"
+                _fail(
+                    origin,
+                    (table, name, key),
+                    f"refers to undefined {target[:-1]} {entry[key]!r} (defined: {known})",
+                )
+    for i, run in enumerate(data["targets"]):
+        if run not in data["runs"]:
+            _fail(origin, ("targets", str(i)), f"undefined run {run!r}")
+    for name, ds in data["datasets"].items():
+        if ds["source"] in ("folder", "npz") and "path" not in ds:
+            _fail(origin, ("datasets", name, "path"), f"source {ds['source']} needs a path")
+    for name, ae in data["autoencoders"].items():
+        resolution = data["datasets"][ae["dataset"]]["resolution"]
+        factor = 2 ** (len(ae["ch_mult"]) - 1)
+        if resolution % factor:
+            _fail(
+                origin,
+                ("autoencoders", name, "ch_mult"),
+                f"{len(ae['ch_mult']) - 1} down-samplings do not divide resolution {resolution}",
+            )
+    for name, prior in data["priors"].items():
+        if prior["n_embd"] % prior["n_head"]:
+            _fail(origin, ("priors", name, "n_head"), "n_embd must be divisible by n_head")
+    for name, run in data["runs"].items():
+        tokens = token_count(data, run["prior"])
+        if run["steps"] > tokens:
+            _fail(
+                origin,
+                ("runs", name, "steps"),
+                f"{run['steps']} sampling steps exceed the {tokens} tokens of a latent grid",
+            )
+
+
+def token_count(data: dict[str, Any], prior: str) -> int:
+    """Number of latent tokens per image for the autoencoder under ``prior``."""
+    ae = data["autoencoders"][data["priors"][prior]["autoencoder"]]
+    side = data["datasets"][ae["dataset"]]["resolution"] // 2 ** (len(ae["ch_mult"]) - 1)
+    return side * side
+
+
+def load_params(profiles: list[str] | tuple[str, ...] = (), root: str | Path = ".") -> Params:
+    """Merge the base params files and ``profiles`` (in order) and validate them."""
+    root = Path(root)
+    files = [*BASE_PARAM_FILES, *profiles]
+    data: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    for name in files:
+        _merge(data, _read_yaml(root / name), str(name), origin)
+    validate(data, origin)
+    return Params(data=data, files=[str(f) for f in files], origin=origin)

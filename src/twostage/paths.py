@@ -1,0 +1,74 @@
+"""Where every artifact lives, addressed by name (DESIGN.md "Data flow and artifacts").
+
+The Snakefile rules, the DVC pipeline generator and the stages all take their
+paths from here, so the three never disagree about a file name.
+"""
+
+from __future__ import annotations
+
+RESULTS = "results"
+# Resumable training state lives outside every declared output: Snakemake
+# deletes declared outputs before rerunning a job, and DVC does not track this.
+STATE = ".twostage-state"
+
+
+def data(dataset: str) -> dict[str, str]:
+    d = f"{RESULTS}/data/{dataset}"
+    return {"train": f"{d}/train.npz", "val": f"{d}/val.npz", "manifest": f"{d}/manifest.json"}
+
+
+def classifier(dataset: str) -> dict[str, str]:
+    d = f"{RESULTS}/extractors/classifier-{dataset}"
+    return {"model": f"{d}/model.pt", "metrics": f"{d}/metrics.json"}
+
+
+def features(dataset: str, extractor: str) -> dict[str, str]:
+    d = f"{RESULTS}/features/{dataset}-{extractor}"
+    return {"train": f"{d}/train.npy", "val": f"{d}/val.npy"}
+
+
+def autoencoder(ae: str) -> dict[str, str]:
+    d = f"{RESULTS}/autoencoders/{ae}"
+    return {
+        "model": f"{d}/model.pt",
+        "metrics": f"{d}/metrics.json",
+        "recon": f"{d}/recon.png",
+        "curve": f"{d}/train_log.csv",
+    }
+
+
+def latents(ae: str) -> dict[str, str]:
+    d = f"{RESULTS}/latents/{ae}"
+    return {"train": f"{d}/train.npy", "val": f"{d}/val.npy"}
+
+
+def prior(name: str) -> dict[str, str]:
+    d = f"{RESULTS}/priors/{name}"
+    return {"model": f"{d}/model.pt", "metrics": f"{d}/metrics.json", "curve": f"{d}/train_log.csv"}
+
+
+def samples(run: str) -> dict[str, str]:
+    d = f"{RESULTS}/samples/{run}"
+    return {"images": f"{d}/images.npy", "grid": f"{d}/grid.png", "stats": f"{d}/stats.json"}
+
+
+def evaluation(run: str) -> dict[str, str]:
+    return {"metrics": f"{RESULTS}/eval/{run}/metrics.json"}
+
+
+def calibration(ae: str) -> dict[str, str]:
+    d = f"{RESULTS}/calibration/{ae}"
+    return {"metrics": f"{d}/metrics.json", "grid": f"{d}/random_tokens.png"}
+
+
+def report() -> dict[str, str]:
+    d = f"{RESULTS}/report"
+    return {
+        "html": f"{d}/index.html",
+        "markdown": f"{d}/report.md",
+        "table": f"{d}/tables/runs.csv",
+    }
+
+
+def state(stage: str, name: str) -> str:
+    return f"{STATE}/{stage}/{name}.pt"

@@ -1,0 +1,277 @@
+"""The experiment DAG as data: every job, its inputs, outputs and params keys.
+
+One description serves three consumers: the Snakefile's input functions, the
+``dvc.yaml`` generator (:func:`dvc_pipeline`) and the test that checks the
+Snakemake DAG and the DVC pipeline name the same files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from twostage import paths
+from twostage.config import Params
+
+# Params of a job: (file, dotted key) pairs. Only these trigger a rerun in DVC.
+ParamKeys = list[tuple[str, str]]
+
+GLOBAL_KEYS: ParamKeys = [("params/config.yaml", "seed"), ("params/config.yaml", "device")]
+
+
+@dataclass
+class Job:
+    stage: str  # the CLI subcommand and Snakemake rule name
+    name: str  # the artifact name it builds ("" for the report)
+    deps: list[str]
+    outs: list[str]
+    metrics: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+    params: ParamKeys = field(default_factory=list)
+
+    @property
+    def dvc_name(self) -> str:
+        return f"{self.stage}-{self.name}" if self.name else self.stage
+
+
+def _extractor_deps(p: Params, dataset: str) -> list[str]:
+    features = paths.features(dataset, p["evaluation"]["extractor"])
+    return [paths.classifier(dataset)["model"], features["train"], features["val"]]
+
+
+def prepare_data_job(p: Params, ds: str) -> Job:
+    spec = p.dataset(ds)
+    out = paths.data(ds)
+    deps = [spec["path"]] if spec["source"] in ("folder", "npz") else []
+    return Job(
+        "prepare_data",
+        ds,
+        deps=deps,
+        outs=[out["train"], out["val"], out["manifest"]],
+        params=[("params/datasets.yaml", f"datasets.{ds}")],
+    )
+
+
+def train_classifier_job(p: Params, ds: str) -> Job:
+    data, out = paths.data(ds), paths.classifier(ds)
+    return Job(
+        "train_classifier",
+        ds,
+        deps=[data["train"], data["val"]],
+        outs=[out["model"]],
+        metrics=[out["metrics"]],
+        params=[("params/evaluation.yaml", "evaluation.classifier"), *GLOBAL_KEYS],
+    )
+
+
+def extract_features_job(p: Params, ds: str) -> Job:
+    data = paths.data(ds)
+    feats = paths.features(ds, p["evaluation"]["extractor"])
+    return Job(
+        "extract_features",
+        ds,
+        deps=[data["train"], data["val"], paths.classifier(ds)["model"]],
+        outs=[feats["train"], feats["val"]],
+        params=[("params/evaluation.yaml", "evaluation.extractor"), *GLOBAL_KEYS],
+    )
+
+
+def train_autoencoder_job(p: Params, ae: str) -> Job:
+    data, out = paths.data(p.dataset_of_autoencoder(ae)), paths.autoencoder(ae)
+    return Job(
+        "train_autoencoder",
+        ae,
+        deps=[data["train"], data["val"]],
+        outs=[out["model"], out["recon"]],
+        metrics=[out["metrics"]],
+        plots=[out["curve"]],
+        params=[("params/autoencoders.yaml", f"autoencoders.{ae}"), *GLOBAL_KEYS],
+    )
+
+
+def encode_job(p: Params, ae: str) -> Job:
+    data, lat = paths.data(p.dataset_of_autoencoder(ae)), paths.latents(ae)
+    return Job(
+        "encode",
+        ae,
+        deps=[data["train"], data["val"], paths.autoencoder(ae)["model"]],
+        outs=[lat["train"], lat["val"]],
+        params=[("params/config.yaml", "device")],
+    )
+
+
+def train_prior_job(p: Params, prior: str) -> Job:
+    lat, out = paths.latents(p.autoencoder_of_prior(prior)), paths.prior(prior)
+    return Job(
+        "train_prior",
+        prior,
+        deps=[lat["train"], lat["val"]],
+        outs=[out["model"]],
+        metrics=[out["metrics"]],
+        plots=[out["curve"]],
+        params=[("params/priors.yaml", f"priors.{prior}"), *GLOBAL_KEYS],
+    )
+
+
+def sample_job(p: Params, run: str) -> Job:
+    prior = p.prior_of_run(run)
+    out = paths.samples(run)
+    return Job(
+        "sample",
+        run,
+        deps=[
+            paths.prior(prior)["model"],
+            paths.autoencoder(p.autoencoder_of_prior(prior))["model"],
+        ],
+        outs=[out["images"], out["grid"]],
+        metrics=[out["stats"]],
+        params=[
+            ("params/evaluation.yaml", f"runs.{run}"),
+            ("params/evaluation.yaml", "evaluation.n_samples"),
+            *GLOBAL_KEYS,
+        ],
+    )
+
+
+def _eval_keys() -> ParamKeys:
+    return [
+        ("params/evaluation.yaml", "evaluation.extractor"),
+        ("params/evaluation.yaml", "evaluation.n_samples"),
+        ("params/evaluation.yaml", "evaluation.nearest_k"),
+        *GLOBAL_KEYS,
+    ]
+
+
+def evaluate_job(p: Params, run: str) -> Job:
+    ds = p.dataset_of_autoencoder(p.autoencoder_of_prior(p.prior_of_run(run)))
+    return Job(
+        "evaluate",
+        run,
+        deps=[paths.samples(run)["images"], *_extractor_deps(p, ds)],
+        outs=[],
+        metrics=[paths.evaluation(run)["metrics"]],
+        params=_eval_keys(),
+    )
+
+
+def calibrate_job(p: Params, ae: str) -> Job:
+    ds = p.dataset_of_autoencoder(ae)
+    data, out = paths.data(ds), paths.calibration(ae)
+    return Job(
+        "calibrate",
+        ae,
+        deps=[data["val"], paths.autoencoder(ae)["model"], *_extractor_deps(p, ds)],
+        outs=[out["grid"]],
+        metrics=[out["metrics"]],
+        params=_eval_keys(),
+    )
+
+
+def report_inputs(p: Params) -> list[str]:
+    """Every artifact the report reads, for the targets in config.yaml."""
+    runs = p["targets"]
+    priors = sorted({p.prior_of_run(r) for r in runs})
+    aes = sorted({p.autoencoder_of_prior(pr) for pr in priors})
+    files: list[str] = []
+    for ae in aes:
+        a = paths.autoencoder(ae)
+        files += [a["metrics"], a["recon"], a["curve"], *paths.calibration(ae).values()]
+        files.append(paths.data(p.dataset_of_autoencoder(ae))["manifest"])
+        files.append(paths.classifier(p.dataset_of_autoencoder(ae))["metrics"])
+    for prior in priors:
+        files += [paths.prior(prior)["metrics"], paths.prior(prior)["curve"]]
+    for run in runs:
+        s = paths.samples(run)
+        files += [s["grid"], s["stats"], paths.evaluation(run)["metrics"]]
+    return files
+
+
+def report_job(p: Params) -> Job:
+    out = paths.report()
+    return Job(
+        "report",
+        "",
+        deps=report_inputs(p),
+        outs=[out["html"], out["markdown"], out["table"]],
+        params=[("params/config.yaml", "targets")],
+    )
+
+
+def jobs(p: Params) -> list[Job]:
+    """All jobs needed for the targets, upstream first, each exactly once."""
+    runs = p["targets"]
+    priors = sorted({p.prior_of_run(r) for r in runs})
+    aes = sorted({p.autoencoder_of_prior(pr) for pr in priors})
+    datasets = sorted({p.dataset_of_autoencoder(a) for a in aes})
+    out: list[Job] = []
+    for ds in datasets:
+        out += [prepare_data_job(p, ds), train_classifier_job(p, ds), extract_features_job(p, ds)]
+    for ae in aes:
+        out += [train_autoencoder_job(p, ae), encode_job(p, ae), calibrate_job(p, ae)]
+    out += [train_prior_job(p, pr) for pr in priors]
+    for run in runs:
+        out += [sample_job(p, run), evaluate_job(p, run)]
+    out.append(report_job(p))
+    return out
+
+
+def job(p: Params, stage: str, name: str) -> Job:
+    """The one job of ``stage`` building ``name`` (used by the Snakefile's input functions)."""
+    builders = {
+        "prepare_data": prepare_data_job,
+        "train_classifier": train_classifier_job,
+        "extract_features": extract_features_job,
+        "train_autoencoder": train_autoencoder_job,
+        "encode": encode_job,
+        "calibrate": calibrate_job,
+        "train_prior": train_prior_job,
+        "sample": sample_job,
+        "evaluate": evaluate_job,
+    }
+    return builders[stage](p, name)
+
+
+def command(job: Job, profiles: list[str]) -> str:
+    """The CLI call both Snakemake and DVC run for ``job``."""
+    profile_args = "".join(f" --profile {f}" for f in profiles)
+    name = f" {job.name}" if job.name else ""
+    return f"twostage{profile_args} {job.stage.replace('_', '-')}{name}"
+
+
+def _has_key(data: dict[str, Any], dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def dvc_pipeline(p: Params, profiles: list[str], root: str | Path = ".") -> dict[str, Any]:
+    """The ``dvc.yaml`` content for the targets of ``p`` under ``profiles``."""
+    # A profile overrides some keys, so a job also depends on the profile's copy
+    # of its keys, but DVC rejects a key missing from a file: list only present ones.
+    profile_data = {f: yaml.safe_load(Path(root, f).read_text()) or {} for f in profiles}
+    stages: dict[str, Any] = {}
+    for j in jobs(p):
+        params: dict[str, list[str]] = {}
+        for file, key in j.params:
+            params.setdefault(file, []).append(key)
+            for prof, data in profile_data.items():
+                if _has_key(data, key):
+                    params.setdefault(prof, []).append(key)
+        stage: dict[str, Any] = {"cmd": command(j, profiles)}
+        if j.deps:
+            stage["deps"] = j.deps
+        stage["params"] = [{f: keys} for f, keys in params.items()]
+        if j.outs:
+            stage["outs"] = j.outs
+        if j.metrics:
+            stage["metrics"] = [{m: {"cache": False}} for m in j.metrics]
+        if j.plots:
+            stage["plots"] = [{c: {"x": "step", "cache": False}} for c in j.plots]
+        stages[j.dvc_name] = stage
+    return {"stages": stages}
