@@ -1,0 +1,65 @@
+"""Evaluation stages: score a sampling run, and the calibration rows of an autoencoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from twostage import paths
+from twostage.artifacts import write_json
+from twostage.config import Params
+from twostage.evaluate.features import FeatureExtractor
+from twostage.evaluate.protocol import score
+from twostage.images import save_grid, to_uint8
+from twostage.models.autoencoders import load_autoencoder
+from twostage.runtime import pick_device
+
+
+def _real_train_features(p: Params, dataset: str) -> np.ndarray:
+    return np.load(paths.features(dataset, p["evaluation"]["extractor"])["train"])
+
+
+def evaluate_run(p: Params, run: str) -> dict:
+    dataset = p.dataset_of_autoencoder(p.autoencoder_of_prior(p.prior_of_run(run)))
+    device = pick_device(p["device"])
+    extractor = FeatureExtractor(p, dataset, device)
+    fake = extractor(np.load(paths.samples(run)["images"]))
+    ev = p["evaluation"]
+    metrics = score(
+        fake, _real_train_features(p, dataset), extractor.name, ev["nearest_k"], p["seed"]
+    )
+    write_json(paths.evaluation(run)["metrics"], metrics)
+    return metrics
+
+
+@torch.no_grad()
+def decode_random_tokens(ae, n: int, seed: int, device: torch.device) -> np.ndarray:
+    """Images decoded from uniformly random code grids: what a prior that learned nothing gives."""
+    gen = torch.Generator().manual_seed(seed)
+    side, k = ae.token_side, ae.quantizer.codebook_size
+    out = []
+    for start in range(0, n, 250):
+        b = min(250, n - start)
+        tokens = torch.randint(0, k, (b, side, side), generator=gen).to(device)
+        out.append(to_uint8(ae.decode(tokens)))
+    return np.concatenate(out)
+
+
+def calibrate(p: Params, ae_name: str) -> dict:
+    """Two reference rows for every table: the floor (real val vs train) and a bad model."""
+    dataset = p.dataset_of_autoencoder(ae_name)
+    device = pick_device(p["device"])
+    ev, ext = p["evaluation"], p["evaluation"]["extractor"]
+    real_train = _real_train_features(p, dataset)
+    real_val = np.load(paths.features(dataset, ext)["val"])[: ev["n_samples"]]
+    ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device)
+    random_images = decode_random_tokens(ae, ev["n_samples"], p["seed"], device)
+    random_feats = FeatureExtractor(p, dataset, device)(random_images)
+    out = paths.calibration(ae_name)
+    save_grid(out["grid"], random_images[:64], ncol=8)
+    metrics = {
+        "real_val_vs_train": score(real_val, real_train, ext, ev["nearest_k"], p["seed"]),
+        "random_tokens": score(random_feats, real_train, ext, ev["nearest_k"], p["seed"]),
+    }
+    write_json(out["metrics"], metrics)
+    return metrics

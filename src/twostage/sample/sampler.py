@@ -1,0 +1,62 @@
+"""Sampling stage: draw token grids from the prior, decode them to uint8 images."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from twostage import paths
+from twostage.artifacts import save_npy, write_json
+from twostage.config import Params
+from twostage.images import save_grid, to_uint8
+from twostage.models.autoencoders import load_autoencoder
+from twostage.runtime import pick_device, seed_everything
+from twostage.train.prior import load_prior
+
+
+def sample_run(p: Params, run: str) -> dict:
+    spec = p.run(run)
+    prior_name = spec["prior"]
+    ae_name = p.autoencoder_of_prior(prior_name)
+    device = pick_device(p["device"])
+    seed_everything(p["seed"])
+    gen = torch.Generator(device=device).manual_seed(p["seed"])
+    prior = load_prior(paths.prior(prior_name)["model"], device)
+    ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device)
+    n = p["evaluation"]["n_samples"]
+    side = ae.token_side
+
+    images, calls = [], 0
+    sample_time = 0.0
+    with tqdm(total=n, desc=f"sampling {run}", unit="img", mininterval=5) as bar:
+        for start in range(0, n, spec["batch_size"]):
+            b = min(spec["batch_size"], n - start)
+            t0 = time.perf_counter()
+            tokens = prior.sample(
+                b, spec["steps"], spec["temperature"], generator=gen, device=device
+            )
+            imgs = ae.decode(tokens.view(b, side, side))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            sample_time += time.perf_counter() - t0
+            calls += spec["steps"]
+            images.append(to_uint8(imgs))
+            bar.update(b)
+    images = np.concatenate(images)
+    out = paths.samples(run)
+    save_npy(out["images"], images)
+    save_grid(out["grid"], images[:64], ncol=8)
+    stats = {
+        "n_samples": n,
+        "steps": spec["steps"],
+        "temperature": spec["temperature"],
+        "network_calls_per_sample": spec["steps"],
+        "samples_per_s": n / sample_time,
+        "seconds_per_image": sample_time / n,
+        "device": str(device),
+    }
+    write_json(out["stats"], stats)
+    return stats

@@ -1,0 +1,126 @@
+"""Stage 1: train the VQ autoencoder (L1 reconstruction + codebook + commitment)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from twostage import paths
+from twostage.artifacts import save_torch, write_json
+from twostage.config import Params
+from twostage.data.prepare import load_split
+from twostage.images import save_grid, to_tensor, to_uint8
+from twostage.models.autoencoders.vq import VQAutoencoder
+from twostage.runtime import pick_device, seed_everything
+from twostage.train.common import CurveLog, InfiniteBatches, check_finite, evaluation_steps
+
+
+def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    """Used-code count and perplexity exp(H) of the code histogram (collapse shows here)."""
+    counts = torch.bincount(indices.flatten(), minlength=codebook_size).double()
+    probs = counts / counts.sum()
+    entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
+    return {"codebook_used": int((counts > 0).sum()), "codebook_perplexity": float(entropy.exp())}
+
+
+@torch.no_grad()
+def evaluate_reconstruction(
+    model: VQAutoencoder, images: np.ndarray, device: torch.device, batch_size: int = 256
+) -> dict[str, float]:
+    """MSE and PSNR on [0, 1] pixel scale, plus codebook usage, over a whole split."""
+    model.eval()
+    sq_err, count, codes = 0.0, 0, []
+    for start in range(0, len(images), batch_size):
+        x = to_tensor(images[start : start + batch_size], device)
+        recon, _, idx = model(x)
+        # Compare the quantised uint8 output, i.e. what a user would save.
+        recon01 = torch.from_numpy(to_uint8(recon)).float() / 255
+        x01 = torch.from_numpy(images[start : start + batch_size]).float() / 255
+        sq_err += float((recon01 - x01).pow(2).sum())
+        count += x01.numel()
+        codes.append(idx.cpu())
+    model.train()
+    mse = sq_err / count
+    return {
+        "val_mse": mse,
+        "val_psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
+        **codebook_stats(torch.cat(codes), model.quantizer.codebook_size),
+    }
+
+
+def train_autoencoder(p: Params, name: str) -> dict:
+    spec = p.autoencoder(name)
+    dataset = spec["dataset"]
+    ds_spec = p.dataset(dataset)
+    device = pick_device(p["device"])
+    gen = seed_everything(p["seed"])
+    train_images, _ = load_split(dataset, "train")
+    val_images, _ = load_split(dataset, "val")
+
+    model = VQAutoencoder(spec, ds_spec["channels"], ds_spec["resolution"]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], betas=(0.5, 0.9))
+    batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
+    train_x = torch.from_numpy(train_images)  # uint8 in memory; converted per batch
+    log = CurveLog(["loss", "l1", "codebook", "val_mse", "val_psnr", "codebook_used"])
+    eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
+
+    start = time.perf_counter()
+    progress = tqdm(range(1, spec["steps"] + 1), desc=f"autoencoder {name}", mininterval=5)
+    for step in progress:
+        x = to_tensor(train_x[batches.next_indices()].numpy(), device)
+        recon, codebook_loss, _ = model(x)
+        l1 = F.l1_loss(recon, x)
+        loss = l1 + codebook_loss
+        check_finite(step, loss=loss, l1=l1, codebook=codebook_loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        row = {
+            "loss": float(loss.detach()),
+            "l1": float(l1.detach()),
+            "codebook": float(codebook_loss.detach()),
+        }
+        if step in eval_at:
+            val = evaluate_reconstruction(model, val_images, device)
+            row.update({k: val[k] for k in ("val_mse", "val_psnr", "codebook_used")})
+            progress.set_postfix(psnr=f"{val['val_psnr']:.2f}", codes=val["codebook_used"])
+        log.add(step, **row)
+    train_time = time.perf_counter() - start
+
+    model.eval()
+    final = evaluate_reconstruction(model, val_images, device)
+    out = paths.autoencoder(name)
+    save_torch(
+        out["model"],
+        {
+            "kind": spec["kind"],
+            "spec": spec,
+            "channels": ds_spec["channels"],
+            "resolution": ds_spec["resolution"],
+            "state_dict": model.state_dict(),
+        },
+    )
+    with torch.no_grad():
+        # Evenly spaced picks: a split can be ordered by class (mnist5k is).
+        originals = val_images[np.linspace(0, len(val_images) - 1, 32).astype(int)]
+        recon = to_uint8(model(to_tensor(originals, device))[0])
+    # Rows alternate: originals above their reconstructions.
+    pairs = np.concatenate(
+        [np.stack([originals[i : i + 8], recon[i : i + 8]]) for i in range(0, 32, 8)]
+    )
+    save_grid(out["recon"], pairs.reshape(-1, *originals.shape[1:]), ncol=8)
+    log.write(out["curve"])
+    metrics = {
+        **final,
+        "steps": spec["steps"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_time_s": train_time,
+        "device": str(device),
+    }
+    write_json(out["metrics"], metrics)
+    return metrics

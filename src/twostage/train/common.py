@@ -1,0 +1,70 @@
+"""Pieces every training loop shares: batching from in-memory arrays, LR warm-up, logs."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import torch
+
+from twostage.artifacts import atomic_path
+
+
+class InfiniteBatches:
+    """Shuffled mini-batches drawn from an in-memory tensor, epoch after epoch."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, min(batch_size, n), generator
+        self._order = torch.empty(0, dtype=torch.long)
+        self._pos = 0
+
+    def next_indices(self) -> torch.Tensor:
+        if self._pos + self.batch_size > len(self._order):
+            self._order = torch.randperm(self.n, generator=self.generator)
+            self._pos = 0
+        idx = self._order[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx
+
+
+def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps`` (the reference's schedule)."""
+    if warmup_steps <= 0:
+        return base_lr
+    return base_lr * min(1.0, (step + 1) / warmup_steps)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class CurveLog:
+    """Step-wise training log, written as CSV (DVC plots reads it) at the end."""
+
+    def __init__(self, columns: list[str]):
+        self.columns = ["step", *columns]
+        self.rows: list[dict] = []
+
+    def add(self, step: int, **values: float) -> None:
+        self.rows.append({"step": step, **values})
+
+    def write(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def check_finite(step: int, **terms: torch.Tensor | float) -> None:
+    """Stop with the step and every loss term when training diverges."""
+    values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+    if not all(math.isfinite(v) for v in values.values()):
+        listed = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        raise FloatingPointError(f"non-finite loss at step {step}: {listed}")
+
+
+def evaluation_steps(total: int, every: int) -> set[int]:
+    """Steps (1-based) after which to validate: every ``every`` and always the last."""
+    return set(range(every, total + 1, every)) | {total}
