@@ -1,0 +1,93 @@
+"""Params validation: every user mistake gives one error naming the file and the key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from twostage.config import ConfigError, load_params
+
+
+@pytest.fixture
+def params_root(tmp_path: Path, repo: Path) -> Path:
+    shutil.copytree(repo / "params", tmp_path / "params")
+    return tmp_path
+
+
+def _edit(root: Path, file: str, mutate) -> None:
+    path = root / "params" / file
+    data = yaml.safe_load(path.read_text())
+    mutate(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_repository_params_and_smoke_profile_are_valid(repo: Path):
+    base = load_params(root=repo)
+    smoke = load_params(["params/profiles/smoke.yaml"], root=repo)
+    assert base["targets"] and smoke["targets"] == base["targets"]
+    # The profile overrides values and leaves the rest of the entry in place.
+    assert smoke.autoencoder("vq_mnist")["steps"] < base.autoencoder("vq_mnist")["steps"]
+    assert smoke.autoencoder("vq_mnist")["beta"] == base.autoencoder("vq_mnist")["beta"]
+
+
+def test_unknown_key_names_file_and_key(params_root: Path):
+    _edit(params_root, "priors.yaml", lambda d: d["priors"]["absorbing_mnist"].update(lr_typo=1))
+    with pytest.raises(ConfigError, match=r"params/priors\.yaml: priors\.absorbing_mnist\.lr_typo"):
+        load_params(root=params_root)
+
+
+def test_wrong_type_names_file_and_key(params_root: Path):
+    _edit(
+        params_root,
+        "autoencoders.yaml",
+        lambda d: d["autoencoders"]["vq_mnist"].update(steps="many"),
+    )
+    with pytest.raises(
+        ConfigError, match=r"autoencoders\.yaml: autoencoders\.vq_mnist\.steps: 'many'"
+    ):
+        load_params(root=params_root)
+
+
+def test_negative_learning_rate_is_rejected(params_root: Path):
+    _edit(params_root, "priors.yaml", lambda d: d["priors"]["absorbing_mnist"].update(lr=-0.1))
+    with pytest.raises(ConfigError, match=r"priors\.absorbing_mnist\.lr: -0\.1"):
+        load_params(root=params_root)
+
+
+def test_undefined_reference_is_named(params_root: Path):
+    _edit(
+        params_root,
+        "priors.yaml",
+        lambda d: d["priors"]["absorbing_mnist"].update(autoencoder="nope"),
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"priors\.absorbing_mnist\.autoencoder: refers to undefined autoencoder 'nope'",
+    ):
+        load_params(root=params_root)
+
+
+def test_sampling_steps_cannot_exceed_tokens(params_root: Path):
+    _edit(params_root, "evaluation.yaml", lambda d: d["runs"]["absorbing_steps16"].update(steps=65))
+    with pytest.raises(
+        ConfigError, match=r"runs\.absorbing_steps16\.steps: 65 sampling steps exceed the 64 tokens"
+    ):
+        load_params(root=params_root)
+
+
+def test_error_in_profile_names_the_profile(params_root: Path):
+    profile = params_root / "params" / "profiles" / "bad.yaml"
+    profile.write_text("priors:\n  absorbing_mnist:\n    n_layer: 0\n")
+    with pytest.raises(
+        ConfigError, match=r"params/profiles/bad\.yaml: priors\.absorbing_mnist\.n_layer"
+    ):
+        load_params(["params/profiles/bad.yaml"], root=params_root)
+
+
+def test_undefined_target_run(params_root: Path):
+    _edit(params_root, "config.yaml", lambda d: d.update(targets=["missing_run"]))
+    with pytest.raises(ConfigError, match=r"config\.yaml: targets\.0: undefined run 'missing_run'"):
+        load_params(root=params_root)

@@ -1,0 +1,107 @@
+"""The whole DAG on the smoke profile, through Snakemake and through DVC, in temporary copies."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from twostage.config import load_params
+from twostage.plan import jobs
+
+pytestmark = pytest.mark.slow
+
+SMOKE = "params/profiles/smoke.yaml"
+# What a copy of the project needs; never results/ or caches of the original.
+IGNORE = shutil.ignore_patterns(
+    "results", ".snakemake", ".twostage-state", ".git", "__pycache__", ".pytest_cache", ".ruff_cache"
+)
+
+
+def _copy_project(repo: Path, dest: Path) -> Path:
+    shutil.copytree(repo, dest, ignore=IGNORE)
+    return dest
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc.stdout + proc.stderr
+
+
+def _numbers(obj):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, int | float):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _numbers(value)
+
+
+def _check_artifacts(root: Path) -> None:
+    params = load_params([SMOKE], root=root)
+    for job in jobs(params):
+        for path in job.outs + job.metrics + job.plots:
+            assert (root / path).is_file() and (root / path).stat().st_size > 0, path
+        for metrics in job.metrics:
+            values = list(_numbers(json.loads((root / metrics).read_text())))
+            assert values and all(math.isfinite(v) for v in values), metrics
+    for run in params["targets"]:
+        ev = json.loads((root / f"results/eval/{run}/metrics.json").read_text())
+        assert 0 <= ev["precision"] <= 1 and 0 <= ev["coverage"] <= 1 and ev["fd_classifier"] >= 0
+    html = (root / "results/report/index.html").read_text()
+    assert "<table" in html and "calibration: real validation images" in html
+    for src in html.split('src="')[1:]:
+        assert (root / "results/report" / src.split('"')[0]).is_file()
+
+
+@pytest.fixture(scope="module")
+def snakemake_project(tmp_path_factory, repo: Path, tool_env: dict) -> Path:
+    root = _copy_project(repo, tmp_path_factory.mktemp("snake") / "project")
+    _run(["snakemake", "--cores", "2", "--configfile", SMOKE], root, tool_env)
+    return root
+
+
+def test_snakemake_builds_every_artifact(snakemake_project: Path):
+    _check_artifacts(snakemake_project)
+    logs = list((snakemake_project / "results/logs").rglob("*.log"))
+    benchmarks = list((snakemake_project / "results/benchmarks").rglob("*.tsv"))
+    assert len(logs) == len(benchmarks) == len(jobs(load_params([SMOKE], root=snakemake_project)))
+
+
+def test_snakemake_has_nothing_left_to_do(snakemake_project: Path, tool_env: dict):
+    out = _run(["snakemake", "-n", "--cores", "2", "--configfile", SMOKE], snakemake_project, tool_env)
+    assert "Nothing to be done" in out
+
+
+def test_changing_a_sampling_param_reruns_only_that_run(snakemake_project: Path, tool_env: dict):
+    profile = snakemake_project / "params/profiles/smoke.yaml"
+    profile.write_text(
+        profile.read_text().replace(
+            "  absorbing_steps16:\n    batch_size: 100", "  absorbing_steps16:\n    batch_size: 50"
+        )
+    )
+    out = _run(["snakemake", "-n", "--cores", "2", "--configfile", SMOKE], snakemake_project, tool_env)
+    # The "Job stats" table: one "rule count" line per rule that would run.
+    rows = [line.split() for line in out.splitlines()]
+    rules = {r[0] for r in rows if len(r) == 2 and r[1].isdigit() and r[0] != "total"}
+    assert {"sample", "evaluate", "report"} <= rules
+    assert not rules & {"train_autoencoder", "train_prior", "train_classifier", "prepare_data"}
+
+
+def test_dvc_repro_on_a_clean_checkout(tmp_path: Path, repo: Path, tool_env: dict):
+    root = _copy_project(repo, tmp_path / "project")
+    _run(["git", "init", "-q"], root, tool_env)
+    _run(["twostage", "--profile", SMOKE, "dvc-yaml"], root, tool_env)
+    _run(["git", "add", "-A"], root, tool_env)
+    git_id = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    _run(["git", *git_id, "commit", "-qm", "smoke"], root, tool_env)
+    _run(["dvc", "repro"], root, tool_env)
+    _check_artifacts(root)
+    status = _run(["dvc", "status"], root, tool_env)
+    assert "up to date" in status

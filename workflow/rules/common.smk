@@ -1,0 +1,57 @@
+# Shared by every rule: the validated params, the plan, and how a stage is called.
+import json
+import os
+
+from twostage import paths, plan
+from twostage.config import ConfigError, load_params
+
+# Profiles are the files given with --configfile; the twostage loader merges
+# them over params/*.yaml itself so it can name the file of any bad key.
+PROFILES = [os.path.relpath(f) for f in workflow.overwrite_configfiles]
+try:
+    P = load_params(PROFILES)
+except ConfigError as exc:
+    raise WorkflowError(f"invalid params: {exc}") from None
+
+PROFILE_ARGS = "".join(f" --profile {f}" for f in PROFILES)
+
+
+wildcard_constraints:
+    name="[A-Za-z0-9][A-Za-z0-9_-]*",
+
+
+def job_inputs(stage):
+    """Input function: the plan's dependencies of ``stage`` for this name."""
+    return lambda w: plan.job(P, stage, w.name).deps
+
+
+def job_params(stage):
+    """The params values a job reads: a change in them (only) reruns the job."""
+
+    def values(w):
+        job = plan.job(P, stage, w.name)
+        return json.dumps({key: _lookup(key) for _, key in job.params}, sort_keys=True)
+
+    return values
+
+
+def _lookup(dotted):
+    node = P.data
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def stage_cmd(stage):
+    """Shell command of a stage: the same CLI call DVC runs, logged to the rule's log."""
+    return (
+        f"TWOSTAGE_THREADS={{threads}} twostage{PROFILE_ARGS} {stage} {{wildcards.name}}"
+        " > {log} 2>&1"
+    )
+
+
+# Threads asked for by training/sampling jobs; Snakemake caps it at --cores.
+TRAINING_THREADS = 8
+
+# Software of every rule (used with --sdm conda; the venv route needs nothing).
+TWOSTAGE_ENV = "../envs/twostage.yaml"

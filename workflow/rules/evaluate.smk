@@ -1,0 +1,85 @@
+# The offline feature extractor (a classifier trained on the dataset's labels),
+# the real-feature cache shared by every run, and the scores.
+
+
+rule train_classifier:
+    input:
+        job_inputs("train_classifier"),
+    output:
+        model="results/extractors/classifier-{name}/model.pt",
+        metrics="results/extractors/classifier-{name}/metrics.json",
+    log:
+        "results/logs/train_classifier/{name}.log",
+    benchmark:
+        "results/benchmarks/train_classifier/{name}.tsv"
+    conda:
+        TWOSTAGE_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        values=job_params("train_classifier"),
+    shell:
+        stage_cmd("train-classifier")
+
+
+rule extract_features:
+    input:
+        job_inputs("extract_features"),
+    output:
+        train="results/features/{name}-classifier/train.npy",
+        val="results/features/{name}-classifier/val.npy",
+    log:
+        "results/logs/extract_features/{name}.log",
+    benchmark:
+        "results/benchmarks/extract_features/{name}.tsv"
+    conda:
+        TWOSTAGE_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        values=job_params("extract_features"),
+    shell:
+        stage_cmd("extract-features")
+
+
+rule calibrate:
+    input:
+        job_inputs("calibrate"),
+    output:
+        metrics="results/calibration/{name}/metrics.json",
+        grid="results/calibration/{name}/random_tokens.png",
+    log:
+        "results/logs/calibrate/{name}.log",
+    benchmark:
+        "results/benchmarks/calibrate/{name}.tsv"
+    conda:
+        TWOSTAGE_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        values=job_params("calibrate"),
+    shell:
+        stage_cmd("calibrate")
+
+
+rule evaluate:
+    input:
+        job_inputs("evaluate"),
+    output:
+        metrics="results/eval/{name}/metrics.json",
+    log:
+        "results/logs/evaluate/{name}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{name}.tsv"
+    conda:
+        TWOSTAGE_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        values=job_params("evaluate"),
+    shell:
+        stage_cmd("evaluate")

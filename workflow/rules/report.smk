@@ -1,0 +1,16 @@
+rule report:
+    input:
+        plan.report_inputs(P),
+    output:
+        html=paths.report()["html"],
+        markdown=paths.report()["markdown"],
+        table=paths.report()["table"],
+    log:
+        "results/logs/report.log",
+    benchmark:
+        "results/benchmarks/report.tsv"
+    conda:
+        TWOSTAGE_ENV
+    threads: 1
+    shell:
+        f"twostage{PROFILE_ARGS} report > {{log}} 2>&1"
