@@ -1,0 +1,162 @@
+"""Benchmark twostage's chunked PRDC against the reference ``prdc`` package.
+
+Each (implementation, size) runs in its own fresh Python subprocess, so the peak
+memory of one run cannot hide inside another's. The worker reports:
+
+* time: wall-clock seconds of the ``compute_prdc`` call alone (features pre-built);
+* peak RSS: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at the end, i.e. the
+  process's resident-memory high-water mark (interpreter + libraries + features +
+  the computation);
+* Δ peak: that high-water mark minus the one measured just before the call, i.e. the
+  extra memory the metric computation itself needed.
+
+The parent asserts that both implementations return identical numbers (``==``) and
+prints a markdown table.
+
+    python bench/bench_prdc.py --sizes 2000,5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+IMPLEMENTATIONS = ("twostage", "prdc")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_features(n: int, dim: int, dtype: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real ~ N(0, I), fake ~ N(0, 1.01² I).
+
+    In 2048-D a larger mismatch already drives precision to ~0; this one keeps all
+    four metrics away from 0 and 1, so the comparisons are actually exercised.
+    """
+    rng = np.random.default_rng(seed)
+    real = rng.standard_normal((n, dim)).astype(dtype)
+    fake = (1.01 * rng.standard_normal((n, dim))).astype(dtype)
+    return real, fake
+
+
+def peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(impl: str, n: int, dim: int, dtype: str, k: int, chunk_size: int, seed: int) -> dict:
+    """Run one implementation once, in this (fresh) process."""
+    if impl == "twostage":
+        from twostage.evaluate.prdc import compute_prdc
+
+        def run(real: np.ndarray, fake: np.ndarray) -> dict:
+            return compute_prdc(real, fake, nearest_k=k, chunk_size=chunk_size)
+    else:
+        import prdc
+
+        def run(real: np.ndarray, fake: np.ndarray) -> dict:
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
+                return prdc.compute_prdc(real, fake, k)
+
+    real, fake = make_features(n, dim, dtype, seed)
+    baseline = peak_rss_mib()
+    start = time.perf_counter()
+    result = run(real, fake)
+    seconds = time.perf_counter() - start
+    peak = peak_rss_mib()
+    return {
+        "seconds": seconds,
+        "peak_mib": peak,
+        "delta_mib": peak - baseline,
+        "result": {key: float(value) for key, value in result.items()},
+    }
+
+
+def run_in_subprocess(impl: str, n: int, args: argparse.Namespace) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        impl,
+        "--n",
+        str(n),
+        "--dim",
+        str(args.dim),
+        "--dtype",
+        args.dtype,
+        "--k",
+        str(args.k),
+        "--chunk-size",
+        str(args.chunk_size),
+        "--seed",
+        str(args.seed),
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict], args: argparse.Namespace) -> str:
+    lines = [
+        f"dim={args.dim}, dtype={args.dtype}, k={args.k}, chunk_size={args.chunk_size}",
+        "",
+        "| N = M | twostage time (s) | prdc time (s) | speed-up | "
+        "twostage peak RSS (MiB) | prdc peak RSS (MiB) | "
+        "twostage Δ peak (MiB) | prdc Δ peak (MiB) | identical | P / R / D / C |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---|",
+    ]
+    for row in rows:
+        ours, ref = row["twostage"], row["prdc"]
+        lines.append(
+            f"| {row['n']} | {ours['seconds']:.2f} | {ref['seconds']:.2f} | "
+            f"{ref['seconds'] / ours['seconds']:.2f}× | "
+            f"{ours['peak_mib']:.0f} | {ref['peak_mib']:.0f} | "
+            f"{ours['delta_mib']:.0f} | {ref['delta_mib']:.0f} | "
+            f"{'yes' if row['identical'] else 'NO'} | "
+            f"{' / '.join(f'{value:.4f}' for value in ours['result'].values())} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="2000,5000", help="comma-separated N (= M) values")
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        stats = worker(
+            args.worker, args.n, args.dim, args.dtype, args.k, args.chunk_size, args.seed
+        )
+        print(json.dumps(stats))
+        return
+
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        row = {"n": n, **{impl: run_in_subprocess(impl, n, args) for impl in IMPLEMENTATIONS}}
+        row["identical"] = row["twostage"]["result"] == row["prdc"]["result"]
+        print(f"N=M={n}: {json.dumps(row)}", file=sys.stderr)
+        rows.append(row)
+    print(table(rows, args))
+    mismatched = [row["n"] for row in rows if not row["identical"]]
+    if mismatched:
+        raise SystemExit(f"results differ from the reference at N = {mismatched}")
+
+
+if __name__ == "__main__":
+    main()
