@@ -15,8 +15,11 @@ if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   mkdir -p "$root"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade pip >&2
-  "$venv/bin/pip" install --quiet -r "$repo/requirements.txt" -r "$repo/requirements-dev.txt" >&2
+  # This machine's pip config points at local wheel folders that may be absent;
+  # drop pip's warnings about them so real errors stay visible.
+  quiet_pip() { "$venv/bin/pip" "$@" 2>&1 | { grep -v "is neither a file nor a directory" >&2 || true; }; }
+  quiet_pip install --quiet --upgrade pip
+  quiet_pip install --quiet -r "$repo/requirements.txt" -r "$repo/requirements-dev.txt"
   touch "$venv/.complete"
 fi
 # The package itself is installed editable on every call: cheap, and keeps the

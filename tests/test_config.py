@@ -71,9 +71,9 @@ def test_undefined_reference_is_named(params_root: Path):
 
 
 def test_sampling_steps_cannot_exceed_tokens(params_root: Path):
-    _edit(params_root, "evaluation.yaml", lambda d: d["runs"]["absorbing_steps16"].update(steps=65))
+    _edit(params_root, "evaluation.yaml", lambda d: d["runs"]["absorbing_4steps"].update(steps=17))
     with pytest.raises(
-        ConfigError, match=r"runs\.absorbing_steps16\.steps: 65 sampling steps exceed the 64 tokens"
+        ConfigError, match=r"runs\.absorbing_4steps\.steps: 17 sampling steps exceed the 16 tokens"
     ):
         load_params(root=params_root)
 

@@ -16,9 +16,10 @@ from twostage.plan import jobs
 pytestmark = pytest.mark.slow
 
 SMOKE = "params/profiles/smoke.yaml"
+DRY_RUN = ["snakemake", "-n", "--cores", "2", "--configfile", SMOKE]
 # What a copy of the project needs; never results/ or caches of the original.
 IGNORE = shutil.ignore_patterns(
-    "results", ".snakemake", ".twostage-state", ".git", "__pycache__", ".pytest_cache", ".ruff_cache"
+    "results", ".snakemake", ".git", "__pycache__", ".pytest_cache", ".ruff_cache"
 )
 
 
@@ -29,7 +30,9 @@ def _copy_project(repo: Path, dest: Path) -> Path:
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
     return proc.stdout + proc.stderr
 
 
@@ -75,7 +78,9 @@ def test_snakemake_builds_every_artifact(snakemake_project: Path):
 
 
 def test_snakemake_has_nothing_left_to_do(snakemake_project: Path, tool_env: dict):
-    out = _run(["snakemake", "-n", "--cores", "2", "--configfile", SMOKE], snakemake_project, tool_env)
+    out = _run(
+        ["snakemake", "-n", "--cores", "2", "--configfile", SMOKE], snakemake_project, tool_env
+    )
     assert "Nothing to be done" in out
 
 
@@ -83,10 +88,12 @@ def test_changing_a_sampling_param_reruns_only_that_run(snakemake_project: Path,
     profile = snakemake_project / "params/profiles/smoke.yaml"
     profile.write_text(
         profile.read_text().replace(
-            "  absorbing_steps16:\n    batch_size: 100", "  absorbing_steps16:\n    batch_size: 50"
+            "  absorbing_4steps:\n    batch_size: 100", "  absorbing_4steps:\n    batch_size: 50"
         )
     )
-    out = _run(["snakemake", "-n", "--cores", "2", "--configfile", SMOKE], snakemake_project, tool_env)
+    out = _run(
+        ["snakemake", "-n", "--cores", "2", "--configfile", SMOKE], snakemake_project, tool_env
+    )
     # The "Job stats" table: one "rule count" line per rule that would run.
     rows = [line.split() for line in out.splitlines()]
     rules = {r[0] for r in rows if len(r) == 2 and r[1].isdigit() and r[0] != "total"}

@@ -7,9 +7,6 @@ paths from here, so the three never disagree about a file name.
 from __future__ import annotations
 
 RESULTS = "results"
-# Resumable training state lives outside every declared output: Snakemake
-# deletes declared outputs before rerunning a job, and DVC does not track this.
-STATE = ".twostage-state"
 
 
 def data(dataset: str) -> dict[str, str]:
@@ -68,7 +65,3 @@ def report() -> dict[str, str]:
         "markdown": f"{d}/report.md",
         "table": f"{d}/tables/runs.csv",
     }
-
-
-def state(stage: str, name: str) -> str:
-    return f"{STATE}/{stage}/{name}.pt"

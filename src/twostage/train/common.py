@@ -52,7 +52,7 @@ class CurveLog:
 
     def write(self, path: str | Path) -> None:
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, restval="")
+            writer = csv.DictWriter(f, fieldnames=self.columns, restval="", lineterminator="\n")
             writer.writeheader()
             writer.writerows(self.rows)
 
