@@ -27,7 +27,7 @@ def _edit(root: Path, file: str, mutate) -> None:
 def test_repository_params_and_smoke_profile_are_valid(repo: Path):
     base = load_params(root=repo)
     smoke = load_params(["params/profiles/smoke.yaml"], root=repo)
-    assert base["targets"] and smoke["targets"] == base["targets"]
+    assert smoke["targets"] and set(smoke["targets"]) <= set(base["targets"])
     # The profile overrides values and leaves the rest of the entry in place.
     assert smoke.autoencoder("vq_mnist")["steps"] < base.autoencoder("vq_mnist")["steps"]
     assert smoke.autoencoder("vq_mnist")["beta"] == base.autoencoder("vq_mnist")["beta"]
@@ -71,9 +71,12 @@ def test_undefined_reference_is_named(params_root: Path):
 
 
 def test_sampling_steps_cannot_exceed_tokens(params_root: Path):
-    _edit(params_root, "evaluation.yaml", lambda d: d["runs"]["absorbing_4steps"].update(steps=17))
+    _edit(
+        params_root, "evaluation.yaml", lambda d: d["runs"]["absorbing_confidence"].update(steps=17)
+    )
     with pytest.raises(
-        ConfigError, match=r"runs\.absorbing_4steps\.steps: 17 sampling steps exceed the 16 tokens"
+        ConfigError,
+        match=r"runs\.absorbing_confidence\.steps: 17 sampling steps exceed the 16 tokens",
     ):
         load_params(root=params_root)
 
@@ -89,5 +92,39 @@ def test_error_in_profile_names_the_profile(params_root: Path):
 
 def test_undefined_target_run(params_root: Path):
     _edit(params_root, "config.yaml", lambda d: d.update(targets=["missing_run"]))
-    with pytest.raises(ConfigError, match=r"config\.yaml: targets\.0: undefined run 'missing_run'"):
+    with pytest.raises(
+        ConfigError, match=r"config\.yaml: targets\.0: undefined run or sweep 'missing_run'"
+    ):
+        load_params(root=params_root)
+
+
+def test_sweeps_expand_into_named_runs_and_targets(params_root: Path):
+    params = load_params(root=params_root)
+    assert "absorbing_steps-s2-t0p8" in params["runs"]
+    run = params.run("absorbing_temperature-s16-t0p6")
+    assert (run["steps"], run["temperature"], run["prior"]) == (16, 0.6, "absorbing_mnist")
+    assert params.sweep_of["absorbing_temperature-s16-t1"] == "absorbing_temperature"
+    assert "absorbing_steps" not in params["targets"]  # a sweep target becomes its runs
+    assert {"absorbing_steps-s2-t0p8", "autoregressive"} <= set(params["targets"])
+
+
+def test_autoregressive_runs_must_take_one_step_per_token(params_root: Path):
+    _edit(params_root, "evaluation.yaml", lambda d: d["runs"]["autoregressive"].update(steps=8))
+    with pytest.raises(ConfigError, match=r"runs\.autoregressive\.steps: .*steps must be 16"):
+        load_params(root=params_root)
+
+
+def test_sampler_must_suit_the_prior(params_root: Path):
+    _edit(
+        params_root,
+        "evaluation.yaml",
+        lambda d: d["runs"]["absorbing_confidence"].update(sampler="autoregressive"),
+    )
+    with pytest.raises(ConfigError, match=r"runs\.absorbing_confidence\.sampler: prior"):
+        load_params(root=params_root)
+
+
+def test_absorbing_prior_needs_its_loss_type(params_root: Path):
+    _edit(params_root, "priors.yaml", lambda d: d["priors"]["absorbing_mnist"].pop("loss_type"))
+    with pytest.raises(ConfigError, match=r"priors\.absorbing_mnist: 'loss_type' is a required"):
         load_params(root=params_root)

@@ -78,6 +78,18 @@ def _calibrate(p: Params, name: str):
     return calibrate(p, name)
 
 
+def _inpaint(p: Params, name: str):
+    from twostage.sample.editing import inpaint
+
+    return inpaint(p, name)
+
+
+def _large_samples(p: Params, name: str):
+    from twostage.sample.editing import large_samples
+
+    return large_samples(p, name)
+
+
 # stage → (runner, params table its NAME must be defined in)
 STAGES: dict[str, tuple[Callable, str]] = {
     "prepare-data": (_prepare_data, "datasets"),
@@ -87,6 +99,8 @@ STAGES: dict[str, tuple[Callable, str]] = {
     "encode": (_encode, "autoencoders"),
     "calibrate": (_calibrate, "autoencoders"),
     "train-prior": (_train_prior, "priors"),
+    "inpaint": (_inpaint, "priors"),
+    "large-samples": (_large_samples, "priors"),
     "sample": (_sample, "runs"),
     "evaluate": (_evaluate, "runs"),
 }

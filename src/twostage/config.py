@@ -38,6 +38,8 @@ class Params:
     data: dict[str, Any]
     files: list[str]
     origin: dict[tuple[str, ...], str] = field(default_factory=dict)
+    # Runs generated from a sweep → the sweep's name (DVC tracks the sweep's params key).
+    sweep_of: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -125,8 +127,11 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
     return path, f"{error.instance!r} is invalid: {error.message}"
 
 
-def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> None:
-    """Validate against the schema, then check cross-references and shapes."""
+def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> dict[str, str]:
+    """Validate against the schema, expand sweeps into runs, check cross-references.
+
+    Returns the run → sweep map of the generated runs.
+    """
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
@@ -134,7 +139,38 @@ def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> None:
         error = max(errors, key=lambda e: len(e.absolute_path))
         path, message = _describe(error)
         raise ConfigError(f"{_where(origin, path)}: {'.'.join(path) or '<top>'}: {message}")
+    sweep_of = _expand_sweeps(data, origin)
     _check_references(data, origin)
+    _check_sampling(data, origin)
+    return sweep_of
+
+
+def sweep_run_name(sweep: str, steps: int, temperature: float) -> str:
+    """``absorbing-s16-t0p8``: names allow no dots, so 0.8 is written 0p8."""
+    return f"{sweep}-s{steps}-t{format(temperature, 'g').replace('.', 'p')}"
+
+
+def _expand_sweeps(data: dict[str, Any], origin: dict) -> dict[str, str]:
+    """Turn every sweep into plain runs (one per steps × temperature) and targets into runs."""
+    sweep_of: dict[str, str] = {}
+    for sweep, spec in data["sweeps"].items():
+        if sweep in data["runs"]:
+            _fail(origin, ("sweeps", sweep), "a run of the same name exists")
+        for steps in spec["steps"]:
+            for temperature in spec["temperature"]:
+                name = sweep_run_name(sweep, steps, temperature)
+                if name in data["runs"]:
+                    _fail(origin, ("sweeps", sweep), f"generated run {name!r} already exists")
+                run = {k: v for k, v in spec.items() if k not in ("steps", "temperature")}
+                data["runs"][name] = {**run, "steps": steps, "temperature": temperature}
+                origin[("runs", name)] = _where(origin, ("sweeps", sweep))
+                sweep_of[name] = sweep
+    targets: list[str] = []
+    for target in data["targets"]:
+        expanded = [r for r, s in sweep_of.items() if s == target] or [target]
+        targets += [r for r in expanded if r not in targets]
+    data["targets"] = targets
+    return sweep_of
 
 
 def _fail(origin: dict, path: tuple[str, ...], message: str) -> None:
@@ -158,7 +194,7 @@ def _check_references(data: dict[str, Any], origin: dict) -> None:
                 )
     for i, run in enumerate(data["targets"]):
         if run not in data["runs"]:
-            _fail(origin, ("targets", str(i)), f"undefined run {run!r}")
+            _fail(origin, ("targets", str(i)), f"undefined run or sweep {run!r}")
     for name, ds in data["datasets"].items():
         if ds["source"] in ("folder", "npz") and "path" not in ds:
             _fail(origin, ("datasets", name, "path"), f"source {ds['source']} needs a path")
@@ -174,14 +210,65 @@ def _check_references(data: dict[str, Any], origin: dict) -> None:
     for name, prior in data["priors"].items():
         if prior["n_embd"] % prior["n_head"]:
             _fail(origin, ("priors", name, "n_head"), "n_embd must be divisible by n_head")
+
+
+def _check_sampling(data: dict[str, Any], origin: dict) -> None:
+    """Samplers must suit their prior's kind, and step counts its token grid."""
     for name, run in data["runs"].items():
         tokens = token_count(data, run["prior"])
+        kind = data["priors"][run["prior"]]["kind"]
         if run["steps"] > tokens:
             _fail(
                 origin,
                 ("runs", name, "steps"),
                 f"{run['steps']} sampling steps exceed the {tokens} tokens of a latent grid",
             )
+        if kind == "autoregressive":
+            if run["sampler"] != "autoregressive":
+                _fail(
+                    origin,
+                    ("runs", name, "sampler"),
+                    "an autoregressive prior needs "
+                    f"sampler: autoregressive, got {run['sampler']!r}",
+                )
+            if run["steps"] != tokens:
+                _fail(
+                    origin,
+                    ("runs", name, "steps"),
+                    f"an autoregressive prior samples one "
+                    f"token per step: steps must be {tokens}, got {run['steps']}",
+                )
+        else:
+            if run["sampler"] == "autoregressive":
+                _fail(
+                    origin,
+                    ("runs", name, "sampler"),
+                    f"prior {run['prior']!r} is {kind}, use sampler random or confidence",
+                )
+            if "top_k" in run:
+                _fail(origin, ("runs", name, "top_k"), "top_k applies to autoregressive priors")
+    ev = data["evaluation"]
+    for name, ae in data["autoencoders"].items():
+        res = data["datasets"][ae["dataset"]]["resolution"]
+        top, left, height, width = ev["inpainting"]["box"]
+        if height == 0 or width == 0 or top + height > res or left + width > res:
+            _fail(
+                origin,
+                ("evaluation", "inpainting", "box"),
+                f"[{top}, {left}, {height}, "
+                f"{width}] is empty or leaves the {res}×{res} images of autoencoder {name!r}",
+            )
+        side = res // 2 ** (len(ae["ch_mult"]) - 1)
+        large = ev["large_samples"]
+        if large["rows"] < side or large["cols"] < side:
+            _fail(
+                origin,
+                ("evaluation", "large_samples"),
+                f"a {large['rows']}×{large['cols']} "
+                f"grid is smaller than the {side}×{side} token grid of autoencoder {name!r}",
+            )
+        if large["steps"] > large["rows"] * large["cols"]:
+            _fail(origin, ("evaluation", "large_samples", "steps"), "more steps than tokens")
 
 
 def token_count(data: dict[str, Any], prior: str) -> int:
@@ -199,5 +286,5 @@ def load_params(profiles: list[str] | tuple[str, ...] = (), root: str | Path = "
     origin: dict[tuple[str, ...], str] = {}
     for name in files:
         _merge(data, _read_yaml(root / name), str(name), origin)
-    validate(data, origin)
-    return Params(data=data, files=[str(f) for f in files], origin=origin)
+    sweep_of = validate(data, origin)
+    return Params(data=data, files=[str(f) for f in files], origin=origin, sweep_of=sweep_of)

@@ -49,6 +49,16 @@ def samples(run: str) -> dict[str, str]:
     return {"images": f"{d}/images.npy", "grid": f"{d}/grid.png", "stats": f"{d}/stats.json"}
 
 
+def inpainting(prior: str) -> dict[str, str]:
+    d = f"{RESULTS}/inpainting/{prior}"
+    return {"grid": f"{d}/grid.png", "stats": f"{d}/stats.json"}
+
+
+def large_samples(prior: str) -> dict[str, str]:
+    d = f"{RESULTS}/large_samples/{prior}"
+    return {"grid": f"{d}/grid.png", "stats": f"{d}/stats.json"}
+
+
 def evaluation(run: str) -> dict[str, str]:
     return {"metrics": f"{RESULTS}/eval/{run}/metrics.json"}
 

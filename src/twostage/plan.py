@@ -116,6 +116,12 @@ def train_prior_job(p: Params, prior: str) -> Job:
     )
 
 
+def _run_params_key(p: Params, run: str) -> tuple[str, str]:
+    """A sweep's runs are tracked by DVC through the sweep's key (the run has none in the file)."""
+    sweep = p.sweep_of.get(run)
+    return ("params/evaluation.yaml", f"sweeps.{sweep}" if sweep else f"runs.{run}")
+
+
 def sample_job(p: Params, run: str) -> Job:
     prior = p.prior_of_run(run)
     out = paths.samples(run)
@@ -129,11 +135,42 @@ def sample_job(p: Params, run: str) -> Job:
         outs=[out["images"], out["grid"]],
         metrics=[out["stats"]],
         params=[
-            ("params/evaluation.yaml", f"runs.{run}"),
+            _run_params_key(p, run),
             ("params/evaluation.yaml", "evaluation.n_samples"),
             *GLOBAL_KEYS,
         ],
     )
+
+
+def _editing_job(p: Params, stage: str, prior: str, section: str, out: dict[str, str]) -> Job:
+    ae = p.autoencoder_of_prior(prior)
+    deps = [paths.prior(prior)["model"], paths.autoencoder(ae)["model"]]
+    if stage == "inpaint":
+        deps.append(paths.data(p.dataset_of_autoencoder(ae))["val"])
+        mask_image = p["evaluation"]["inpainting"].get("mask_image")
+        deps += [mask_image] if mask_image else []
+    return Job(
+        stage,
+        prior,
+        deps=deps,
+        outs=[out["grid"]],
+        metrics=[out["stats"]],
+        params=[("params/evaluation.yaml", f"evaluation.{section}"), *GLOBAL_KEYS],
+    )
+
+
+def inpaint_job(p: Params, prior: str) -> Job:
+    return _editing_job(p, "inpaint", prior, "inpainting", paths.inpainting(prior))
+
+
+def large_samples_job(p: Params, prior: str) -> Job:
+    return _editing_job(p, "large_samples", prior, "large_samples", paths.large_samples(prior))
+
+
+def absorbing_priors(p: Params) -> list[str]:
+    """The absorbing priors among the targets: they also get inpainting and large samples."""
+    priors = sorted({p.prior_of_run(r) for r in p["targets"]})
+    return [pr for pr in priors if p.prior(pr)["kind"] == "absorbing"]
 
 
 def _eval_keys() -> ParamKeys:
@@ -186,6 +223,8 @@ def report_inputs(p: Params) -> list[str]:
     for run in runs:
         s = paths.samples(run)
         files += [s["grid"], s["stats"], paths.evaluation(run)["metrics"]]
+    for prior in absorbing_priors(p):
+        files += [*paths.inpainting(prior).values(), *paths.large_samples(prior).values()]
     return files
 
 
@@ -212,6 +251,8 @@ def jobs(p: Params) -> list[Job]:
     for ae in aes:
         out += [train_autoencoder_job(p, ae), encode_job(p, ae), calibrate_job(p, ae)]
     out += [train_prior_job(p, pr) for pr in priors]
+    for prior in absorbing_priors(p):
+        out += [inpaint_job(p, prior), large_samples_job(p, prior)]
     for run in runs:
         out += [sample_job(p, run), evaluate_job(p, run)]
     out.append(report_job(p))
@@ -230,8 +271,32 @@ def job(p: Params, stage: str, name: str) -> Job:
         "train_prior": train_prior_job,
         "sample": sample_job,
         "evaluate": evaluate_job,
+        "inpaint": inpaint_job,
+        "large_samples": large_samples_job,
     }
     return builders[stage](p, name)
+
+
+def lookup(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def param_values(p: Params, job: Job) -> dict[str, Any]:
+    """The params values ``job`` reads, for Snakemake's rerun trigger.
+
+    A sweep's run is tracked by its own resolved settings (``runs.<run>``), so
+    adding a temperature to a sweep reruns nothing that already exists; DVC can
+    only track the sweep's key in the file, and reruns the whole sweep.
+    """
+    values = {}
+    for _, key in job.params:
+        if key.startswith("sweeps."):
+            key = f"runs.{job.name}"
+        values[key] = lookup(p.data, key)
+    return values
 
 
 def command(job: Job, profiles: list[str]) -> str:

@@ -29,17 +29,9 @@ def job_params(stage):
     """The params values a job reads: a change in them (only) reruns the job."""
 
     def values(w):
-        job = plan.job(P, stage, w.name)
-        return json.dumps({key: _lookup(key) for _, key in job.params}, sort_keys=True)
+        return json.dumps(plan.param_values(P, plan.job(P, stage, w.name)), sort_keys=True)
 
     return values
-
-
-def _lookup(dotted):
-    node = P.data
-    for part in dotted.split("."):
-        node = node[part]
-    return node
 
 
 def stage_cmd(stage):

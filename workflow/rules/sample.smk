@@ -19,3 +19,48 @@ rule sample:
         values=job_params("sample"),
     shell:
         stage_cmd("sample")
+
+
+# What an absorbing prior can do beyond sampling: inpainting and larger images.
+rule inpaint:
+    input:
+        job_inputs("inpaint"),
+    output:
+        grid="results/inpainting/{name}/grid.png",
+        stats="results/inpainting/{name}/stats.json",
+    params:
+        values=job_params("inpaint"),
+    conda:
+        TWOSTAGE_ENV
+    log:
+        "results/logs/inpaint/{name}.log",
+    benchmark:
+        "results/benchmarks/inpaint/{name}.tsv"
+    threads: TRAINING_THREADS
+    resources:
+        mem_mb=4000,
+        gpu=1,
+    shell:
+        stage_cmd("inpaint")
+
+
+rule large_samples:
+    input:
+        job_inputs("large_samples"),
+    output:
+        grid="results/large_samples/{name}/grid.png",
+        stats="results/large_samples/{name}/stats.json",
+    params:
+        values=job_params("large_samples"),
+    conda:
+        TWOSTAGE_ENV
+    log:
+        "results/logs/large_samples/{name}.log",
+    benchmark:
+        "results/benchmarks/large_samples/{name}.tsv"
+    threads: TRAINING_THREADS
+    resources:
+        mem_mb=4000,
+        gpu=1,
+    shell:
+        stage_cmd("large-samples")

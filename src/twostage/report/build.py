@@ -25,6 +25,7 @@ import yaml  # noqa: E402
 from twostage import paths  # noqa: E402
 from twostage.artifacts import atomic_path, read_json  # noqa: E402
 from twostage.config import Params  # noqa: E402
+from twostage.plan import absorbing_priors  # noqa: E402
 
 PACKAGES = ("torch", "torchvision", "numpy", "snakemake", "dvc", "scikit-learn", "pandas")
 
@@ -72,13 +73,16 @@ def runs_table(p: Params) -> pd.DataFrame:
                 "run": run,
                 "prior": prior,
                 "autoencoder": ae,
+                "sampler": stats["sampler"],
                 "steps": stats["steps"],
                 "temperature": stats["temperature"],
                 f"fd_{ext}": ev[f"fd_{ext}"],
                 **{k: ev[k] for k in ("precision", "recall", "density", "coverage")},
-                "val_elbo_bpt": prior_m["val_elbo_bits_per_token"],
+                "val_bits_per_token": prior_m["val_bits_per_token"],
+                "val_bound": prior_m["val_bound"],
                 "recon_psnr": ae_m["val_psnr"],
                 "samples_per_s": stats["samples_per_s"],
+                "s_per_image": stats["seconds_per_image"],
             }
         )
         if ae not in aes_seen:
@@ -102,6 +106,63 @@ def runs_table(p: Params) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _save(fig, out_png: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_sweeps(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[tuple[str, str]]:
+    """FD vs sampling steps and precision–recall vs temperature, for every group that varies."""
+    runs = table.dropna(subset=["prior"])
+    figures = []
+    by_steps = [
+        (key, g)
+        for key, g in runs.groupby(["prior", "sampler", "temperature"])
+        if g["steps"].nunique() > 1
+    ]
+    if by_steps:
+        fig, ax = plt.subplots(figsize=(4.8, 3.4))
+        for (prior, sampler, temp), g in by_steps:
+            g = g.sort_values("steps")
+            ax.plot(g["steps"], g[fd_col], marker="o", label=f"{prior} ({sampler}, τ={temp:g})")
+        ax.set(
+            xscale="log",
+            xlabel="sampling steps (network calls per sample)",
+            ylabel=fd_col,
+            title=f"{fd_col} vs sampling steps",
+        )
+        ax.legend(fontsize=7)
+        _save(fig, fig_dir / "fd-vs-steps.png")
+        figures.append(
+            (f"{fd_col} against the number of sampling steps", "figures/fd-vs-steps.png")
+        )
+    by_temp = [
+        (key, g)
+        for key, g in runs.groupby(["prior", "sampler", "steps"])
+        if g["temperature"].nunique() > 1
+    ]
+    if by_temp:
+        fig, ax = plt.subplots(figsize=(4.8, 3.4))
+        for (prior, sampler, steps), g in by_temp:
+            g = g.sort_values("temperature")
+            ax.plot(
+                g["recall"], g["precision"], marker="o", label=f"{prior} ({sampler}, {steps} steps)"
+            )
+            for _, row in g.iterrows():
+                ax.annotate(
+                    f"τ={row['temperature']:g}", (row["recall"], row["precision"]), fontsize=7
+                )
+        ax.set(xlabel="recall", ylabel="precision", title="precision–recall vs temperature")
+        ax.legend(fontsize=7)
+        _save(fig, fig_dir / "pr-vs-temperature.png")
+        figures.append(
+            ("Precision and recall as the temperature τ changes", "figures/pr-vs-temperature.png")
+        )
+    return figures
+
+
 def plot_curve(csv_path: str, out_png: Path, title: str, train_col: str, val_col: str) -> None:
     log = pd.read_csv(csv_path)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -110,10 +171,7 @@ def plot_curve(csv_path: str, out_png: Path, title: str, train_col: str, val_col
     val = log.dropna(subset=[val_col])
     axes[1].plot(val["step"], val[val_col], marker="o")
     axes[1].set(title=f"{title}: {val_col}", xlabel="step")
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save(fig, out_png)
 
 
 def _figure_files(p: Params, fig_dir: Path) -> list[tuple[str, str]]:
@@ -144,9 +202,19 @@ def _figure_files(p: Params, fig_dir: Path) -> list[tuple[str, str]]:
         figures.append(
             (f"Autoencoder {ae}: training loss and validation PSNR", f"figures/{dst.name}")
         )
+    for prior in absorbing_priors(p):
+        for label, art in (("inpainting", paths.inpainting), ("large", paths.large_samples)):
+            dst = fig_dir / f"{label}-{prior}.png"
+            shutil.copyfile(art(prior)["grid"], dst)
+            caption = (
+                f"Prior {prior}: inpainting (original, masked input, completion)"
+                if label == "inpainting"
+                else f"Prior {prior}: samples larger than the training grid (windowed denoising)"
+            )
+            figures.append((caption, f"figures/{dst.name}"))
     for prior in priors:
         dst = fig_dir / f"curve-{prior}.png"
-        plot_curve(paths.prior(prior)["curve"], dst, prior, "loss", "val_elbo")
+        plot_curve(paths.prior(prior)["curve"], dst, prior, "loss", "val_bits")
         figures.append(
             (
                 f"Prior {prior}: training loss and validation ELBO (bits/token)",
@@ -197,7 +265,8 @@ def build_report(p: Params) -> str:
     fig_dir.mkdir(parents=True, exist_ok=True)
     table = runs_table(p)
     times = wall_times(p)
-    figures = _figure_files(p, fig_dir)
+    figures = plot_sweeps(table, f"fd_{p['evaluation']['extractor']}", fig_dir)
+    figures += _figure_files(p, fig_dir)
     prov = provenance()
     ext = p["evaluation"]["extractor"]
     ev = p["evaluation"]

@@ -13,8 +13,15 @@ from twostage.artifacts import save_npy, write_json
 from twostage.config import Params
 from twostage.images import save_grid, to_uint8
 from twostage.models.autoencoders import load_autoencoder
+from twostage.models.priors import load_prior
 from twostage.runtime import pick_device, seed_everything
-from twostage.train.prior import load_prior
+
+
+def sampler_options(spec: dict) -> dict:
+    """Keyword arguments of the prior's ``sample`` that depend on the kind of sampler."""
+    if spec["sampler"] == "autoregressive":
+        return {"top_k": spec.get("top_k")}
+    return {"sampler": spec["sampler"]}
 
 
 def sample_run(p: Params, run: str) -> dict:
@@ -53,6 +60,7 @@ def sample_run(p: Params, run: str) -> dict:
         "n_samples": n,
         "steps": spec["steps"],
         "temperature": spec["temperature"],
+        "sampler": spec["sampler"],
         "network_calls_per_sample": spec["steps"],
         "samples_per_s": n / sample_time,
         "seconds_per_image": sample_time / n,

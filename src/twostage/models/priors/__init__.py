@@ -1,1 +1,23 @@
-"""twostage.models.priors"""
+"""Stage-2 priors over token grids, built by ``kind`` and loaded back from checkpoints."""
+
+from __future__ import annotations
+
+import torch
+
+from twostage.artifacts import load_torch
+from twostage.models.priors.absorbing import AbsorbingDiffusion
+from twostage.models.priors.autoregressive import AutoregressivePrior
+
+PRIOR_KINDS = {"absorbing": AbsorbingDiffusion, "autoregressive": AutoregressivePrior}
+
+
+def build_prior(spec: dict, codebook_size: int, length: int) -> torch.nn.Module:
+    return PRIOR_KINDS[spec["kind"]](spec, codebook_size, length)
+
+
+def load_prior(path: str, device: torch.device) -> torch.nn.Module:
+    """Rebuild a trained prior from ``model.pt`` (its spec and sizes are stored in it)."""
+    ckpt = load_torch(path)
+    model = build_prior(ckpt["spec"], ckpt["codebook_size"], ckpt["length"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()

@@ -1,8 +1,9 @@
 """Absorbing (masked) discrete diffusion over token grids (METHODS.md §3).
 
-Forward process: at time t ∈ {1..T} every token is independently replaced by
-the mask token m = K with probability t/T. The denoiser predicts p(z_0 | z_t)
-at every position; only masked positions carry loss.
+Forward process: at time t ∈ {1..T} tokens are replaced by the mask token
+m = K: each independently with probability t/T (``random`` schedule, the
+paper's) or exactly round(t·L/T) of them (``fixed``). The denoiser predicts
+p(z_0 | z_t) at every position; only masked positions carry loss.
 
 ELBO (eq. 4.3), in nats per sequence, with t uniform on {1..T}:
     −log p(z_0) ≤ T · E_t E_q [ (1/t) Σ_{i masked} −log p_θ([z_0]_i | z_t) ]
@@ -21,7 +22,8 @@ from torch import nn
 
 from twostage.models.priors.transformer import Transformer
 
-LOSS_TYPES = ("reweighted_elbo", "elbo")
+LOSS_TYPES = ("reweighted_elbo", "elbo", "mlm")
+SAMPLERS = ("random", "confidence")
 
 
 class AbsorbingDiffusion(nn.Module):
@@ -32,6 +34,7 @@ class AbsorbingDiffusion(nn.Module):
         self.length = length
         self.num_timesteps = length  # T = L, as in the paper
         self.loss_type = spec["loss_type"]
+        self.mask_schedule = spec.get("mask_schedule", "random")
         self.denoiser = Transformer(
             vocab_in=codebook_size + 1,
             vocab_out=codebook_size,
@@ -42,12 +45,19 @@ class AbsorbingDiffusion(nn.Module):
             dropout=spec["dropout"],
         )
 
+    # ----------------------------------------------------------------- training
     def q_sample(
         self, z0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask each token independently with probability t/T; return (z_t, mask)."""
+        """Mask tokens of z0 at time t (per sequence); return (z_t, mask)."""
         u = torch.rand(z0.shape, generator=generator, device=z0.device)
-        mask = u < (t.float() / self.num_timesteps)[:, None]
+        if self.mask_schedule == "fixed":
+            # Exactly round(t·L/T) masked: the positions with the smallest u.
+            count = torch.round(t.float() * self.length / self.num_timesteps).long()
+            rank = u.argsort(dim=1).argsort(dim=1)
+            mask = rank < count[:, None]
+        else:
+            mask = u < (t.float() / self.num_timesteps)[:, None]
         return torch.where(mask, torch.full_like(z0, self.mask_id), z0), mask
 
     def masked_nll(self, z0: torch.Tensor, zt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -72,9 +82,39 @@ class AbsorbingDiffusion(nn.Module):
         elbo = self.num_timesteps * nll / t  # T·(1/t)·Σ: one-sample estimate of the sum over t
         if self.loss_type == "elbo":
             train = elbo
+        elif self.loss_type == "mlm":  # plain masked-LM: mean over the masked tokens
+            train = nll / mask.sum(1).clamp(min=1) * self.length
         else:  # eq. 4.5: weight (T − t + 1)/T in place of 1/t; lower variance, same optimum
             train = (self.num_timesteps - t + 1).float() / self.num_timesteps * nll
         return train.mean() * to_bits, elbo.mean().detach() * to_bits
+
+    # ----------------------------------------------------------------- sampling
+    def probabilities(self, z: torch.Tensor, temperature: float) -> torch.Tensor:
+        """softmax(logits / τ) at every position: B × L × K."""
+        return F.softmax(self.denoiser(z).float() / temperature, dim=-1)
+
+    @staticmethod
+    def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        b, n, k = probs.shape
+        return torch.multinomial(probs.reshape(-1, k), 1, generator=generator).view(b, n)
+
+    def _random_step(self, z, probs, t, generator):
+        """The paper's reverse step: each still-masked token is revealed with probability 1/t."""
+        u = torch.rand(z.shape, generator=generator, device=z.device)
+        reveal = (z == self.mask_id) & (u < 1.0 / t)
+        return torch.where(reveal, self._draw(probs, generator), z)
+
+    def _confidence_step(self, z, probs, step, steps, initial_masked, generator):
+        """MaskGIT-style step: reveal the most confident draws; a cosine count stays masked."""
+        masked = z == self.mask_id
+        draw = self._draw(probs, generator)
+        confidence = probs.gather(-1, draw[..., None])[..., 0]
+        confidence = torch.where(masked, confidence, torch.full_like(confidence, math.inf))
+        keep_masked = torch.floor(initial_masked * math.cos(math.pi / 2 * step / steps)).long()
+        # Rank positions by confidence; the keep_masked least confident stay masked.
+        rank = confidence.argsort(dim=1).argsort(dim=1)
+        stay = masked & (rank < keep_masked[:, None])
+        return torch.where(masked & ~stay, draw, z)
 
     @torch.no_grad()
     def sample(
@@ -85,23 +125,77 @@ class AbsorbingDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
         on_step: Callable[[int], None] | None = None,
+        sampler: str = "random",
+        init: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Reverse process from all-masked, in ``steps`` network calls (S = T is the full chain).
+        """Reverse process in exactly ``steps`` network calls (S = T is the full chain).
 
-        At step t = S, …, 1 each still-masked token is revealed with probability
-        1/t, its value drawn from softmax(logits / τ); t = 1 reveals the rest.
+        ``random`` (the paper): at t = S, …, 1 each still-masked token is revealed
+        with probability 1/t, its value drawn from softmax(logits / τ); t = 1
+        reveals the rest. ``confidence``: every step draws all masked tokens and
+        keeps the least confident masked, their number following a cosine
+        schedule to zero. ``init`` (B × L, mask token where unknown) starts from a
+        partly known grid: unmasked tokens are never changed (inpainting).
         """
         if not 1 <= steps <= self.num_timesteps:
             raise ValueError(f"steps must be in 1..{self.num_timesteps}, got {steps}")
-        z = torch.full((n, self.length), self.mask_id, dtype=torch.long, device=device)
-        for t in range(steps, 0, -1):
-            still_masked = z == self.mask_id
-            u = torch.rand(z.shape, generator=generator, device=device)
-            reveal = still_masked & (u < 1.0 / t)
-            logits = self.denoiser(z) / temperature
-            probs = F.softmax(logits.float(), dim=-1).view(-1, self.codebook_size)
-            draw = torch.multinomial(probs, 1, generator=generator).view(n, self.length)
-            z = torch.where(reveal, draw, z)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if init is None:
+            z = torch.full((n, self.length), self.mask_id, dtype=torch.long, device=device)
+        else:
+            z = init.to(device).clone()
+        initial_masked = (z == self.mask_id).sum(1)
+        for i, t in enumerate(range(steps, 0, -1)):
+            probs = self.probabilities(z, temperature)
+            if sampler == "random":
+                z = self._random_step(z, probs, t, generator)
+            else:
+                z = self._confidence_step(z, probs, i + 1, steps, initial_masked, generator)
             if on_step is not None:
                 on_step(t)
         return z
+
+    @torch.no_grad()
+    def sample_large(
+        self,
+        n: int,
+        side: int,
+        rows: int,
+        cols: int,
+        steps: int,
+        stride: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """A rows × cols token grid larger than the training grid (side × side), eq. 4.11.
+
+        Every step applies the denoiser to side × side windows (``stride`` apart,
+        the last one flush with the edge), averages each position's
+        probabilities over the windows covering it, then takes the ordinary
+        reverse step. Returns B × rows × cols.
+        """
+        if rows < side or cols < side:
+            raise ValueError(f"grid {rows}×{cols} is smaller than the training grid {side}×{side}")
+        tops, lefts = _window_starts(rows, side, stride), _window_starts(cols, side, stride)
+        z = torch.full((n, rows, cols), self.mask_id, dtype=torch.long, device=device)
+        for t in range(steps, 0, -1):
+            total = torch.zeros(n, rows, cols, self.codebook_size, device=device)
+            count = torch.zeros(rows, cols, 1, device=device)
+            for top in tops:
+                for left in lefts:
+                    window = z[:, top : top + side, left : left + side].reshape(n, side * side)
+                    p = self.probabilities(window, temperature).view(n, side, side, -1)
+                    total[:, top : top + side, left : left + side] += p
+                    count[top : top + side, left : left + side] += 1
+            probs = (total / count).view(n, rows * cols, -1)
+            z = self._random_step(z.view(n, -1), probs, t, generator).view(n, rows, cols)
+        return z
+
+
+def _window_starts(size: int, window: int, stride: int) -> list[int]:
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts

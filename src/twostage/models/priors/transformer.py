@@ -1,7 +1,8 @@
 """A small pre-LayerNorm Transformer over token grids (nanoGPT-shaped).
 
 Bidirectional by default (the absorbing-diffusion denoiser); ``causal=True``
-gives the autoregressive baseline on the identical architecture.
+gives the autoregressive baseline on the identical architecture, and then a
+key/value ``cache`` lets sampling feed one new token per call.
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(n_embd, 3 * n_embd)
         self.proj = nn.Linear(n_embd, n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            # Keys/values of earlier positions were stored by previous calls; the new
+            # queries come after all of them, so attending to everything is causal.
+            if "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)
+                v = torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        causal = self.causal and n > 1
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
         )
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
@@ -39,8 +48,8 @@ class Block(nn.Module):
             nn.Dropout(dropout),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache)
         return x + self.mlp(self.ln2(x))
 
 
@@ -59,6 +68,7 @@ class Transformer(nn.Module):
         causal: bool = False,
     ):
         super().__init__()
+        self.causal = causal
         self.tok_emb = nn.Embedding(vocab_in, n_embd)
         self.pos_emb = nn.Parameter(torch.zeros(1, length, n_embd))
         self.drop = nn.Dropout(dropout)
@@ -75,8 +85,20 @@ class Transformer(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb[:, : tokens.shape[1]])
-        for block in self.blocks:
-            x = block(x)
+    def forward(
+        self, tokens: torch.Tensor, cache: list[dict] | None = None, offset: int = 0
+    ) -> torch.Tensor:
+        """Logits for ``tokens`` at positions ``offset`` onwards.
+
+        With a ``cache`` (a list, filled on first use: one dict per block), only
+        the new tokens are processed and earlier positions come from the cache.
+        """
+        if cache is not None and not self.causal:
+            raise ValueError("a key/value cache is only valid for a causal Transformer")
+        n = tokens.shape[1]
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb[:, offset : offset + n])
+        if cache is not None and not cache:
+            cache.extend({} for _ in self.blocks)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if cache is None else cache[i])
         return self.head(self.ln_f(x))

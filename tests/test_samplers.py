@@ -1,0 +1,150 @@
+"""Priors and samplers beyond the paper's full chain: autoregressive baseline with a
+key/value cache, confidence schedule, inpainting, windowed larger-than-training grids."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from twostage.models.priors.absorbing import AbsorbingDiffusion
+from twostage.models.priors.autoregressive import AutoregressivePrior
+
+SPEC = dict(n_layer=2, n_head=2, n_embd=16, dropout=0.0, loss_type="elbo")
+
+
+def _ar(length: int = 9, k: int = 7) -> AutoregressivePrior:
+    torch.manual_seed(0)
+    return AutoregressivePrior(SPEC, codebook_size=k, length=length).eval()
+
+
+def _absorbing(length: int = 16, k: int = 7, **extra) -> AbsorbingDiffusion:
+    torch.manual_seed(0)
+    return AbsorbingDiffusion({**SPEC, **extra}, codebook_size=k, length=length).eval()
+
+
+def _count_calls(model) -> list:
+    calls: list = []
+    model.denoiser.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+def test_autoregressive_nll_is_the_sum_of_per_token_cross_entropies():
+    model = _ar()
+    z = torch.randint(0, 7, (3, 9), generator=torch.Generator().manual_seed(1))
+    by_hand = torch.zeros(3)
+    with torch.no_grad():
+        for i in range(9):  # predict token i from the start token and z_<i, one prefix at a time
+            prefix = torch.cat([torch.full((3, 1), model.start_id), z[:, :i]], dim=1)
+            logits = model.denoiser(prefix)[:, -1]
+            by_hand += F.cross_entropy(logits, z[:, i], reduction="none")
+        assert torch.allclose(model.nll(z), by_hand, atol=1e-5)
+        bits, nll_bits = model.loss(z)
+        assert torch.allclose(bits, by_hand.mean() / (math.log(2) * 9), atol=1e-6)
+
+
+def test_cached_and_uncached_autoregressive_sampling_agree():
+    model = _ar()
+    cached = model.sample(5, temperature=0.9, generator=torch.Generator().manual_seed(3))
+    plain = model.sample(
+        5, temperature=0.9, generator=torch.Generator().manual_seed(3), use_cache=False
+    )
+    assert torch.equal(cached, plain)
+
+
+def test_autoregressive_sampler_contract_and_top_k():
+    model = _ar()
+    calls = _count_calls(model)
+    z = model.sample(4, steps=9, top_k=1, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 9 and z.shape == (4, 9)
+    assert z.min() >= 0 and z.max() < 7
+    # top_k = 1 is greedy: every sample is the same sequence.
+    assert (z == z[0]).all()
+    with pytest.raises(ValueError, match="exactly 9 steps"):
+        model.sample(1, steps=4)
+
+
+@pytest.mark.parametrize("sampler", ["random", "confidence"])
+@pytest.mark.parametrize("steps", [1, 3, 16])
+def test_every_absorbing_sampler_fills_all_tokens_in_steps_calls(sampler, steps):
+    model = _absorbing()
+    calls = _count_calls(model)
+    z = model.sample(6, steps, sampler=sampler, generator=torch.Generator().manual_seed(2))
+    assert len(calls) == steps
+    assert not (z == model.mask_id).any() and z.max() < 7
+
+
+def test_confidence_schedule_reveals_a_cosine_shaped_count():
+    model = _absorbing()
+    masked_counts = []
+    real_step = model._confidence_step
+
+    def spy(z, *args):
+        out = real_step(z, *args)
+        masked_counts.append(int((out == model.mask_id).sum(1)[0]))
+        return out
+
+    model._confidence_step = spy
+    model.sample(2, 4, sampler="confidence", generator=torch.Generator().manual_seed(0))
+    expected = [math.floor(16 * math.cos(math.pi / 2 * s / 4)) for s in range(1, 5)]
+    assert masked_counts == expected  # [14, 11, 6, 0]
+
+
+@pytest.mark.parametrize("sampler", ["random", "confidence"])
+def test_inpainting_never_changes_unmasked_tokens(sampler):
+    model = _absorbing()
+    known = torch.randint(0, 7, (5, 16), generator=torch.Generator().manual_seed(4))
+    region = torch.zeros(16, dtype=torch.bool)
+    region[8:] = True
+    init = torch.where(region, model.mask_id, known)
+    out = model.sample(
+        5, int(region.sum()), init=init, sampler=sampler, generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(out[:, ~region], known[:, ~region])
+    assert not (out == model.mask_id).any()
+
+
+def test_windowed_sampler_on_the_training_grid_equals_the_ordinary_sampler():
+    model = _absorbing()
+    large = model.sample_large(
+        3, side=4, rows=4, cols=4, steps=16, stride=1, generator=torch.Generator().manual_seed(9)
+    )
+    plain = model.sample(3, 16, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(large.view(3, 16), plain)
+
+
+def test_windowed_sampler_fills_a_larger_grid():
+    model = _absorbing()
+    calls = _count_calls(model)
+    z = model.sample_large(
+        2, side=4, rows=6, cols=7, steps=5, stride=2, generator=torch.Generator().manual_seed(1)
+    )
+    assert z.shape == (2, 6, 7) and not (z == model.mask_id).any()
+    # Window starts: rows 0, 2 (flush with the edge); cols 0, 2, 3 → 6 windows per step.
+    assert len(calls) == 5 * 6
+
+
+@pytest.mark.parametrize("schedule", ["random", "fixed"])
+def test_mask_schedules(schedule):
+    model = _absorbing(length=16, mask_schedule=schedule)
+    z0 = torch.zeros(2000, 16, dtype=torch.long)
+    t = torch.full((2000,), 4)
+    _, mask = model.q_sample(z0, t, generator=torch.Generator().manual_seed(0))
+    counts = mask.sum(1).float()
+    if schedule == "fixed":
+        assert (counts == 4).all()  # exactly t·L/T = 4 tokens
+    else:
+        assert abs(counts.mean() - 4) < 0.1 and counts.std() > 0.5  # binomial(16, 1/4)
+
+
+def test_mlm_loss_is_the_mean_over_masked_tokens(monkeypatch):
+    model = _absorbing(length=4, loss_type="mlm")
+    z0 = torch.tensor([[1, 2, 3, 4]])
+    mask = torch.tensor([[True, True, False, False]])
+    monkeypatch.setattr(model, "sample_time", lambda *a, **k: torch.tensor([2]))
+    monkeypatch.setattr(model, "q_sample", lambda z, t, g=None: (torch.where(mask, 7, z), mask))
+    train, _ = model.loss(z0)
+    nll = model.masked_nll(z0, torch.where(mask, 7, z0), mask)
+    assert torch.allclose(train, nll / 2 / math.log(2))  # mean over 2 masked tokens, in bits
