@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from twostage.config import load_params
@@ -75,6 +76,16 @@ def test_snakemake_builds_every_artifact(snakemake_project: Path):
     logs = list((snakemake_project / "results/logs").rglob("*.log"))
     benchmarks = list((snakemake_project / "results/benchmarks").rglob("*.tsv"))
     assert len(logs) == len(benchmarks) == len(jobs(load_params([SMOKE], root=snakemake_project)))
+
+
+def test_each_run_samples_with_its_own_sampler(snakemake_project: Path):
+    # Same prior, steps and temperature; only the sampler differs, so the images must too.
+    samples = snakemake_project / "results/samples"
+    confidence = np.load(samples / "absorbing_confidence/images.npy")
+    random_order = np.load(samples / "absorbing_steps-s4-t0p8/images.npy")
+    assert confidence.shape == random_order.shape and not np.array_equal(confidence, random_order)
+    stats = json.loads((samples / "absorbing_confidence/stats.json").read_text())
+    assert stats["sampler"] == "confidence" and stats["network_calls_per_sample"] == 4
 
 
 def test_snakemake_has_nothing_left_to_do(snakemake_project: Path, tool_env: dict):

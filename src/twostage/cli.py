@@ -10,6 +10,7 @@ its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
@@ -18,92 +19,32 @@ from pathlib import Path
 
 import yaml
 
-from twostage.config import ConfigError, Params, load_params
+from twostage.config import ConfigError, load_params
 from twostage.data.sources import DataError
 
 log = logging.getLogger("twostage")
 
 
-def _prepare_data(p: Params, name: str):
-    from twostage.data.prepare import prepare
-
-    return prepare(name, p.dataset(name))
-
-
-def _train_classifier(p: Params, name: str):
-    from twostage.train.classifier import train_classifier
-
-    return train_classifier(p, name)
-
-
-def _extract_features(p: Params, name: str):
-    from twostage.evaluate.features import extract_real_features
-
-    return extract_real_features(p, name)
-
-
-def _train_autoencoder(p: Params, name: str):
-    from twostage.train.autoencoder import train_autoencoder
-
-    return train_autoencoder(p, name)
-
-
-def _encode(p: Params, name: str):
-    from twostage.data.latents import encode
-
-    return encode(p, name)
-
-
-def _train_prior(p: Params, name: str):
-    from twostage.train.prior import train_prior
-
-    return train_prior(p, name)
-
-
-def _sample(p: Params, name: str):
-    from twostage.sample.sampler import sample_run
-
-    return sample_run(p, name)
-
-
-def _evaluate(p: Params, name: str):
-    from twostage.evaluate.stages import evaluate_run
-
-    return evaluate_run(p, name)
-
-
-def _calibrate(p: Params, name: str):
-    from twostage.evaluate.stages import calibrate
-
-    return calibrate(p, name)
-
-
-def _inpaint(p: Params, name: str):
-    from twostage.sample.editing import inpaint
-
-    return inpaint(p, name)
-
-
-def _large_samples(p: Params, name: str):
-    from twostage.sample.editing import large_samples
-
-    return large_samples(p, name)
-
-
-# stage → (runner, params table its NAME must be defined in)
-STAGES: dict[str, tuple[Callable, str]] = {
-    "prepare-data": (_prepare_data, "datasets"),
-    "train-classifier": (_train_classifier, "datasets"),
-    "extract-features": (_extract_features, "datasets"),
-    "train-autoencoder": (_train_autoencoder, "autoencoders"),
-    "encode": (_encode, "autoencoders"),
-    "calibrate": (_calibrate, "autoencoders"),
-    "train-prior": (_train_prior, "priors"),
-    "inpaint": (_inpaint, "priors"),
-    "large-samples": (_large_samples, "priors"),
-    "sample": (_sample, "runs"),
-    "evaluate": (_evaluate, "runs"),
+# stage → ("module:function" taking (params, name), params table NAME must be in).
+# A stage's module is imported only when that stage runs: `validate` stays instant.
+STAGES: dict[str, tuple[str, str]] = {
+    "prepare-data": ("twostage.data.prepare:prepare", "datasets"),
+    "train-classifier": ("twostage.train.classifier:train_classifier", "datasets"),
+    "extract-features": ("twostage.evaluate.features:extract_real_features", "datasets"),
+    "train-autoencoder": ("twostage.train.autoencoder:train_autoencoder", "autoencoders"),
+    "encode": ("twostage.data.latents:encode", "autoencoders"),
+    "calibrate": ("twostage.evaluate.stages:calibrate", "autoencoders"),
+    "train-prior": ("twostage.train.prior:train_prior", "priors"),
+    "inpaint": ("twostage.sample.editing:inpaint", "priors"),
+    "large-samples": ("twostage.sample.editing:large_samples", "priors"),
+    "sample": ("twostage.sample.sampler:sample_run", "runs"),
+    "evaluate": ("twostage.evaluate.stages:evaluate_run", "runs"),
 }
+
+
+def stage_function(stage: str) -> Callable:
+    module, function = STAGES[stage][0].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
 
         print(build_report(params))
         return
-    runner, table = STAGES[args.stage]
+    table = STAGES[args.stage][1]
     if args.name not in params[table]:
         known = ", ".join(sorted(params[table])) or "none"
         raise ConfigError(f"{args.stage}: no entry {args.name!r} in '{table}' (defined: {known})")
@@ -153,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
 
     set_threads()
     start = time.perf_counter()
-    result = runner(params, args.name)
+    result = stage_function(args.stage)(params, args.name)
     log.info("%s %s done in %.1f s: %s", args.stage, args.name, time.perf_counter() - start, result)
 
 

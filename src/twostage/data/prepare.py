@@ -6,6 +6,7 @@ import numpy as np
 
 from twostage import paths
 from twostage.artifacts import save_npz, sha256_array, write_json
+from twostage.config import Params
 from twostage.data.sources import DataError, load_source
 
 
@@ -18,8 +19,9 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def prepare(name: str, spec: dict) -> dict:
-    images, labels = load_source(spec)
+def prepare(p: Params, name: str) -> dict:
+    images, labels = load_source(p.dataset(name))
+    spec = p.dataset(name)
     if labels is None:
         labels = np.full(len(images), -1, dtype=np.int64)
     train_idx, val_idx = split_indices(len(images), spec["val_fraction"], spec["split_seed"])

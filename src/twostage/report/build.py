@@ -133,6 +133,9 @@ def plot_sweeps(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[tuple[s
             ylabel=fd_col,
             title=f"{fd_col} vs sampling steps",
         )
+        ticks = sorted({int(s) for _, g in by_steps for s in g["steps"]})
+        ax.set_xticks(ticks, [str(t) for t in ticks])  # plain step counts, not 2×10⁰
+        ax.minorticks_off()
         ax.legend(fontsize=7)
         _save(fig, fig_dir / "fd-vs-steps.png")
         figures.append(
@@ -148,7 +151,10 @@ def plot_sweeps(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[tuple[s
         for (prior, sampler, steps), g in by_temp:
             g = g.sort_values("temperature")
             ax.plot(
-                g["recall"], g["precision"], marker="o", label=f"{prior} ({sampler}, {steps} steps)"
+                g["recall"],
+                g["precision"],
+                marker="o",
+                label=f"{prior} ({sampler}, {int(steps)} steps)",
             )
             for _, row in g.iterrows():
                 ax.annotate(

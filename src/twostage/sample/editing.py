@@ -21,9 +21,7 @@ from twostage.config import Params
 from twostage.data.prepare import load_split
 from twostage.data.sources import DataError
 from twostage.images import save_grid, to_tensor, to_uint8
-from twostage.models.autoencoders import load_autoencoder
-from twostage.models.priors import load_prior
-from twostage.runtime import pick_device, seed_everything
+from twostage.sample.sampler import load_models
 
 
 def pixel_mask(spec: dict, resolution: int) -> np.ndarray:
@@ -54,13 +52,8 @@ def token_mask(mask: np.ndarray, side: int) -> torch.Tensor:
 
 def inpaint(p: Params, prior_name: str) -> dict:
     spec = p["evaluation"]["inpainting"]
-    ae_name = p.autoencoder_of_prior(prior_name)
-    device = pick_device(p["device"])
-    seed_everything(p["seed"])
-    gen = torch.Generator(device=device).manual_seed(p["seed"])
-    prior = load_prior(paths.prior(prior_name)["model"], device)
-    ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device)
-    images, _ = load_split(p.dataset_of_autoencoder(ae_name), "val")
+    device, gen, prior, ae = load_models(p, prior_name)
+    images, _ = load_split(p.dataset_of_autoencoder(p.autoencoder_of_prior(prior_name)), "val")
     images = images[np.linspace(0, len(images) - 1, spec["n_images"]).astype(int)]
     n, side = len(images), ae.token_side
 
@@ -88,12 +81,7 @@ def inpaint(p: Params, prior_name: str) -> dict:
 
 def large_samples(p: Params, prior_name: str) -> dict:
     spec = p["evaluation"]["large_samples"]
-    ae_name = p.autoencoder_of_prior(prior_name)
-    device = pick_device(p["device"])
-    seed_everything(p["seed"])
-    gen = torch.Generator(device=device).manual_seed(p["seed"])
-    prior = load_prior(paths.prior(prior_name)["model"], device)
-    ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device)
+    device, gen, prior, ae = load_models(p, prior_name)
     start = time.perf_counter()
     tokens = prior.sample_large(
         spec["n"],

@@ -21,18 +21,24 @@ def sampler_options(spec: dict) -> dict:
     """Keyword arguments of the prior's ``sample`` that depend on the kind of sampler."""
     if spec["sampler"] == "autoregressive":
         return {"top_k": spec.get("top_k")}
+    if spec["sampler"] == "confidence":
+        return {"sampler": "confidence", "choice_temperature": spec.get("choice_temperature", 4.5)}
     return {"sampler": spec["sampler"]}
 
 
-def sample_run(p: Params, run: str) -> dict:
-    spec = p.run(run)
-    prior_name = spec["prior"]
-    ae_name = p.autoencoder_of_prior(prior_name)
+def load_models(p: Params, prior_name: str):
+    """What every sampling stage starts from: device, seeded generator, prior, its autoencoder."""
     device = pick_device(p["device"])
     seed_everything(p["seed"])
     gen = torch.Generator(device=device).manual_seed(p["seed"])
     prior = load_prior(paths.prior(prior_name)["model"], device)
-    ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device)
+    ae_path = paths.autoencoder(p.autoencoder_of_prior(prior_name))["model"]
+    return device, gen, prior, load_autoencoder(ae_path, device)
+
+
+def sample_run(p: Params, run: str) -> dict:
+    spec = p.run(run)
+    device, gen, prior, ae = load_models(p, spec["prior"])
     n = p["evaluation"]["n_samples"]
     side = ae.token_side
 
@@ -43,7 +49,12 @@ def sample_run(p: Params, run: str) -> dict:
             b = min(spec["batch_size"], n - start)
             t0 = time.perf_counter()
             tokens = prior.sample(
-                b, spec["steps"], spec["temperature"], generator=gen, device=device
+                b,
+                spec["steps"],
+                spec["temperature"],
+                generator=gen,
+                device=device,
+                **sampler_options(spec),
             )
             imgs = ae.decode(tokens.view(b, side, side))
             if device.type == "cuda":

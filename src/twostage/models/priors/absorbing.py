@@ -104,11 +104,18 @@ class AbsorbingDiffusion(nn.Module):
         reveal = (z == self.mask_id) & (u < 1.0 / t)
         return torch.where(reveal, self._draw(probs, generator), z)
 
-    def _confidence_step(self, z, probs, step, steps, initial_masked, generator):
-        """MaskGIT-style step: reveal the most confident draws; a cosine count stays masked."""
+    def _confidence_step(self, z, probs, step, steps, initial_masked, generator, choice_temp):
+        """MaskGIT-style step: reveal the most confident draws; a cosine count stays masked.
+
+        Confidence is the log-probability of the drawn token plus Gumbel noise scaled by
+        ``choice_temp`` · (1 − step/steps), as MaskGIT does: without the noise the
+        order is greedy and samples collapse onto the easiest digits.
+        """
         masked = z == self.mask_id
         draw = self._draw(probs, generator)
-        confidence = probs.gather(-1, draw[..., None])[..., 0]
+        confidence = probs.gather(-1, draw[..., None])[..., 0].clamp_min(1e-30).log()
+        u = torch.rand(z.shape, generator=generator, device=z.device).clamp(1e-12, 1 - 1e-12)
+        confidence = confidence + choice_temp * (1 - step / steps) * -torch.log(-torch.log(u))
         confidence = torch.where(masked, confidence, torch.full_like(confidence, math.inf))
         keep_masked = torch.floor(initial_masked * math.cos(math.pi / 2 * step / steps)).long()
         # Rank positions by confidence; the keep_masked least confident stay masked.
@@ -127,6 +134,7 @@ class AbsorbingDiffusion(nn.Module):
         on_step: Callable[[int], None] | None = None,
         sampler: str = "random",
         init: torch.Tensor | None = None,
+        choice_temperature: float = 4.5,
     ) -> torch.Tensor:
         """Reverse process in exactly ``steps`` network calls (S = T is the full chain).
 
@@ -134,8 +142,9 @@ class AbsorbingDiffusion(nn.Module):
         with probability 1/t, its value drawn from softmax(logits / τ); t = 1
         reveals the rest. ``confidence``: every step draws all masked tokens and
         keeps the least confident masked, their number following a cosine
-        schedule to zero. ``init`` (B × L, mask token where unknown) starts from a
-        partly known grid: unmasked tokens are never changed (inpainting).
+        schedule to zero (``choice_temperature``: MaskGIT's noise on the ordering).
+        ``init`` (B × L, mask token where unknown) starts from a partly known
+        grid: unmasked tokens are never changed (inpainting).
         """
         if not 1 <= steps <= self.num_timesteps:
             raise ValueError(f"steps must be in 1..{self.num_timesteps}, got {steps}")
@@ -151,7 +160,9 @@ class AbsorbingDiffusion(nn.Module):
             if sampler == "random":
                 z = self._random_step(z, probs, t, generator)
             else:
-                z = self._confidence_step(z, probs, i + 1, steps, initial_masked, generator)
+                z = self._confidence_step(
+                    z, probs, i + 1, steps, initial_masked, generator, choice_temperature
+                )
             if on_step is not None:
                 on_step(t)
         return z
