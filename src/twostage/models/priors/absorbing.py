@@ -35,15 +35,7 @@ class AbsorbingDiffusion(nn.Module):
         self.num_timesteps = length  # T = L, as in the paper
         self.loss_type = spec["loss_type"]
         self.mask_schedule = spec.get("mask_schedule", "random")
-        self.denoiser = Transformer(
-            vocab_in=codebook_size + 1,
-            vocab_out=codebook_size,
-            length=length,
-            n_layer=spec["n_layer"],
-            n_head=spec["n_head"],
-            n_embd=spec["n_embd"],
-            dropout=spec["dropout"],
-        )
+        self.denoiser = Transformer.for_tokens(spec, codebook_size, length)
 
     # ----------------------------------------------------------------- training
     def q_sample(

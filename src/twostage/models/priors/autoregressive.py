@@ -25,16 +25,8 @@ class AutoregressivePrior(nn.Module):
         self.codebook_size = codebook_size
         self.start_id = codebook_size  # one extra input token opens every sequence
         self.length = length
-        self.denoiser = Transformer(  # named as in the absorbing prior so checkpoints look alike
-            vocab_in=codebook_size + 1,
-            vocab_out=codebook_size,
-            length=length,
-            n_layer=spec["n_layer"],
-            n_head=spec["n_head"],
-            n_embd=spec["n_embd"],
-            dropout=spec["dropout"],
-            causal=True,
-        )
+        # Named as in the absorbing prior, so both checkpoints have the same layout.
+        self.denoiser = Transformer.for_tokens(spec, codebook_size, length, causal=True)
 
     def _shifted(self, z0: torch.Tensor) -> torch.Tensor:
         start = torch.full_like(z0[:, :1], self.start_id)

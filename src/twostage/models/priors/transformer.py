@@ -77,6 +77,23 @@ class Transformer(nn.Module):
         self.head = nn.Linear(n_embd, vocab_out, bias=False)
         self.apply(self._init)
 
+    @classmethod
+    def for_tokens(cls, spec: dict, codebook_size: int, length: int, causal: bool = False):
+        """The prior network over K codes plus one extra input token (mask or start).
+
+        Both priors build it here, so the comparison runs on identical architectures.
+        """
+        return cls(
+            vocab_in=codebook_size + 1,
+            vocab_out=codebook_size,
+            length=length,
+            n_layer=spec["n_layer"],
+            n_head=spec["n_head"],
+            n_embd=spec["n_embd"],
+            dropout=spec["dropout"],
+            causal=causal,
+        )
+
     @staticmethod
     def _init(module: nn.Module) -> None:
         # GPT-2 initialisation, as the reference prior uses.
