@@ -20,7 +20,13 @@ SMOKE = "params/profiles/smoke.yaml"
 DRY_RUN = ["snakemake", "-n", "--cores", "2", "--configfile", SMOKE]
 # What a copy of the project needs; never results/ or caches of the original.
 IGNORE = shutil.ignore_patterns(
-    "results", ".snakemake", ".git", "__pycache__", ".pytest_cache", ".ruff_cache"
+    "results",
+    ".snakemake",
+    ".twostage-state",
+    ".git",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
 )
 
 

@@ -29,7 +29,9 @@ def job_params(stage):
     """The params values a job reads: a change in them (only) reruns the job."""
 
     def values(w):
-        return json.dumps(plan.param_values(P, plan.job(P, stage, w.name)), sort_keys=True)
+        return json.dumps(
+            plan.param_values(P, plan.job(P, stage, w.name)), sort_keys=True
+        )
 
     return values
 

@@ -28,18 +28,18 @@ rule inpaint:
     output:
         grid="results/inpainting/{name}/grid.png",
         stats="results/inpainting/{name}/stats.json",
-    params:
-        values=job_params("inpaint"),
-    conda:
-        TWOSTAGE_ENV
     log:
         "results/logs/inpaint/{name}.log",
     benchmark:
         "results/benchmarks/inpaint/{name}.tsv"
+    conda:
+        TWOSTAGE_ENV
     threads: TRAINING_THREADS
     resources:
         mem_mb=4000,
         gpu=1,
+    params:
+        values=job_params("inpaint"),
     shell:
         stage_cmd("inpaint")
 
@@ -50,17 +50,17 @@ rule large_samples:
     output:
         grid="results/large_samples/{name}/grid.png",
         stats="results/large_samples/{name}/stats.json",
-    params:
-        values=job_params("large_samples"),
-    conda:
-        TWOSTAGE_ENV
     log:
         "results/logs/large_samples/{name}.log",
     benchmark:
         "results/benchmarks/large_samples/{name}.tsv"
+    conda:
+        TWOSTAGE_ENV
     threads: TRAINING_THREADS
     resources:
         mem_mb=4000,
         gpu=1,
+    params:
+        values=job_params("large_samples"),
     shell:
         stage_cmd("large-samples")

@@ -18,6 +18,7 @@ from twostage.images import save_grid, to_tensor, to_uint8
 from twostage.models.autoencoders.vq import VQAutoencoder
 from twostage.runtime import pick_device, seed_everything
 from twostage.train.common import CurveLog, InfiniteBatches, check_finite, evaluation_steps
+from twostage.train.resume import ResumableState, fingerprint, restore_rng, rng_state
 
 
 def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
@@ -68,9 +69,26 @@ def train_autoencoder(p: Params, name: str) -> dict:
     train_x = torch.from_numpy(train_images)  # uint8 in memory; converted per batch
     log = CurveLog(["loss", "l1", "codebook", "val_mse", "val_psnr", "codebook_used"])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
+    resume = ResumableState(
+        "train_autoencoder", name, fingerprint(spec, ds_spec, p["seed"]), p["checkpoint_every"]
+    )
+    first = 1
+    if (state := resume.load()) is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        batches.load_state_dict(state["batches"])
+        log.rows = state["log"]
+        restore_rng(state["rng"], gen)
+        first = state["step"] + 1
 
     start = time.perf_counter()
-    progress = tqdm(range(1, spec["steps"] + 1), desc=f"autoencoder {name}", mininterval=5)
+    progress = tqdm(
+        range(first, spec["steps"] + 1),
+        desc=f"autoencoder {name}",
+        initial=first - 1,
+        total=spec["steps"],
+        mininterval=5,
+    )
     for step in progress:
         x = to_tensor(train_x[batches.next_indices()].numpy(), device)
         recon, codebook_loss, _ = model(x)
@@ -90,6 +108,15 @@ def train_autoencoder(p: Params, name: str) -> dict:
             row.update({k: val[k] for k in ("val_mse", "val_psnr", "codebook_used")})
             progress.set_postfix(psnr=f"{val['val_psnr']:.2f}", codes=val["codebook_used"])
         log.add(step, **row)
+        if resume.due(step, spec["steps"]):
+            resume.save(
+                step,
+                model=model.state_dict(),
+                optimizer=opt.state_dict(),
+                batches=batches.state_dict(),
+                log=log.rows,
+                rng=rng_state(gen),
+            )
     train_time = time.perf_counter() - start
 
     model.eval()
@@ -123,4 +150,5 @@ def train_autoencoder(p: Params, name: str) -> dict:
         "device": str(device),
     }
     write_json(out["metrics"], metrics)
+    resume.clear()
     return metrics

@@ -27,6 +27,13 @@ class InfiniteBatches:
         self._pos += self.batch_size
         return idx
 
+    # Saved with the training state so a resumed run draws the same batches.
+    def state_dict(self) -> dict:
+        return {"order": self._order, "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._order, self._pos = state["order"], state["pos"]
+
 
 def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
     """Linear warm-up to ``base_lr`` over ``warmup_steps`` (the reference's schedule)."""

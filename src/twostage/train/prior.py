@@ -29,6 +29,7 @@ from twostage.train.common import (
     set_lr,
     warmup_lr,
 )
+from twostage.train.resume import ResumableState, fingerprint, restore_rng, rng_state
 
 
 @torch.no_grad()
@@ -93,9 +94,29 @@ def train_prior(p: Params, name: str) -> dict:
     log = CurveLog(["loss", "elbo", "lr", "val_bits"])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
     best = {"val_elbo": math.inf, "step": 0, "state": None}
+    resume = ResumableState(
+        "train_prior", name, fingerprint(spec, p["seed"]), p["checkpoint_every"]
+    )
+    first = 1
+    if (state := resume.load()) is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.model.load_state_dict(state["ema"])
+        batches.load_state_dict(state["batches"])
+        log.rows, best = state["log"], state["best"]
+        restore_rng(state["rng"], gen, step_gen)
+        first = state["step"] + 1
 
     start = time.perf_counter()
-    progress = tqdm(range(1, spec["steps"] + 1), desc=f"prior {name}", mininterval=5)
+    progress = tqdm(
+        range(first, spec["steps"] + 1),
+        desc=f"prior {name}",
+        initial=first - 1,
+        total=spec["steps"],
+        mininterval=5,
+    )
     for step in progress:
         lr = warmup_lr(step - 1, spec["lr"], spec["warmup_steps"])
         set_lr(opt, lr)
@@ -119,6 +140,18 @@ def train_prior(p: Params, name: str) -> dict:
                 state = copy.deepcopy(evaluated.state_dict())
                 best = {"val_elbo": val, "step": step, "state": state}
         log.add(step, **row)
+        if resume.due(step, spec["steps"]):
+            resume.save(
+                step,
+                model=model.state_dict(),
+                optimizer=opt.state_dict(),
+                scaler=scaler.state_dict(),
+                ema=ema.model.state_dict() if ema is not None else None,
+                batches=batches.state_dict(),
+                log=log.rows,
+                best=best,
+                rng=rng_state(gen, step_gen),
+            )
     train_time = time.perf_counter() - start
 
     out = paths.prior(name)
@@ -147,4 +180,5 @@ def train_prior(p: Params, name: str) -> dict:
         "device": str(device),
     }
     write_json(out["metrics"], metrics)
+    resume.clear()
     return metrics

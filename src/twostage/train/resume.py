@@ -1,0 +1,74 @@
+"""Resumable training state, kept outside every declared output.
+
+Snakemake deletes a job's declared outputs before rerunning it, and DVC only
+tracks what the pipeline declares, so the state lives under ``.twostage-state/``.
+A training loop saves it every ``checkpoint_every`` steps (params/config.yaml);
+a rerun after a crash or a kill picks it up and, because the RNG states are
+saved with the weights, ends exactly where an uninterrupted run would. The
+state is tied to the params it was made with (a fingerprint), and deleted once
+the stage has written its outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from twostage.artifacts import load_torch, save_torch
+
+STATE_DIR = ".twostage-state"
+log = logging.getLogger("twostage")
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ResumableState:
+    def __init__(self, stage: str, name: str, fingerprint: str, every: int):
+        self.path = Path(STATE_DIR) / stage / f"{name}.pt"
+        self.fingerprint = fingerprint
+        self.every = every
+
+    def load(self) -> dict | None:
+        """The saved state if it belongs to these params, else None (start fresh)."""
+        if not self.path.exists():
+            return None
+        try:
+            state = load_torch(self.path)
+        except ValueError as exc:  # a state file cut short can only be discarded
+            log.warning("ignoring unreadable training state %s (%s)", self.path, exc)
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("ignoring training state %s: made with other params", self.path)
+            return None
+        log.info("resuming from %s at step %d", self.path, state["step"])
+        return state
+
+    def due(self, step: int, total: int) -> bool:
+        return self.every > 0 and step % self.every == 0 and step < total
+
+    def save(self, step: int, **objects: Any) -> None:
+        save_torch(self.path, {"fingerprint": self.fingerprint, "step": step, **objects})
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def rng_state(*generators: torch.Generator) -> dict:
+    """Everything random a training loop consumes: the global CPU RNG and its generators."""
+    return {
+        "torch": torch.get_rng_state(),
+        "generators": [g.get_state() for g in generators],
+    }
+
+
+def restore_rng(state: dict, *generators: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    for g, s in zip(generators, state["generators"], strict=True):
+        g.set_state(s)
