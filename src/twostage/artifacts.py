@@ -70,6 +70,10 @@ def save_torch(path: str | Path, obj: Any) -> None:
         torch.save(obj, tmp)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is damaged or belongs to other params: the message names the file."""
+
+
 def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
     """Load a checkpoint without executing code from it (``weights_only``)."""
     import torch
@@ -79,7 +83,21 @@ def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises many types for a damaged file
-        raise ValueError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path}: cannot load checkpoint, truncated or damaged? "
+            f"({type(exc).__name__}: {str(exc)[:200]}); delete it and rerun its stage"
+        ) from None
+
+
+def check_spec(path: str | Path, saved: dict, expected: dict | None) -> None:
+    """Refuse a checkpoint trained with other params than the ones in force now."""
+    if expected is None or saved == expected:
+        return
+    differing = sorted(k for k in saved.keys() | expected.keys() if saved.get(k) != expected.get(k))
+    raise CheckpointError(
+        f"{path}: trained with other params (differs in: {', '.join(differing)}); "
+        "rerun its training stage"
+    )
 
 
 def sha256_array(array: np.ndarray) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from twostage.artifacts import CheckpointError
 from twostage.config import ConfigError, load_params
 from twostage.data.sources import DataError
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, CheckpointError) as exc:
         print(f"twostage: error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:

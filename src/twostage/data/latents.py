@@ -24,7 +24,7 @@ def encode_images(model, images: np.ndarray, device, batch_size: int = 256) -> n
 
 def encode(p: Params, ae: str) -> dict:
     device = pick_device(p["device"])
-    model = load_autoencoder(paths.autoencoder(ae)["model"], device)
+    model = load_autoencoder(paths.autoencoder(ae)["model"], device, p.autoencoder(ae))
     out = paths.latents(ae)
     shapes = {}
     for split in ("train", "val"):

@@ -52,7 +52,7 @@ def calibrate(p: Params, ae_name: str) -> dict:
     ev, ext = p["evaluation"], p["evaluation"]["extractor"]
     real_train = _real_train_features(p, dataset)
     real_val = np.load(paths.features(dataset, ext)["val"])[: ev["n_samples"]]
-    ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device)
+    ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device, p.autoencoder(ae_name))
     random_images = decode_random_tokens(ae, ev["n_samples"], p["seed"], device)
     random_feats = FeatureExtractor(p, dataset, device)(random_images)
     out = paths.calibration(ae_name)

@@ -31,9 +31,10 @@ def load_models(p: Params, prior_name: str):
     device = pick_device(p["device"])
     seed_everything(p["seed"])
     gen = torch.Generator(device=device).manual_seed(p["seed"])
-    prior = load_prior(paths.prior(prior_name)["model"], device)
-    ae_path = paths.autoencoder(p.autoencoder_of_prior(prior_name))["model"]
-    return device, gen, prior, load_autoencoder(ae_path, device)
+    prior = load_prior(paths.prior(prior_name)["model"], device, p.prior(prior_name))
+    ae_name = p.autoencoder_of_prior(prior_name)
+    ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device, p.autoencoder(ae_name))
+    return device, gen, prior, ae
 
 
 def sample_run(p: Params, run: str) -> dict:

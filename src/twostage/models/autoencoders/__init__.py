@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from twostage.artifacts import load_torch
+from twostage.artifacts import check_spec, load_torch
 from twostage.models.autoencoders.vq import VQAutoencoder
 
 
-def load_autoencoder(path: str, device: torch.device) -> VQAutoencoder:
-    """Rebuild a trained autoencoder from ``model.pt`` (architecture stored in it)."""
+def load_autoencoder(
+    path: str, device: torch.device, expected: dict | None = None
+) -> VQAutoencoder:
+    """Rebuild a trained autoencoder from ``model.pt`` (architecture stored in it).
+
+    With ``expected`` (the params entry in force), a checkpoint trained with
+    other params is refused instead of silently used.
+    """
     ckpt = load_torch(path)
+    check_spec(path, ckpt["spec"], expected)
     model = VQAutoencoder(ckpt["spec"], ckpt["channels"], ckpt["resolution"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from twostage.artifacts import load_torch
+from twostage.artifacts import check_spec, load_torch
 from twostage.models.priors.absorbing import AbsorbingDiffusion
 from twostage.models.priors.autoregressive import AutoregressivePrior
 
@@ -15,9 +15,14 @@ def build_prior(spec: dict, codebook_size: int, length: int) -> torch.nn.Module:
     return PRIOR_KINDS[spec["kind"]](spec, codebook_size, length)
 
 
-def load_prior(path: str, device: torch.device) -> torch.nn.Module:
-    """Rebuild a trained prior from ``model.pt`` (its spec and sizes are stored in it)."""
+def load_prior(path: str, device: torch.device, expected: dict | None = None) -> torch.nn.Module:
+    """Rebuild a trained prior from ``model.pt`` (its spec and sizes are stored in it).
+
+    With ``expected`` (the params entry in force), a checkpoint trained with
+    other params is refused instead of silently used.
+    """
     ckpt = load_torch(path)
+    check_spec(path, ckpt["spec"], expected)
     model = build_prior(ckpt["spec"], ckpt["codebook_size"], ckpt["length"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()
