@@ -8,7 +8,6 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from twostage import paths
 from twostage.artifacts import save_torch, write_json
@@ -17,7 +16,13 @@ from twostage.data.prepare import load_split
 from twostage.images import save_grid, to_tensor, to_uint8
 from twostage.models.autoencoders.vq import VQAutoencoder
 from twostage.runtime import pick_device, seed_everything
-from twostage.train.common import CurveLog, InfiniteBatches, check_finite, evaluation_steps
+from twostage.train.common import (
+    CurveLog,
+    InfiniteBatches,
+    check_finite,
+    evaluation_steps,
+    step_progress,
+)
 from twostage.train.resume import ResumableState, fingerprint, restore_rng, rng_state
 
 
@@ -82,13 +87,7 @@ def train_autoencoder(p: Params, name: str) -> dict:
         first = state["step"] + 1
 
     start = time.perf_counter()
-    progress = tqdm(
-        range(first, spec["steps"] + 1),
-        desc=f"autoencoder {name}",
-        initial=first - 1,
-        total=spec["steps"],
-        mininterval=5,
-    )
+    progress = step_progress(first, spec["steps"], f"autoencoder {name}")
     for step in progress:
         x = to_tensor(train_x[batches.next_indices()].numpy(), device)
         recon, codebook_loss, _ = model(x)

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from twostage.artifacts import atomic_path
 
@@ -33,6 +34,11 @@ class InfiniteBatches:
 
     def load_state_dict(self, state: dict) -> None:
         self._order, self._pos = state["order"], state["pos"]
+
+
+def step_progress(first: int, total: int, desc: str) -> tqdm:
+    """Steps first..total with a progress bar that counts a resumed run's earlier steps."""
+    return tqdm(range(first, total + 1), desc=desc, initial=first - 1, total=total, mininterval=5)
 
 
 def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:

@@ -13,7 +13,6 @@ import math
 import time
 
 import torch
-from tqdm import tqdm
 
 from twostage import paths
 from twostage.artifacts import save_torch, write_json
@@ -27,6 +26,7 @@ from twostage.train.common import (
     check_finite,
     evaluation_steps,
     set_lr,
+    step_progress,
     warmup_lr,
 )
 from twostage.train.resume import ResumableState, fingerprint, restore_rng, rng_state
@@ -110,13 +110,7 @@ def train_prior(p: Params, name: str) -> dict:
         first = state["step"] + 1
 
     start = time.perf_counter()
-    progress = tqdm(
-        range(first, spec["steps"] + 1),
-        desc=f"prior {name}",
-        initial=first - 1,
-        total=spec["steps"],
-        mininterval=5,
-    )
+    progress = step_progress(first, spec["steps"], f"prior {name}")
     for step in progress:
         lr = warmup_lr(step - 1, spec["lr"], spec["warmup_steps"])
         set_lr(opt, lr)
