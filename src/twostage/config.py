@@ -67,6 +67,16 @@ class Params:
     def prior_of_run(self, run: str) -> str:
         return self.run(run)["prior"]
 
+    # What the targets need, upstream of the runs: each built once, in a stable order.
+    def target_priors(self) -> list[str]:
+        return sorted({self.prior_of_run(r) for r in self.data["targets"]})
+
+    def target_autoencoders(self) -> list[str]:
+        return sorted({self.autoencoder_of_prior(pr) for pr in self.target_priors()})
+
+    def target_datasets(self) -> list[str]:
+        return sorted({self.dataset_of_autoencoder(a) for a in self.target_autoencoders()})
+
 
 def _schema() -> dict[str, Any]:
     text = resources.files("twostage").joinpath("params_schema.yaml").read_text()

@@ -169,8 +169,7 @@ def large_samples_job(p: Params, prior: str) -> Job:
 
 def absorbing_priors(p: Params) -> list[str]:
     """The absorbing priors among the targets: they also get inpainting and large samples."""
-    priors = sorted({p.prior_of_run(r) for r in p["targets"]})
-    return [pr for pr in priors if p.prior(pr)["kind"] == "absorbing"]
+    return [pr for pr in p.target_priors() if p.prior(pr)["kind"] == "absorbing"]
 
 
 def _eval_keys() -> ParamKeys:
@@ -209,18 +208,15 @@ def calibrate_job(p: Params, ae: str) -> Job:
 
 def report_inputs(p: Params) -> list[str]:
     """Every artifact the report reads, for the targets in config.yaml."""
-    runs = p["targets"]
-    priors = sorted({p.prior_of_run(r) for r in runs})
-    aes = sorted({p.autoencoder_of_prior(pr) for pr in priors})
     files: list[str] = []
-    for ae in aes:
+    for ae in p.target_autoencoders():
         a = paths.autoencoder(ae)
         files += [a["metrics"], a["recon"], a["curve"], *paths.calibration(ae).values()]
         files.append(paths.data(p.dataset_of_autoencoder(ae))["manifest"])
         files.append(paths.classifier(p.dataset_of_autoencoder(ae))["metrics"])
-    for prior in priors:
+    for prior in p.target_priors():
         files += [paths.prior(prior)["metrics"], paths.prior(prior)["curve"]]
-    for run in runs:
+    for run in p["targets"]:
         s = paths.samples(run)
         files += [s["grid"], s["stats"], paths.evaluation(run)["metrics"]]
     for prior in absorbing_priors(p):
@@ -241,19 +237,15 @@ def report_job(p: Params) -> Job:
 
 def jobs(p: Params) -> list[Job]:
     """All jobs needed for the targets, upstream first, each exactly once."""
-    runs = p["targets"]
-    priors = sorted({p.prior_of_run(r) for r in runs})
-    aes = sorted({p.autoencoder_of_prior(pr) for pr in priors})
-    datasets = sorted({p.dataset_of_autoencoder(a) for a in aes})
     out: list[Job] = []
-    for ds in datasets:
+    for ds in p.target_datasets():
         out += [prepare_data_job(p, ds), train_classifier_job(p, ds), extract_features_job(p, ds)]
-    for ae in aes:
+    for ae in p.target_autoencoders():
         out += [train_autoencoder_job(p, ae), encode_job(p, ae), calibrate_job(p, ae)]
-    out += [train_prior_job(p, pr) for pr in priors]
+    out += [train_prior_job(p, pr) for pr in p.target_priors()]
     for prior in absorbing_priors(p):
         out += [inpaint_job(p, prior), large_samples_job(p, prior)]
-    for run in runs:
+    for run in p["targets"]:
         out += [sample_job(p, run), evaluate_job(p, run)]
     out.append(report_job(p))
     return out

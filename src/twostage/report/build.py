@@ -60,7 +60,6 @@ def runs_table(p: Params) -> pd.DataFrame:
     """One row per sampling run plus the calibration rows of each autoencoder."""
     ext = p["evaluation"]["extractor"]
     rows = []
-    aes_seen = []
     for run in p["targets"]:
         prior = p.prior_of_run(run)
         ae = p.autoencoder_of_prior(prior)
@@ -85,9 +84,7 @@ def runs_table(p: Params) -> pd.DataFrame:
                 "s_per_image": stats["seconds_per_image"],
             }
         )
-        if ae not in aes_seen:
-            aes_seen.append(ae)
-    for ae in aes_seen:
+    for ae in p.target_autoencoders():
         cal = read_json(paths.calibration(ae)["metrics"])
         labels = {
             "real_val_vs_train": "calibration: real validation images (floor)",
@@ -113,15 +110,16 @@ def _save(fig, out_png: Path) -> None:
     plt.close(fig)
 
 
+def _groups_varying(runs: pd.DataFrame, varying: str, fixed: list[str]) -> list:
+    """(key, rows) of every group of runs sharing ``fixed`` in which ``varying`` takes 2+ values."""
+    return [(key, g) for key, g in runs.groupby(fixed) if g[varying].nunique() > 1]
+
+
 def plot_sweeps(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[tuple[str, str]]:
     """FD vs sampling steps and precision–recall vs temperature, for every group that varies."""
     runs = table.dropna(subset=["prior"])
     figures = []
-    by_steps = [
-        (key, g)
-        for key, g in runs.groupby(["prior", "sampler", "temperature"])
-        if g["steps"].nunique() > 1
-    ]
+    by_steps = _groups_varying(runs, "steps", fixed=["prior", "sampler", "temperature"])
     if by_steps:
         fig, ax = plt.subplots(figsize=(4.8, 3.4))
         for (prior, sampler, temp), g in by_steps:
@@ -141,11 +139,7 @@ def plot_sweeps(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[tuple[s
         figures.append(
             (f"{fd_col} against the number of sampling steps", "figures/fd-vs-steps.png")
         )
-    by_temp = [
-        (key, g)
-        for key, g in runs.groupby(["prior", "sampler", "steps"])
-        if g["temperature"].nunique() > 1
-    ]
+    by_temp = _groups_varying(runs, "temperature", fixed=["prior", "sampler", "steps"])
     if by_temp:
         fig, ax = plt.subplots(figsize=(4.8, 3.4))
         for (prior, sampler, steps), g in by_temp:
@@ -183,8 +177,7 @@ def plot_curve(csv_path: str, out_png: Path, title: str, train_col: str, val_col
 def _figure_files(p: Params, fig_dir: Path) -> list[tuple[str, str]]:
     """Copy/draw every picture into the report folder; return (caption, relative path)."""
     figures: list[tuple[str, str]] = []
-    priors = sorted({p.prior_of_run(r) for r in p["targets"]})
-    aes = sorted({p.autoencoder_of_prior(pr) for pr in priors})
+    priors, aes = p.target_priors(), p.target_autoencoders()
     for run in p["targets"]:
         dst = fig_dir / f"samples-{run}.png"
         shutil.copyfile(paths.samples(run)["grid"], dst)
@@ -231,8 +224,7 @@ def _figure_files(p: Params, fig_dir: Path) -> list[tuple[str, str]]:
 
 
 def wall_times(p: Params) -> pd.DataFrame:
-    priors = sorted({p.prior_of_run(r) for r in p["targets"]})
-    aes = sorted({p.autoencoder_of_prior(pr) for pr in priors})
+    priors, aes = p.target_priors(), p.target_autoencoders()
     rows = []
     for ae in aes:
         m = read_json(paths.autoencoder(ae)["metrics"])

@@ -23,7 +23,7 @@ from twostage.train.common import (
     evaluation_steps,
     step_progress,
 )
-from twostage.train.resume import ResumableState, fingerprint, restore_rng, rng_state
+from twostage.train.resume import ResumableState, fingerprint
 
 
 def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
@@ -75,16 +75,14 @@ def train_autoencoder(p: Params, name: str) -> dict:
     log = CurveLog(["loss", "l1", "codebook", "val_mse", "val_psnr", "codebook_used"])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
     resume = ResumableState(
-        "train_autoencoder", name, fingerprint(spec, ds_spec, p["seed"]), p["checkpoint_every"]
+        "train_autoencoder",
+        name,
+        fingerprint(spec, ds_spec, p["seed"]),
+        p["checkpoint_every"],
+        parts={"model": model, "optimizer": opt, "batches": batches, "log": log},
+        generators=(gen,),
     )
-    first = 1
-    if (state := resume.load()) is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        batches.load_state_dict(state["batches"])
-        log.rows = state["log"]
-        restore_rng(state["rng"], gen)
-        first = state["step"] + 1
+    first = resume.restore()
 
     start = time.perf_counter()
     progress = step_progress(first, spec["steps"], f"autoencoder {name}")
@@ -107,15 +105,7 @@ def train_autoencoder(p: Params, name: str) -> dict:
             row.update({k: val[k] for k in ("val_mse", "val_psnr", "codebook_used")})
             progress.set_postfix(psnr=f"{val['val_psnr']:.2f}", codes=val["codebook_used"])
         log.add(step, **row)
-        if resume.due(step, spec["steps"]):
-            resume.save(
-                step,
-                model=model.state_dict(),
-                optimizer=opt.state_dict(),
-                batches=batches.state_dict(),
-                log=log.rows,
-                rng=rng_state(gen),
-            )
+        resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
 
     model.eval()

@@ -63,6 +63,13 @@ class CurveLog:
     def add(self, step: int, **values: float) -> None:
         self.rows.append({"step": step, **values})
 
+    # The rows so far travel with the resumable training state.
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = state["rows"]
+
     def write(self, path: str | Path) -> None:
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns, restval="", lineterminator="\n")

@@ -29,7 +29,7 @@ from twostage.train.common import (
     step_progress,
     warmup_lr,
 )
-from twostage.train.resume import ResumableState, fingerprint, restore_rng, rng_state
+from twostage.train.resume import ResumableState, fingerprint
 
 
 @torch.no_grad()
@@ -73,6 +73,24 @@ class EMA:
             ema_p.lerp_(p, 1.0 - self.decay)
 
 
+class BestCheckpoint:
+    """The weights with the lowest validation bound so far (the paper's early stopping)."""
+
+    def __init__(self):
+        self.val, self.step, self.weights = math.inf, 0, None
+
+    def update(self, val: float, step: int, model: torch.nn.Module) -> None:
+        if val < self.val:
+            self.val, self.step = val, step
+            self.weights = copy.deepcopy(model.state_dict())
+
+    def state_dict(self) -> dict:
+        return {"val": self.val, "step": self.step, "weights": self.weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.val, self.step, self.weights = state["val"], state["step"], state["weights"]
+
+
 def train_prior(p: Params, name: str) -> dict:
     spec = p.prior(name)
     ae = spec["autoencoder"]
@@ -93,21 +111,20 @@ def train_prior(p: Params, name: str) -> dict:
     step_gen = torch.Generator(device=device).manual_seed(p["seed"] + 1)
     log = CurveLog(["loss", "elbo", "lr", "val_bits"])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
-    best = {"val_elbo": math.inf, "step": 0, "state": None}
+    best = BestCheckpoint()
+    parts = {"model": model, "optimizer": opt, "scaler": scaler, "batches": batches, "log": log}
+    parts["best"] = best
+    if ema is not None:
+        parts["ema"] = ema.model
     resume = ResumableState(
-        "train_prior", name, fingerprint(spec, p["seed"]), p["checkpoint_every"]
+        "train_prior",
+        name,
+        fingerprint(spec, p["seed"]),
+        p["checkpoint_every"],
+        parts=parts,
+        generators=(gen, step_gen),
     )
-    first = 1
-    if (state := resume.load()) is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.model.load_state_dict(state["ema"])
-        batches.load_state_dict(state["batches"])
-        log.rows, best = state["log"], state["best"]
-        restore_rng(state["rng"], gen, step_gen)
-        first = state["step"] + 1
+    first = resume.restore()
 
     start = time.perf_counter()
     progress = step_progress(first, spec["steps"], f"prior {name}")
@@ -130,22 +147,9 @@ def train_prior(p: Params, name: str) -> dict:
             val = validation_bound(evaluated, val_tokens, val_samples, device)
             row["val_bits"] = val
             progress.set_postfix(val_bound=f"{val:.3f}")
-            if val < best["val_elbo"]:
-                state = copy.deepcopy(evaluated.state_dict())
-                best = {"val_elbo": val, "step": step, "state": state}
+            best.update(val, step, evaluated)
         log.add(step, **row)
-        if resume.due(step, spec["steps"]):
-            resume.save(
-                step,
-                model=model.state_dict(),
-                optimizer=opt.state_dict(),
-                scaler=scaler.state_dict(),
-                ema=ema.model.state_dict() if ema is not None else None,
-                batches=batches.state_dict(),
-                log=log.rows,
-                best=best,
-                rng=rng_state(gen, step_gen),
-            )
+        resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
 
     out = paths.prior(name)
@@ -156,16 +160,16 @@ def train_prior(p: Params, name: str) -> dict:
             "spec": spec,
             "codebook_size": codebook_size,
             "length": length,
-            "step": best["step"],
-            "state_dict": best["state"],
+            "step": best.step,
+            "state_dict": best.weights,
         },
     )
     log.write(out["curve"])
     metrics = {
         # An upper bound on the NLL for the absorbing prior, the exact NLL for the autoregressive.
-        "val_bits_per_token": best["val_elbo"],
+        "val_bits_per_token": best.val,
         "val_bound": "elbo" if spec["kind"] == "absorbing" else "exact_nll",
-        "best_step": best["step"],
+        "best_step": best.step,
         "final_train_loss": log.rows[-1]["loss"],
         "steps": spec["steps"],
         "tokens_per_sample": length,

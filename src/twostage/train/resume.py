@@ -30,10 +30,38 @@ def fingerprint(*parts: Any) -> str:
 
 
 class ResumableState:
-    def __init__(self, stage: str, name: str, fingerprint: str, every: int):
+    """The training state of one job: ``parts`` (anything with ``state_dict`` /
+    ``load_state_dict``: model, optimiser, batches, log, ...) and ``generators``."""
+
+    def __init__(
+        self,
+        stage: str,
+        name: str,
+        fingerprint: str,
+        every: int,
+        parts: dict[str, Any] | None = None,
+        generators: tuple[torch.Generator, ...] = (),
+    ):
         self.path = Path(STATE_DIR) / stage / f"{name}.pt"
         self.fingerprint = fingerprint
         self.every = every
+        self.parts = parts or {}
+        self.generators = generators
+
+    def restore(self) -> int:
+        """Load the saved state into the parts and generators; return the first step to run."""
+        state = self.load()
+        if state is None:
+            return 1
+        for key, part in self.parts.items():
+            part.load_state_dict(state[key])
+        restore_rng(state["rng"], *self.generators)
+        return state["step"] + 1
+
+    def save_if_due(self, step: int, total: int) -> None:
+        if self.due(step, total):
+            parts = {key: part.state_dict() for key, part in self.parts.items()}
+            self.save(step, rng=rng_state(*self.generators), **parts)
 
     def load(self) -> dict | None:
         """The saved state if it belongs to these params, else None (start fresh)."""
