@@ -91,6 +91,14 @@ def run(args: argparse.Namespace) -> None:
     if args.name not in params[table]:
         known = ", ".join(sorted(params[table])) or "none"
         raise ConfigError(f"{args.stage}: no entry {args.name!r} in '{table}' (defined: {known})")
+    from twostage.train import distributed
+
+    if distributed.needs_launch(params, args.stage):
+        # distributed.nproc > 1: the same command, once per process, under torchrun.
+        code = distributed.launch(params, args.argv)
+        if code:
+            raise SystemExit(code)
+        return
     from twostage.runtime import set_threads
 
     set_threads()
@@ -102,6 +110,7 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         run(args)
     except (ConfigError, DataError, CheckpointError) as exc:
@@ -114,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except FloatingPointError as exc:
-        print(f"twostage: error: {exc}", file=sys.stderr)
+        # Declared outputs are not written; the last resumable state stays on disk.
+        print(
+            f"twostage: error: {exc}; training stopped, the last resumable state under "
+            ".twostage-state/ is kept (rerun resumes from it: lower the lr or raise "
+            "skip_nonfinite_steps first)",
+            file=sys.stderr,
+        )
         return 3
     return 0
 

@@ -19,7 +19,7 @@ from twostage.runtime import pick_device, seed_everything
 from twostage.train.common import (
     CurveLog,
     InfiniteBatches,
-    check_finite,
+    NonFiniteGuard,
     evaluation_steps,
     step_progress,
 )
@@ -74,12 +74,22 @@ def train_autoencoder(p: Params, name: str) -> dict:
     train_x = torch.from_numpy(train_images)  # uint8 in memory; converted per batch
     log = CurveLog(["loss", "l1", "codebook", "val_mse", "val_psnr", "codebook_used"])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
+    guard = NonFiniteGuard(spec.get("skip_nonfinite_steps", 0))
     resume = ResumableState(
         "train_autoencoder",
         name,
-        fingerprint(spec, ds_spec, p["seed"]),
+        # The skip budget is left out: raising it after a failure resumes, not restarts.
+        fingerprint(
+            {k: v for k, v in spec.items() if k != "skip_nonfinite_steps"}, ds_spec, p["seed"]
+        ),
         p["checkpoint_every"],
-        parts={"model": model, "optimizer": opt, "batches": batches, "log": log},
+        parts={
+            "model": model,
+            "optimizer": opt,
+            "batches": batches,
+            "log": log,
+            "nonfinite": guard,
+        },
         generators=(gen,),
     )
     first = resume.restore()
@@ -91,10 +101,10 @@ def train_autoencoder(p: Params, name: str) -> dict:
         recon, codebook_loss, _ = model(x)
         l1 = F.l1_loss(recon, x)
         loss = l1 + codebook_loss
-        check_finite(step, loss=loss, l1=l1, codebook=codebook_loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if guard.finite(step, loss=loss, l1=l1, codebook=codebook_loss):
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         row = {
             "loss": float(loss.detach()),
             "l1": float(l1.detach()),
@@ -134,6 +144,7 @@ def train_autoencoder(p: Params, name: str) -> dict:
     metrics = {
         **final,
         "steps": spec["steps"],
+        "skipped_nonfinite_steps": len(guard.skipped),
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_time_s": train_time,
         "device": str(device),

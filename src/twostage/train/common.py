@@ -36,9 +36,16 @@ class InfiniteBatches:
         self._order, self._pos = state["order"], state["pos"]
 
 
-def step_progress(first: int, total: int, desc: str) -> tqdm:
+def step_progress(first: int, total: int, desc: str, disable: bool = False) -> tqdm:
     """Steps first..total with a progress bar that counts a resumed run's earlier steps."""
-    return tqdm(range(first, total + 1), desc=desc, initial=first - 1, total=total, mininterval=5)
+    return tqdm(
+        range(first, total + 1),
+        desc=desc,
+        initial=first - 1,
+        total=total,
+        mininterval=5,
+        disable=disable,
+    )
 
 
 def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
@@ -77,12 +84,55 @@ class CurveLog:
             writer.writerows(self.rows)
 
 
+def _floats(terms: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+
+
+def _listed(values: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+
+
 def check_finite(step: int, **terms: torch.Tensor | float) -> None:
     """Stop with the step and every loss term when training diverges."""
-    values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+    values = _floats(terms)
     if not all(math.isfinite(v) for v in values.values()):
-        listed = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-        raise FloatingPointError(f"non-finite loss at step {step}: {listed}")
+        raise FloatingPointError(f"non-finite loss at step {step}: {_listed(values)}")
+
+
+class NonFiniteGuard:
+    """Skip up to ``budget`` training steps whose loss is not finite, then stop.
+
+    One bad batch (an fp16 overflow, a rare degenerate mask) need not cost a
+    run of several days, but a diverged model must never be trained on and
+    saved as if it were fine: past the budget the stage stops with the step
+    and every loss term, and the last resumable state stays on disk. The count
+    travels with that state, so a resumed run cannot exceed the budget.
+    """
+
+    def __init__(self, budget: int = 0):
+        self.budget = budget
+        self.skipped: list[int] = []
+
+    def finite(self, step: int, **terms: torch.Tensor | float) -> bool:
+        """True if the step's loss terms are finite (train on it); False to skip it."""
+        values = _floats(terms)
+        if all(math.isfinite(v) for v in values.values()):
+            return True
+        if len(self.skipped) >= self.budget:
+            allowed = f"; {len(self.skipped)} bad step(s) already skipped" if self.budget else ""
+            raise FloatingPointError(
+                f"non-finite loss at step {step}: {_listed(values)} "
+                f"(skip_nonfinite_steps: {self.budget}{allowed})"
+            )
+        self.skipped.append(step)
+        tqdm.write(f"step {step}: non-finite loss ({_listed(values)}), update skipped")
+        return False
+
+    def state_dict(self) -> dict:
+        return {"skipped": list(self.skipped)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skipped = list(state["skipped"])
 
 
 def evaluation_steps(total: int, every: int) -> set[int]:

@@ -20,10 +20,11 @@ from twostage.config import Params
 from twostage.data.latents import load_tokens
 from twostage.models.priors import build_prior
 from twostage.runtime import pick_device, seed_everything
+from twostage.train import distributed
 from twostage.train.common import (
     CurveLog,
     InfiniteBatches,
-    check_finite,
+    NonFiniteGuard,
     evaluation_steps,
     set_lr,
     step_progress,
@@ -92,9 +93,25 @@ class BestCheckpoint:
 
 
 def train_prior(p: Params, name: str) -> dict:
+    ctx = distributed.init(p)
+    try:
+        return _train_prior(p, name, ctx)
+    finally:
+        distributed.close(ctx)
+
+
+def resume_fingerprint(spec: dict, seed: int) -> str:
+    # The skip budget does not change the run up to a bad step: raising it after a
+    # failure must resume from the saved state, not restart.
+    return fingerprint({k: v for k, v in spec.items() if k != "skip_nonfinite_steps"}, seed)
+
+
+def _train_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     spec = p.prior(name)
     ae = spec["autoencoder"]
-    device = pick_device(p["device"])
+    device = ctx.device(pick_device(p["device"]))
+    where = p.origin.get(("priors", name, "batch_size"), "params/priors.yaml")
+    ctx.check_batch(spec["batch_size"], f"{where}: priors.{name}.batch_size")
     gen = seed_everything(p["seed"])
     train_tokens, val_tokens = load_tokens(ae, "train"), load_tokens(ae, "val")
     codebook_size = p.autoencoder(ae)["codebook_size"]
@@ -108,18 +125,22 @@ def train_prior(p: Params, name: str) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     val_samples = spec.get("val_elbo_samples", 1)  # the autoregressive NLL is exact: one pass
     batches = InfiniteBatches(len(train_tokens), spec["batch_size"], gen)
-    step_gen = torch.Generator(device=device).manual_seed(p["seed"] + 1)
+    # Each rank draws its own diffusion times and masks (rank 0 alone = a single process).
+    step_gen = torch.Generator(device=device).manual_seed(p["seed"] + 1 + 7919 * ctx.rank)
+    guard = NonFiniteGuard(spec.get("skip_nonfinite_steps", 0))
+    loss_of = distributed.loss_module(model, ctx, device)
     log = CurveLog(["loss", "elbo", "lr", "val_bits"])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
     best = BestCheckpoint()
     parts = {"model": model, "optimizer": opt, "scaler": scaler, "batches": batches, "log": log}
     parts["best"] = best
+    parts["nonfinite"] = guard
     if ema is not None:
         parts["ema"] = ema.model
     resume = ResumableState(
         "train_prior",
         name,
-        fingerprint(spec, p["seed"]),
+        resume_fingerprint(spec, p["seed"]),
         p["checkpoint_every"],
         parts=parts,
         generators=(gen, step_gen),
@@ -127,21 +148,23 @@ def train_prior(p: Params, name: str) -> dict:
     first = resume.restore()
 
     start = time.perf_counter()
-    progress = step_progress(first, spec["steps"], f"prior {name}")
+    progress = step_progress(first, spec["steps"], f"prior {name}", disable=not ctx.is_main)
     for step in progress:
         lr = warmup_lr(step - 1, spec["lr"], spec["warmup_steps"])
         set_lr(opt, lr)
-        z0 = train_tokens[batches.next_indices()].to(device)
+        z0 = train_tokens[ctx.shard(batches.next_indices())].to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss, elbo = model.loss(z0, generator=step_gen)
-        check_finite(step, loss=loss, elbo=elbo)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        if ema is not None:
-            ema.update(model)
-        row = {"loss": float(loss.detach()), "elbo": float(elbo), "lr": lr}
+            loss, elbo = loss_of(z0, generator=step_gen)
+        # Averaged over ranks: every rank takes the same skip/stop decision.
+        mean_loss, mean_elbo = ctx.mean(loss), ctx.mean(elbo)
+        if guard.finite(step, loss=mean_loss, elbo=mean_elbo):
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if ema is not None:
+                ema.update(model)
+        row = {"loss": float(mean_loss), "elbo": float(mean_elbo), "lr": lr}
         if step in eval_at:
             evaluated = ema.model if ema is not None else model
             val = validation_bound(evaluated, val_tokens, val_samples, device)
@@ -149,8 +172,25 @@ def train_prior(p: Params, name: str) -> dict:
             progress.set_postfix(val_bound=f"{val:.3f}")
             best.update(val, step, evaluated)
         log.add(step, **row)
-        resume.save_if_due(step, spec["steps"])
+        if ctx.is_main:
+            resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
+    metrics = {
+        # An upper bound on the NLL for the absorbing prior, the exact NLL for the autoregressive.
+        "val_bits_per_token": best.val,
+        "val_bound": "elbo" if spec["kind"] == "absorbing" else "exact_nll",
+        "best_step": best.step,
+        "final_train_loss": log.rows[-1]["loss"],
+        "steps": spec["steps"],
+        "skipped_nonfinite_steps": len(guard.skipped),
+        "processes": ctx.world_size,
+        "tokens_per_sample": length,
+        "parameters": sum(q.numel() for q in model.parameters()),
+        "train_time_s": train_time,
+        "device": str(device),
+    }
+    if not ctx.is_main:  # only rank 0 writes artifacts
+        return metrics
 
     out = paths.prior(name)
     save_torch(
@@ -165,18 +205,6 @@ def train_prior(p: Params, name: str) -> dict:
         },
     )
     log.write(out["curve"])
-    metrics = {
-        # An upper bound on the NLL for the absorbing prior, the exact NLL for the autoregressive.
-        "val_bits_per_token": best.val,
-        "val_bound": "elbo" if spec["kind"] == "absorbing" else "exact_nll",
-        "best_step": best.step,
-        "final_train_loss": log.rows[-1]["loss"],
-        "steps": spec["steps"],
-        "tokens_per_sample": length,
-        "parameters": sum(q.numel() for q in model.parameters()),
-        "train_time_s": train_time,
-        "device": str(device),
-    }
     write_json(out["metrics"], metrics)
     resume.clear()
     return metrics
