@@ -152,6 +152,7 @@ def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> dict[s
     sweep_of = _expand_sweeps(data, origin)
     _check_references(data, origin)
     _check_sampling(data, origin)
+    _check_distributed(data, origin)
     return sweep_of
 
 
@@ -279,6 +280,19 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
             )
         if large["steps"] > large["rows"] * large["cols"]:
             _fail(origin, ("evaluation", "large_samples", "steps"), "more steps than tokens")
+
+
+def _check_distributed(data: dict[str, Any], origin: dict) -> None:
+    """Data-parallel training splits every global batch into equal slices, one per process."""
+    nproc = data.get("distributed", {}).get("nproc", 1)
+    for name, prior in data["priors"].items():
+        if prior["batch_size"] % nproc:
+            _fail(
+                origin,
+                ("priors", name, "batch_size"),
+                f"{prior['batch_size']} is not divisible by distributed.nproc {nproc} "
+                "(each process trains on an equal slice of the batch)",
+            )
 
 
 def token_count(data: dict[str, Any], prior: str) -> int:

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from twostage.config import ConfigError, Params
+from twostage.config import Params
 
 # CLI stages whose training loop is data-parallel.
 DISTRIBUTED_STAGES = ("train-prior",)
@@ -82,15 +82,12 @@ class Context:
             return torch.device("cuda", self.local_rank)
         return device
 
-    def check_batch(self, batch_size: int, where: str) -> None:
-        if batch_size % self.world_size:
-            raise ConfigError(
-                f"{where}: batch_size {batch_size} is not divisible by distributed.nproc "
-                f"{self.world_size} (every process takes an equal slice of the global batch)"
-            )
-
     def shard(self, batch: torch.Tensor) -> torch.Tensor:
-        """This rank's contiguous slice of a global batch drawn identically on every rank."""
+        """This rank's contiguous slice of a global batch drawn identically on every rank.
+
+        Equal slices (params validation checks nproc divides batch_size) make the
+        average of the ranks' mean gradients the mean gradient of the global batch.
+        """
         if not self.enabled:
             return batch
         per_rank = len(batch) // self.world_size

@@ -110,8 +110,6 @@ def _train_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     spec = p.prior(name)
     ae = spec["autoencoder"]
     device = ctx.device(pick_device(p["device"]))
-    where = p.origin.get(("priors", name, "batch_size"), "params/priors.yaml")
-    ctx.check_batch(spec["batch_size"], f"{where}: priors.{name}.batch_size")
     gen = seed_everything(p["seed"])
     train_tokens, val_tokens = load_tokens(ae, "train"), load_tokens(ae, "val")
     codebook_size = p.autoencoder(ae)["codebook_size"]
