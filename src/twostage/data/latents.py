@@ -8,7 +8,7 @@ import torch
 from twostage import paths
 from twostage.artifacts import save_npy
 from twostage.config import Params
-from twostage.data.prepare import load_split
+from twostage.data.prepare import check_image_shape, load_split
 from twostage.images import to_tensor
 from twostage.models.autoencoders import load_autoencoder
 from twostage.runtime import pick_device
@@ -24,11 +24,16 @@ def encode_images(model, images: np.ndarray, device, batch_size: int = 256) -> n
 
 def encode(p: Params, ae: str) -> dict:
     device = pick_device(p["device"])
-    model = load_autoencoder(paths.autoencoder(ae)["model"], device, p.autoencoder(ae))
+    model_path = paths.autoencoder(ae)["model"]
+    model = load_autoencoder(model_path, device, p.autoencoder(ae))
+    dataset = p.dataset_of_autoencoder(ae)
+    # Both splits are read and checked before anything is written.
+    splits = {split: load_split(dataset, split)[0] for split in ("train", "val")}
+    for split, images in splits.items():
+        check_image_shape(images, model.image_shape, paths.data(dataset)[split], model_path)
     out = paths.latents(ae)
     shapes = {}
-    for split in ("train", "val"):
-        images, _ = load_split(p.dataset_of_autoencoder(ae), split)
+    for split, images in splits.items():
         tokens = encode_images(model, images, device)
         save_npy(out[split], tokens)
         shapes[split] = list(tokens.shape)

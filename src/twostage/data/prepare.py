@@ -50,3 +50,19 @@ def prepare(p: Params, name: str) -> dict:
 def load_split(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     with np.load(paths.data(dataset)[split]) as f:
         return f["images"], f["labels"]
+
+
+def check_image_shape(images: np.ndarray, expected: tuple[int, ...], data: str, model: str) -> None:
+    """Refuse images a network was not trained on (size, or grayscale vs RGB) in one line."""
+    if tuple(images.shape[1:]) == tuple(expected):
+        return
+
+    def describe(shape: tuple[int, ...]) -> str:
+        h, w, c = shape
+        return f"{h}×{w} {'grayscale' if c == 1 else 'RGB' if c == 3 else f'{c}-channel'}"
+
+    raise DataError(
+        f"{data}: images are {describe(tuple(images.shape[1:]))} but {model} was trained on "
+        f"{describe(tuple(expected))} images; rerun prepare-data and train-autoencoder "
+        "so the dataset and the autoencoder agree"
+    )

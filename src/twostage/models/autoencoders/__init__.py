@@ -20,4 +20,6 @@ def load_autoencoder(
     check_spec(path, ckpt["spec"], expected)
     model = VQAutoencoder(ckpt["spec"], ckpt["channels"], ckpt["resolution"])
     model.load_state_dict(ckpt["state_dict"])
+    # What the network takes (H, W, C): checked against the data it is given.
+    model.image_shape = (ckpt["resolution"], ckpt["resolution"], ckpt["channels"])
     return model.to(device).eval()
