@@ -16,6 +16,7 @@ rule train_autoencoder:
     resources:
         mem_mb=4000,
         gpu=1,
+        runtime=2880,
     params:
         values=job_params("train_autoencoder"),
     shell:
@@ -37,6 +38,8 @@ rule encode:
     threads: TRAINING_THREADS
     resources:
         mem_mb=4000,
+        gpu=0,
+        runtime=120,
     params:
         values=job_params("encode"),
     shell:

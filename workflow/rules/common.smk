@@ -49,3 +49,8 @@ TRAINING_THREADS = 8
 
 # Software of every rule (used with --sdm conda; the venv route needs nothing).
 TWOSTAGE_ENV = "../envs/twostage.yaml"
+
+# GPUs a prior-training job uses: one per data-parallel process (params/config.yaml:
+# distributed.nproc). Every rule declares gpu, mem_mb and runtime (minutes), so
+# `--resources gpu=N` caps GPU jobs locally and the SLURM executor requests them.
+TRAINING_GPUS = P.data.get("distributed", {}).get("nproc", 1)

@@ -14,6 +14,8 @@ rule prepare_data:
     threads: 1
     resources:
         mem_mb=2000,
+        gpu=0,
+        runtime=30,
     params:
         values=job_params("prepare_data"),
     shell:

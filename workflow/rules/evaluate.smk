@@ -17,6 +17,8 @@ rule train_classifier:
     threads: 1
     resources:
         mem_mb=2000,
+        gpu=0,
+        runtime=120,
     params:
         values=job_params("train_classifier"),
     shell:
@@ -38,6 +40,8 @@ rule extract_features:
     threads: 1
     resources:
         mem_mb=2000,
+        gpu=0,
+        runtime=60,
     params:
         values=job_params("extract_features"),
     shell:
@@ -59,6 +63,8 @@ rule calibrate:
     threads: 1
     resources:
         mem_mb=2000,
+        gpu=0,
+        runtime=60,
     params:
         values=job_params("calibrate"),
     shell:
@@ -79,6 +85,8 @@ rule evaluate:
     threads: 1
     resources:
         mem_mb=2000,
+        gpu=0,
+        runtime=60,
     params:
         values=job_params("evaluate"),
     shell:

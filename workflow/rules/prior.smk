@@ -14,7 +14,8 @@ rule train_prior:
     threads: TRAINING_THREADS
     resources:
         mem_mb=4000,
-        gpu=1,
+        gpu=TRAINING_GPUS,
+        runtime=2880,
     params:
         values=job_params("train_prior"),
     shell:

@@ -12,5 +12,9 @@ rule report:
     conda:
         TWOSTAGE_ENV
     threads: 1
+    resources:
+        mem_mb=1000,
+        gpu=0,
+        runtime=15,
     shell:
         f"twostage{PROFILE_ARGS} report > {{log}} 2>&1"

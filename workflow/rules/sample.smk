@@ -15,6 +15,7 @@ rule sample:
     resources:
         mem_mb=4000,
         gpu=1,
+        runtime=240,
     params:
         values=job_params("sample"),
     shell:
@@ -38,6 +39,7 @@ rule inpaint:
     resources:
         mem_mb=4000,
         gpu=1,
+        runtime=60,
     params:
         values=job_params("inpaint"),
     shell:
@@ -60,6 +62,7 @@ rule large_samples:
     resources:
         mem_mb=4000,
         gpu=1,
+        runtime=120,
     params:
         values=job_params("large_samples"),
     shell:
