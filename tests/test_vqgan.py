@@ -191,6 +191,24 @@ def test_resume_with_discriminator_and_ema_is_bit_identical(tmp_path):
             assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+class _SquaredError(nn.Module):
+    """A stand-in perceptual distance (per image), so the loss sum has a known answer."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x - y).pow(2).flatten(1).mean(1)
+
+
+def test_perceptual_term_enters_the_reconstruction_loss():
+    torch.manual_seed(0)
+    spec = {**TINY, "perceptual_weight": 0.5}
+    model = VQAutoencoder(spec, channels=1, resolution=16)
+    trainer = Stage1Trainer(model, spec, 1, CPU, perceptual=_SquaredError())
+    row = trainer.step(_batch(), 1)
+    expected = row["l1"] + 0.5 * row["perceptual"] + row["codebook"]
+    assert row["loss"] == pytest.approx(expected, rel=1e-6)
+    assert "perceptual" in trainer.log_columns()
+
+
 def test_missing_perceptual_weights_name_the_file_and_never_download(monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("a download was attempted")
@@ -218,3 +236,28 @@ def test_paper_config_has_a_16x16_grid_and_the_reference_size(repo):
     n = sum(t.numel() for t in model.parameters())
     assert 65e6 < n < 80e6  # taming's f16 VQ-GAN with K = 1024: ~71 M
     assert 2.5e6 < sum(t.numel() for t in disc.parameters()) < 3e6  # its PatchGAN: 2.77 M
+
+
+@pytest.mark.slow
+def test_perceptual_backbone_loads_from_the_local_file(tmp_path, monkeypatch):
+    from torchvision.models.vgg import cfgs, make_layers
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    torch.manual_seed(0)
+    features = make_layers(cfgs["D"])  # VGG16's conv part; random values stand in offline
+    path = tmp_path / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    perceptual = load_perceptual({"perceptual_weight": 1.0, "perceptual_weights": str(path)}, "x")
+    net = perceptual.lpips.net
+    assert torch.equal(getattr(net.slice1, "0").weight, features[0].weight)
+    assert torch.equal(
+        getattr(net.slice5, "28").weight, features[28].weight
+    )  # conv5_3, the last one
+    x = _batch(n=2, side=32).requires_grad_(True)
+    assert float(perceptual(x.detach(), x.detach()).abs().max()) < 1e-6
+    perceptual(x, torch.zeros_like(x)).sum().backward()  # grey input, repeated to RGB
+    assert x.grad is not None and x.grad.abs().sum() > 0
