@@ -40,6 +40,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "large-samples": ("twostage.sample.editing:large_samples", "priors"),
     "sample": ("twostage.sample.sampler:sample_run", "runs"),
     "evaluate": ("twostage.evaluate.stages:evaluate_run", "runs"),
+    "evaluate-reconstruction": (
+        "twostage.evaluate.reconstruction:evaluate_reconstruction",
+        "autoencoders",
+    ),
 }
 
 

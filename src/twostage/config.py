@@ -259,7 +259,12 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
             if "top_k" in run:
                 _fail(origin, ("runs", name, "top_k"), "top_k applies to autoregressive priors")
     ev = data["evaluation"]
+    # Only autoencoders the targets use get inpainting and large samples: a reference
+    # config (e.g. a 256² VQ-GAN with a 16×16 grid) may sit unused beside them.
+    used = {data["priors"][data["runs"][run]["prior"]]["autoencoder"] for run in data["targets"]}
     for name, ae in data["autoencoders"].items():
+        if name not in used:
+            continue
         res = data["datasets"][ae["dataset"]]["resolution"]
         top, left, height, width = ev["inpainting"]["box"]
         if height == 0 or width == 0 or top + height > res or left + width > res:

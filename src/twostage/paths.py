@@ -75,3 +75,12 @@ def report() -> dict[str, str]:
         "markdown": f"{d}/report.md",
         "table": f"{d}/tables/runs.csv",
     }
+
+
+def reconstruction(ae: str) -> dict[str, str]:
+    d = f"{RESULTS}/eval/autoencoders/{ae}"
+    return {
+        "metrics": f"{d}/metrics.json",
+        "usage": f"{d}/usage.png",
+        "grid": f"{d}/recon_grid.png",
+    }

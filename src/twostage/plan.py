@@ -79,12 +79,19 @@ def extract_features_job(p: Params, ds: str) -> Job:
     )
 
 
+def _perceptual_deps(p: Params, ae: str) -> list[str]:
+    """The local VGG16 file of a perceptual loss (DVC-tracked), when training uses one."""
+    spec = p.autoencoder(ae)
+    weights = spec.get("perceptual_weights")
+    return [weights] if weights and spec.get("perceptual_weight", 0) > 0 else []
+
+
 def train_autoencoder_job(p: Params, ae: str) -> Job:
     data, out = paths.data(p.dataset_of_autoencoder(ae)), paths.autoencoder(ae)
     return Job(
         "train_autoencoder",
         ae,
-        deps=[data["train"], data["val"]],
+        deps=[data["train"], data["val"], *_perceptual_deps(p, ae)],
         outs=[out["model"], out["recon"]],
         metrics=[out["metrics"]],
         plots=[out["curve"]],
@@ -206,6 +213,31 @@ def calibrate_job(p: Params, ae: str) -> Job:
     )
 
 
+def evaluate_reconstruction_job(p: Params, ae: str) -> Job:
+    ds = p.dataset_of_autoencoder(ae)
+    out = paths.reconstruction(ae)
+    extractor = paths.features(ds, p["evaluation"]["extractor"])
+    weights = p.autoencoder(ae).get("perceptual_weights")  # LPIPS backbone, when named
+    return Job(
+        "evaluate_reconstruction",
+        ae,
+        deps=[
+            paths.data(ds)["val"],
+            paths.autoencoder(ae)["model"],
+            paths.classifier(ds)["model"],
+            extractor["val"],
+            *([weights] if weights else []),
+        ],
+        outs=[out["usage"], out["grid"]],
+        metrics=[out["metrics"]],
+        params=[
+            ("params/autoencoders.yaml", f"autoencoders.{ae}"),
+            ("params/evaluation.yaml", "evaluation.extractor"),
+            *GLOBAL_KEYS,
+        ],
+    )
+
+
 def report_inputs(p: Params) -> list[str]:
     """Every artifact the report reads, for the targets in config.yaml."""
     files: list[str] = []
@@ -214,6 +246,7 @@ def report_inputs(p: Params) -> list[str]:
         files += [a["metrics"], a["recon"], a["curve"], *paths.calibration(ae).values()]
         files.append(paths.data(p.dataset_of_autoencoder(ae))["manifest"])
         files.append(paths.classifier(p.dataset_of_autoencoder(ae))["metrics"])
+        files += paths.reconstruction(ae).values()
     for prior in p.target_priors():
         files += [paths.prior(prior)["metrics"], paths.prior(prior)["curve"]]
     for run in p["targets"]:
@@ -242,6 +275,7 @@ def jobs(p: Params) -> list[Job]:
         out += [prepare_data_job(p, ds), train_classifier_job(p, ds), extract_features_job(p, ds)]
     for ae in p.target_autoencoders():
         out += [train_autoencoder_job(p, ae), encode_job(p, ae), calibrate_job(p, ae)]
+        out.append(evaluate_reconstruction_job(p, ae))
     out += [train_prior_job(p, pr) for pr in p.target_priors()]
     for prior in absorbing_priors(p):
         out += [inpaint_job(p, prior), large_samples_job(p, prior)]
@@ -265,6 +299,7 @@ def job(p: Params, stage: str, name: str) -> Job:
         "evaluate": evaluate_job,
         "inpaint": inpaint_job,
         "large_samples": large_samples_job,
+        "evaluate_reconstruction": evaluate_reconstruction_job,
     }
     return builders[stage](p, name)
 

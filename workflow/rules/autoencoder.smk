@@ -44,3 +44,25 @@ rule encode:
         values=job_params("encode"),
     shell:
         stage_cmd("encode")
+
+
+rule evaluate_reconstruction:
+    input:
+        job_inputs("evaluate_reconstruction"),
+    output:
+        metrics="results/eval/autoencoders/{name}/metrics.json",
+        usage="results/eval/autoencoders/{name}/usage.png",
+        grid="results/eval/autoencoders/{name}/recon_grid.png",
+    log:
+        "results/logs/evaluate_reconstruction/{name}.log",
+    benchmark:
+        "results/benchmarks/evaluate_reconstruction/{name}.tsv"
+    conda:
+        TWOSTAGE_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        values=job_params("evaluate_reconstruction"),
+    shell:
+        stage_cmd("evaluate-reconstruction")

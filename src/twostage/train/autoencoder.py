@@ -1,4 +1,5 @@
-"""Stage 1: train the VQ autoencoder (L1 reconstruction + codebook + commitment)."""
+"""Stage 1: train the VQ autoencoder (L1 reconstruction + codebook + commitment), and with
+the params' options the full VQ-GAN (perceptual, adversarial, EMA, ...: train/stage1.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from twostage import paths
 from twostage.artifacts import save_torch, write_json
 from twostage.config import Params
 from twostage.data.prepare import load_split
 from twostage.images import save_grid, to_tensor, to_uint8
+from twostage.models.autoencoders.perceptual import load_perceptual
 from twostage.models.autoencoders.vq import VQAutoencoder
 from twostage.runtime import pick_device, seed_everything
 from twostage.train.common import (
@@ -24,6 +25,7 @@ from twostage.train.common import (
     step_progress,
 )
 from twostage.train.resume import ResumableState, fingerprint
+from twostage.train.stage1 import Stage1Trainer, training_options
 
 
 def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
@@ -39,6 +41,7 @@ def evaluate_reconstruction(
     model: VQAutoencoder, images: np.ndarray, device: torch.device, batch_size: int = 256
 ) -> dict[str, float]:
     """MSE and PSNR on [0, 1] pixel scale, plus codebook usage, over a whole split."""
+    was_training = model.training
     model.eval()
     sq_err, count, codes = 0.0, 0, []
     for start in range(0, len(images), batch_size):
@@ -50,7 +53,7 @@ def evaluate_reconstruction(
         sq_err += float((recon01 - x01).pow(2).sum())
         count += x01.numel()
         codes.append(idx.cpu())
-    model.train()
+    model.train(was_training)
     mse = sq_err / count
     return {
         "val_mse": mse,
@@ -69,12 +72,15 @@ def train_autoencoder(p: Params, name: str) -> dict:
     val_images, _ = load_split(dataset, "val")
 
     model = VQAutoencoder(spec, ds_spec["channels"], ds_spec["resolution"]).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=spec["lr"], betas=(0.5, 0.9))
+    perceptual = None
+    if training_options(spec)["perceptual_weight"] > 0:
+        perceptual = load_perceptual(spec, name).to(device)
     batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
     train_x = torch.from_numpy(train_images)  # uint8 in memory; converted per batch
-    log = CurveLog(["loss", "l1", "codebook", "val_mse", "val_psnr", "codebook_used"])
+    log = CurveLog([*trainer.log_columns(), "val_mse", "val_psnr", "codebook_used"])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
     guard = NonFiniteGuard(spec.get("skip_nonfinite_steps", 0))
+    trainer = Stage1Trainer(model, spec, ds_spec["channels"], device, perceptual, guard)
     resume = ResumableState(
         "train_autoencoder",
         name,
@@ -83,13 +89,7 @@ def train_autoencoder(p: Params, name: str) -> dict:
             {k: v for k, v in spec.items() if k != "skip_nonfinite_steps"}, ds_spec, p["seed"]
         ),
         p["checkpoint_every"],
-        parts={
-            "model": model,
-            "optimizer": opt,
-            "batches": batches,
-            "log": log,
-            "nonfinite": guard,
-        },
+        parts={**trainer.state_parts(), "batches": batches, "log": log, "nonfinite": guard},
         generators=(gen,),
     )
     first = resume.restore()
@@ -98,27 +98,16 @@ def train_autoencoder(p: Params, name: str) -> dict:
     progress = step_progress(first, spec["steps"], f"autoencoder {name}")
     for step in progress:
         x = to_tensor(train_x[batches.next_indices()].numpy(), device)
-        recon, codebook_loss, _ = model(x)
-        l1 = F.l1_loss(recon, x)
-        loss = l1 + codebook_loss
-        if guard.finite(step, loss=loss, l1=l1, codebook=codebook_loss):
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        row = {
-            "loss": float(loss.detach()),
-            "l1": float(l1.detach()),
-            "codebook": float(codebook_loss.detach()),
-        }
+        row = trainer.step(x, step)
         if step in eval_at:
-            val = evaluate_reconstruction(model, val_images, device)
+            val = evaluate_reconstruction(trainer.evaluated, val_images, device)
             row.update({k: val[k] for k in ("val_mse", "val_psnr", "codebook_used")})
             progress.set_postfix(psnr=f"{val['val_psnr']:.2f}", codes=val["codebook_used"])
         log.add(step, **row)
         resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
 
-    model.eval()
+    model = trainer.evaluated.eval()  # the EMA weights when enabled: those are sampled
     final = evaluate_reconstruction(model, val_images, device)
     out = paths.autoencoder(name)
     save_torch(
@@ -129,6 +118,8 @@ def train_autoencoder(p: Params, name: str) -> dict:
             "channels": ds_spec["channels"],
             "resolution": ds_spec["resolution"],
             "state_dict": model.state_dict(),
+            # Kept for fine-tuning; sampling and evaluation need only the autoencoder.
+            **({"discriminator": trainer.disc.state_dict()} if trainer.disc is not None else {}),
         },
     )
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""VQ autoencoder (METHODS.md §2): conv encoder → nearest-code quantizer → conv decoder.
+"""VQ autoencoder (METHODS.md §2): conv encoder → quantizer → conv decoder.
 
 The architecture follows the VQ-GAN used by Unleashing Transformers: residual
 blocks with GroupNorm and swish, one down-sample per channel multiplier after
@@ -14,6 +14,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from twostage.models.autoencoders.quantizers import VectorQuantizer, build_quantizer
+
+__all__ = ["Decoder", "Encoder", "VQAutoencoder", "VectorQuantizer"]
 
 
 def norm(channels: int) -> nn.GroupNorm:
@@ -118,41 +122,6 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-class VectorQuantizer(nn.Module):
-    """Nearest-neighbour codebook (eq. 4.1) with the straight-through estimator."""
-
-    def __init__(self, codebook_size: int, emb_dim: int, beta: float):
-        super().__init__()
-        self.codebook_size, self.emb_dim, self.beta = codebook_size, emb_dim, beta
-        self.embedding = nn.Embedding(codebook_size, emb_dim)
-        self.embedding.weight.data.uniform_(-1.0 / codebook_size, 1.0 / codebook_size)
-
-    def codes(self, z: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code for every position of z (B×D×H×W → B×H×W)."""
-        flat = z.permute(0, 2, 3, 1).reshape(-1, self.emb_dim)
-        codebook = self.embedding.weight
-        # ||z||² − 2 z·c + ||c||², without materialising the B·H·W × K × D difference.
-        dist = (
-            flat.pow(2).sum(1, keepdim=True)
-            - 2 * flat @ codebook.t()
-            + codebook.pow(2).sum(1)[None, :]
-        )
-        b, _, h, w = z.shape
-        return dist.argmin(1).view(b, h, w)
-
-    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code vectors for a B×H×W index grid, as B×D×H×W."""
-        return self.embedding(indices).permute(0, 3, 1, 2)
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        indices = self.codes(z)
-        z_q = self.lookup(indices)
-        # eq. 4.2: codebook term pulls codes to encodings, commitment term the reverse.
-        loss = F.mse_loss(z_q, z.detach()) + self.beta * F.mse_loss(z, z_q.detach())
-        z_q = z + (z_q - z).detach()  # straight-through: decoder gradient flows to the encoder
-        return z_q, loss, indices
-
-
 class VQAutoencoder(nn.Module):
     def __init__(self, spec: dict, channels: int, resolution: int):
         super().__init__()
@@ -165,7 +134,7 @@ class VQAutoencoder(nn.Module):
             emb_dim=spec["emb_dim"],
         )
         self.encoder = Encoder(channels, **arch)
-        self.quantizer = VectorQuantizer(spec["codebook_size"], spec["emb_dim"], spec["beta"])
+        self.quantizer = build_quantizer(spec)
         self.decoder = Decoder(channels, **arch)
         self.token_side = resolution // 2 ** (len(spec["ch_mult"]) - 1)
 
