@@ -10,10 +10,15 @@ memory of one run cannot hide inside another's. The worker reports:
 * Δ peak: that high-water mark minus the one measured just before the call, i.e. the
   extra memory the metric computation itself needed.
 
+The parent also reads ``RUSAGE_CHILDREN`` after each worker (the largest peak of any
+child so far, so it is only informative in increasing-size order) as a cross-check,
+and records the 1-minute load average before each worker: the machine is shared.
+
 The parent asserts that both implementations return identical numbers (``==``) and
 prints a markdown table.
 
-    python bench/bench_prdc.py --sizes 2000,5000
+    python bench/bench_prdc.py --sizes 5000,10000,20000
+    python bench/bench_prdc.py --sizes 50000 --impls twostage     # ours alone
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -98,18 +104,25 @@ def run_in_subprocess(impl: str, n: int, args: argparse.Namespace) -> dict:
         "--seed",
         str(args.seed),
     ]
+    load = os.getloadavg()[0]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    stats = json.loads(out.stdout.strip().splitlines()[-1])
+    stats["load"] = load
+    stats["children_peak_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return stats
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
+    if len(args.impls) == 1:
+        return single_table(rows, args)
     lines = [
         f"dim={args.dim}, dtype={args.dtype}, k={args.k}, chunk_size={args.chunk_size}",
         "",
         "| N = M | twostage time (s) | prdc time (s) | speed-up | "
         "twostage peak RSS (MiB) | prdc peak RSS (MiB) | "
-        "twostage Δ peak (MiB) | prdc Δ peak (MiB) | identical | P / R / D / C |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---|",
+        "twostage Δ peak (MiB) | prdc Δ peak (MiB) | peak ratio | Δ ratio | "
+        "load | identical | P / R / D / C |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---|",
     ]
     for row in rows:
         ours, ref = row["twostage"], row["prdc"]
@@ -118,15 +131,45 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
             f"{ref['seconds'] / ours['seconds']:.2f}× | "
             f"{ours['peak_mib']:.0f} | {ref['peak_mib']:.0f} | "
             f"{ours['delta_mib']:.0f} | {ref['delta_mib']:.0f} | "
+            f"{ours['peak_mib'] / ref['peak_mib']:.2f} | "
+            f"{ours['delta_mib'] / ref['delta_mib']:.2f} | "
+            f"{ours['load']:.1f}–{ref['load']:.1f} | "
             f"{'yes' if row['identical'] else 'NO'} | "
             f"{' / '.join(f'{value:.4f}' for value in ours['result'].values())} |"
         )
     return "\n".join(lines)
 
 
+def single_table(rows: list[dict], args: argparse.Namespace) -> str:
+    (impl,) = args.impls
+    lines = [
+        f"{impl} alone; dim={args.dim}, dtype={args.dtype}, k={args.k}, "
+        f"chunk_size={args.chunk_size}",
+        "",
+        "| N = M | time (s) | peak RSS (MiB) | Δ peak (MiB) | load | P / R / D / C |",
+        "|---:|---:|---:|---:|---:|:---|",
+    ]
+    for row in rows:
+        stats = row[impl]
+        lines.append(
+            f"| {row['n']} | {stats['seconds']:.1f} | {stats['peak_mib']:.0f} | "
+            f"{stats['delta_mib']:.0f} | {stats['load']:.1f} | "
+            f"{' / '.join(f'{value:.4f}' for value in stats['result'].values())} |"
+        )
+    return "\n".join(lines)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="2000,5000", help="comma-separated N (= M) values")
+    parser.add_argument(
+        "--sizes", default="5000,10000,20000", help="comma-separated N (= M) values"
+    )
+    parser.add_argument(
+        "--impls",
+        type=lambda text: tuple(text.split(",")),
+        default=IMPLEMENTATIONS,
+        help="comma-separated subset of: " + ", ".join(IMPLEMENTATIONS),
+    )
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     parser.add_argument("--k", type=int, default=3)
@@ -148,8 +191,9 @@ def main() -> None:
 
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        row = {"n": n, **{impl: run_in_subprocess(impl, n, args) for impl in IMPLEMENTATIONS}}
-        row["identical"] = row["twostage"]["result"] == row["prdc"]["result"]
+        row = {"n": n, **{impl: run_in_subprocess(impl, n, args) for impl in args.impls}}
+        results = [row[impl]["result"] for impl in args.impls]
+        row["identical"] = all(result == results[0] for result in results)
         print(f"N=M={n}: {json.dumps(row)}", file=sys.stderr)
         rows.append(row)
     print(table(rows, args))

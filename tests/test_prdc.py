@@ -10,6 +10,7 @@ import prdc
 import pytest
 import torch
 
+from twostage.evaluate import prdc as prdc_module
 from twostage.evaluate.prdc import compute_prdc
 
 KEYS = ("precision", "recall", "density", "coverage")
@@ -140,3 +141,58 @@ GOOD = np.zeros((10, 4))
 def test_invalid_inputs_raise(real, fake, kwargs, message):
     with pytest.raises(ValueError, match=message):
         compute_prdc(real, fake, **kwargs)
+
+
+# The float32 screening pass: every decision it is unsure of must be redone exactly, so
+# forcing it to be unsure of everything (or to keep no spare neighbour candidates) must
+# not change a single number; and on ordinary features it must leave little to redo.
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exact_fallbacks_match_reference(monkeypatch, dtype):
+    # A huge slack makes every cross pair undecided and every row's radius spill past
+    # its kept candidates, so only the exact float64 paths decide.
+    monkeypatch.setattr(prdc_module, "_THRESHOLD_SLACK", 1e3)
+    real, fake = gaussian_sets(40, 130, 120, 32, dtype)
+    assert_same(compute_prdc(real, fake, 3, chunk_size=50), reference(real, fake, 3))
+
+
+def test_no_spare_candidates_matches_reference(monkeypatch):
+    monkeypatch.setattr(prdc_module, "_EXTRA_CANDIDATES", 0)
+    real, fake = gaussian_sets(41, 140, 150, 48, np.float64)
+    assert_same(compute_prdc(real, fake, 4, chunk_size=60), reference(real, fake, 4))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_common_offset_matches_reference(dtype):
+    # Features far from the origin (like ReLU network activations) make |x|² ≫ d², the
+    # worst case for float32 cancellation; centring on the real mean handles it.
+    real, fake = gaussian_sets(42, 160, 150, 64, np.float64)
+    real, fake = (real + 300).astype(dtype), (fake + 300).astype(dtype)
+    assert_same(compute_prdc(real, fake, 3, chunk_size=64), reference(real, fake, 3))
+
+
+def test_values_beyond_float32_range_match_reference():
+    # Squared distances would overflow float32, so the screening runs in float64.
+    real, fake = gaussian_sets(43, 100, 90, 16, np.float64)
+    real, fake = real * 1e30, fake * 1e30
+    assert_same(compute_prdc(real, fake, 3, chunk_size=32), reference(real, fake, 3))
+
+
+def test_screening_leaves_few_pairs_to_recompute(monkeypatch):
+    recomputed = []
+    exact_pairs = prdc_module._exact_pair_distances
+
+    def counting(a, ai, b, bj, dtype):
+        recomputed.append(len(ai))
+        return exact_pairs(a, ai, b, bj, dtype)
+
+    def full_rows(*args):
+        raise AssertionError("no row should need the full exact recomputation")
+
+    monkeypatch.setattr(prdc_module, "_exact_pair_distances", counting)
+    monkeypatch.setattr(prdc_module, "_exact_kth_smallest", full_rows)
+    real, fake = gaussian_sets(44, 600, 500, 256, np.float64)
+    assert_same(compute_prdc(real, fake, 3, chunk_size=128), reference(real, fake, 3))
+    # One exact distance per radius (its value is needed), plus a few undecided pairs.
+    assert sum(recomputed) < 2 * (600 + 500)
