@@ -40,6 +40,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "large-samples": ("twostage.sample.editing:large_samples", "priors"),
     "sample": ("twostage.sample.sampler:sample_run", "runs"),
     "evaluate": ("twostage.evaluate.stages:evaluate_run", "runs"),
+    "neighbours": ("twostage.evaluate.neighbours:nearest_neighbours", "runs"),
 }
 
 
