@@ -58,7 +58,9 @@ def _feature_files(p: Params, dataset: str) -> list[str]:
 
 
 def _extractor_deps(p: Params, dataset: str) -> list[str]:
+    # The manifest: evaluation checks the cached features belong to this exact data.
     deps = [paths.classifier(dataset)["model"], *_feature_files(p, dataset)]
+    deps.append(paths.data(dataset)["manifest"])
     return deps + _weights_deps(p, extractor_names(p))
 
 
