@@ -44,6 +44,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "twostage.evaluate.reconstruction:evaluate_reconstruction",
         "autoencoders",
     ),
+    "neighbours": ("twostage.evaluate.neighbours:nearest_neighbours", "runs"),
 }
 
 

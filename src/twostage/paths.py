@@ -21,7 +21,7 @@ def classifier(dataset: str) -> dict[str, str]:
 
 def features(dataset: str, extractor: str) -> dict[str, str]:
     d = f"{RESULTS}/features/{dataset}-{extractor}"
-    return {"train": f"{d}/train.npy", "val": f"{d}/val.npy"}
+    return {"train": f"{d}/train.npy", "val": f"{d}/val.npy", "key": f"{d}/key.json"}
 
 
 def autoencoder(ae: str) -> dict[str, str]:
@@ -61,6 +61,17 @@ def large_samples(prior: str) -> dict[str, str]:
 
 def evaluation(run: str) -> dict[str, str]:
     return {"metrics": f"{RESULTS}/eval/{run}/metrics.json"}
+
+
+def neighbours(run: str) -> dict[str, str]:
+    """Nearest training images of a run's samples, and the memorization check."""
+    d = f"{RESULTS}/eval/{run}"
+    return {
+        "grid": f"{d}/neighbours.png",
+        "metrics": f"{d}/memorization.json",
+        "histogram": f"{d}/memorization.png",
+        "flagged": f"{d}/flagged.png",
+    }
 
 
 def calibration(ae: str) -> dict[str, str]:

@@ -37,9 +37,31 @@ class Job:
         return f"{self.stage}-{self.name}" if self.name else self.stage
 
 
+def extractor_names(p: Params) -> list[str]:
+    """Every feature extractor the evaluation uses: the primary one first, each once."""
+    ev = p["evaluation"]
+    return list(dict.fromkeys([ev["extractor"], *ev.get("extra_extractors", [])]))
+
+
+def _weights_deps(p: Params, names: list[str]) -> list[str]:
+    """Local weights files declared for ``names`` (pretrained extractors, ``lpips_alex``)."""
+    weights = p["evaluation"].get("weights", {})
+    return [weights[n] for n in names if n in weights]
+
+
+def _feature_files(p: Params, dataset: str) -> list[str]:
+    files = []
+    for name in extractor_names(p):
+        f = paths.features(dataset, name)
+        files += [f["train"], f["val"], f["key"]]
+    return files
+
+
 def _extractor_deps(p: Params, dataset: str) -> list[str]:
-    features = paths.features(dataset, p["evaluation"]["extractor"])
-    return [paths.classifier(dataset)["model"], features["train"], features["val"]]
+    # The manifest: evaluation checks the cached features belong to this exact data.
+    deps = [paths.classifier(dataset)["model"], *_feature_files(p, dataset)]
+    deps.append(paths.data(dataset)["manifest"])
+    return deps + _weights_deps(p, extractor_names(p))
 
 
 def prepare_data_job(p: Params, ds: str) -> Job:
@@ -68,14 +90,25 @@ def train_classifier_job(p: Params, ds: str) -> Job:
 
 
 def extract_features_job(p: Params, ds: str) -> Job:
+    """Real features of both splits under every configured extractor (shared by all runs)."""
     data = paths.data(ds)
-    feats = paths.features(ds, p["evaluation"]["extractor"])
     return Job(
         "extract_features",
         ds,
-        deps=[data["train"], data["val"], paths.classifier(ds)["model"]],
-        outs=[feats["train"], feats["val"]],
-        params=[("params/evaluation.yaml", "evaluation.extractor"), *GLOBAL_KEYS],
+        deps=[
+            data["train"],
+            data["val"],
+            data["manifest"],
+            paths.classifier(ds)["model"],
+            *_weights_deps(p, extractor_names(p)),
+        ],
+        outs=_feature_files(p, ds),
+        params=[
+            ("params/evaluation.yaml", "evaluation.extractor"),
+            ("params/evaluation.yaml", "evaluation.extra_extractors"),
+            ("params/evaluation.yaml", "evaluation.allow_download"),
+            *GLOBAL_KEYS,
+        ],
     )
 
 
@@ -200,6 +233,30 @@ def evaluate_job(p: Params, run: str) -> Job:
     )
 
 
+def neighbours_job(p: Params, run: str) -> Job:
+    """Nearest training images of a run's samples (LPIPS, classifier features, pixels)."""
+    ds = p.dataset_of_autoencoder(p.autoencoder_of_prior(p.prior_of_run(run)))
+    data, out = paths.data(ds), paths.neighbours(run)
+    return Job(
+        "neighbours",
+        run,
+        deps=[
+            paths.samples(run)["images"],
+            data["train"],
+            data["val"],
+            paths.classifier(ds)["model"],
+            *_weights_deps(p, ["lpips_alex"]),
+        ],
+        outs=[out["grid"], out["histogram"], out["flagged"]],
+        metrics=[out["metrics"]],
+        params=[
+            ("params/evaluation.yaml", "evaluation.neighbours"),
+            ("params/evaluation.yaml", "evaluation.weights"),
+            *GLOBAL_KEYS,
+        ],
+    )
+
+
 def calibrate_job(p: Params, ae: str) -> Job:
     ds = p.dataset_of_autoencoder(ae)
     data, out = paths.data(ds), paths.calibration(ae)
@@ -252,6 +309,7 @@ def report_inputs(p: Params) -> list[str]:
     for run in p["targets"]:
         s = paths.samples(run)
         files += [s["grid"], s["stats"], paths.evaluation(run)["metrics"]]
+        files += list(paths.neighbours(run).values())
     for prior in absorbing_priors(p):
         files += [*paths.inpainting(prior).values(), *paths.large_samples(prior).values()]
     return files
@@ -280,7 +338,7 @@ def jobs(p: Params) -> list[Job]:
     for prior in absorbing_priors(p):
         out += [inpaint_job(p, prior), large_samples_job(p, prior)]
     for run in p["targets"]:
-        out += [sample_job(p, run), evaluate_job(p, run)]
+        out += [sample_job(p, run), evaluate_job(p, run), neighbours_job(p, run)]
     out.append(report_job(p))
     return out
 
@@ -297,6 +355,7 @@ def job(p: Params, stage: str, name: str) -> Job:
         "train_prior": train_prior_job,
         "sample": sample_job,
         "evaluate": evaluate_job,
+        "neighbours": neighbours_job,
         "inpaint": inpaint_job,
         "large_samples": large_samples_job,
         "evaluate_reconstruction": evaluate_reconstruction_job,

@@ -1,5 +1,5 @@
 # The offline feature extractor (a classifier trained on the dataset's labels),
-# the real-feature cache shared by every run, and the scores.
+# the real-feature cache shared by every run, the scores, and nearest neighbours.
 
 
 rule train_classifier:
@@ -29,8 +29,12 @@ rule extract_features:
     input:
         job_inputs("extract_features"),
     output:
-        train="results/features/{name}-classifier/train.npy",
-        val="results/features/{name}-classifier/val.npy",
+        # Every configured extractor's train/val features and cache key.
+        expand(
+            "results/features/{{name}}-{extractor}/{file}",
+            extractor=plan.extractor_names(P),
+            file=["train.npy", "val.npy", "key.json"],
+        ),
     log:
         "results/logs/extract_features/{name}.log",
     benchmark:
@@ -91,3 +95,26 @@ rule evaluate:
         values=job_params("evaluate"),
     shell:
         stage_cmd("evaluate")
+
+
+rule neighbours:
+    input:
+        job_inputs("neighbours"),
+    output:
+        grid="results/eval/{name}/neighbours.png",
+        metrics="results/eval/{name}/memorization.json",
+        histogram="results/eval/{name}/memorization.png",
+        flagged="results/eval/{name}/flagged.png",
+    log:
+        "results/logs/neighbours/{name}.log",
+    benchmark:
+        "results/benchmarks/neighbours/{name}.tsv"
+    conda:
+        TWOSTAGE_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        values=job_params("neighbours"),
+    shell:
+        stage_cmd("neighbours")

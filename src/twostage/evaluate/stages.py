@@ -8,26 +8,38 @@ import torch
 from twostage import paths
 from twostage.artifacts import write_json
 from twostage.config import Params
-from twostage.evaluate.features import FeatureExtractor
-from twostage.evaluate.protocol import score
+from twostage.evaluate import cache, extractors
+from twostage.evaluate.protocol import kid_and_is, score, score_extra
 from twostage.images import save_grid, to_uint8
 from twostage.models.autoencoders import load_autoencoder
 from twostage.runtime import pick_device
 
 
-def _real_train_features(p: Params, dataset: str) -> np.ndarray:
-    return np.load(paths.features(dataset, p["evaluation"]["extractor"])["train"])
-
-
 def evaluate_run(p: Params, run: str) -> dict:
+    """The primary extractor's FD + PRDC (+ KID), then one block per extra extractor.
+
+    Keys: ``fid`` / ``fd_<name>``, PRDC, ``kid_*``, ``inception_score_*``; the primary
+    block's protocol is ``protocol``, an extra extractor's is ``protocol_<name>``.
+    """
     dataset = p.dataset_of_autoencoder(p.autoencoder_of_prior(p.prior_of_run(run)))
     device = pick_device(p["device"])
-    extractor = FeatureExtractor(p, dataset, device)
-    fake = extractor(np.load(paths.samples(run)["images"]))
     ev = p["evaluation"]
-    metrics = score(
-        fake, _real_train_features(p, dataset), extractor.name, ev["nearest_k"], p["seed"]
-    )
+    images = np.load(paths.samples(run)["images"])
+    metrics: dict = {}
+    for i, name in enumerate(extractors.configured(p)):
+        extractor = extractors.build(p, name, dataset, device)
+        fake = extractor.embed(images)
+        real = cache.load_train_features(p, dataset, extractor)
+        if i == 0:
+            block = score(fake.features, real, name, ev["nearest_k"], p["seed"], extractor.info())
+            values, protocol = kid_and_is(fake.features, real, name, p["seed"], fake.logits)
+            block.update(values)
+            block["protocol"].update(protocol)
+            metrics.update(block)
+        else:
+            block = score_extra(fake.features, real, name, extractor.info(), p["seed"], fake.logits)
+            metrics[f"protocol_{name}"] = block.pop("protocol")
+            metrics.update(block)
     write_json(paths.evaluation(run)["metrics"], metrics)
     return metrics
 
@@ -50,16 +62,18 @@ def calibrate(p: Params, ae_name: str) -> dict:
     dataset = p.dataset_of_autoencoder(ae_name)
     device = pick_device(p["device"])
     ev, ext = p["evaluation"], p["evaluation"]["extractor"]
-    real_train = _real_train_features(p, dataset)
+    extractor = extractors.build(p, ext, dataset, device)
+    real_train = cache.load_train_features(p, dataset, extractor)
     real_val = np.load(paths.features(dataset, ext)["val"])[: ev["n_samples"]]
     ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device, p.autoencoder(ae_name))
     random_images = decode_random_tokens(ae, ev["n_samples"], p["seed"], device)
-    random_feats = FeatureExtractor(p, dataset, device)(random_images)
+    random_feats = extractor(random_images)
     out = paths.calibration(ae_name)
     save_grid(out["grid"], random_images[:64], ncol=8)
+    info = extractor.info()
     metrics = {
-        "real_val_vs_train": score(real_val, real_train, ext, ev["nearest_k"], p["seed"]),
-        "random_tokens": score(random_feats, real_train, ext, ev["nearest_k"], p["seed"]),
+        "real_val_vs_train": score(real_val, real_train, ext, ev["nearest_k"], p["seed"], info),
+        "random_tokens": score(random_feats, real_train, ext, ev["nearest_k"], p["seed"], info),
     }
     write_json(out["metrics"], metrics)
     return metrics

@@ -1,0 +1,216 @@
+"""Evaluation: extractor registry, torch-fidelity cross-check, protocol, real-feature cache."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from twostage import paths
+from twostage.artifacts import save_npz, save_torch, sha256_array, write_json
+from twostage.config import ConfigError, Params, load_params
+from twostage.evaluate import extractors
+from twostage.evaluate.extractors import Extractor, random_inception_state_dict
+from twostage.evaluate.features import extract_real_features
+from twostage.evaluate.protocol import fid_torch_fidelity, kid_and_is, score
+from twostage.evaluate.stages import evaluate_run
+from twostage.models.classifier import Classifier
+
+CPU = torch.device("cpu")
+
+
+def _images(n: int, seed: int, shift: int = 0) -> np.ndarray:
+    """Blurry random 32×32 grayscale blobs (uint8 N×H×W×1), optionally brightened."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 8, 8)).repeat(4, axis=1).repeat(4, axis=2)
+    img = np.clip(128 + 50 * base + shift, 0, 255).astype(np.uint8)
+    return img[..., None]
+
+
+def _params(repo, **evaluation) -> Params:
+    p = load_params(root=repo)
+    data = copy.deepcopy(p.data)
+    data["evaluation"].update(evaluation)
+    return Params(data=data, files=p.files, origin=p.origin, sweep_of=p.sweep_of)
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory):
+    """A torch-fidelity Inception weights file with random values of the right shapes."""
+    path = tmp_path_factory.mktemp("weights") / "inception.pth"
+    torch.save(random_inception_state_dict(seed=0), path)
+    return path
+
+
+@pytest.mark.slow
+def test_fid_kid_is_equal_torch_fidelity_calculate_metrics(repo, inception_weights):
+    import torch_fidelity
+
+    p = _params(repo, weights={"inception": str(inception_weights)})
+    ext = extractors.build(p, "inception", "mnist5k", CPU)
+    assert ext.weights_sha256 == extractors.sha256_file(inception_weights)
+    real, fake = _images(5, 0), _images(5, 1, shift=30)
+    emb_fake, emb_real = ext.embed(fake), ext.embed(real)
+    ours = {"fid": fid_torch_fidelity(emb_fake.features, emb_real.features)}
+    values, protocol = kid_and_is(
+        emb_fake.features, emb_real.features, "inception", 2020, emb_fake.logits
+    )
+    ours.update(values)
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, arr):
+            self.x = torch.from_numpy(arr).permute(0, 3, 1, 2).repeat(1, 3, 1, 1)
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i]
+
+    theirs = torch_fidelity.calculate_metrics(
+        input1=Images(fake),
+        input2=Images(real),
+        fid=True,
+        kid=True,
+        isc=True,
+        kid_subset_size=protocol["kid_subset_size"],
+        isc_splits=protocol["inception_score_splits"],
+        feature_extractor_weights_path=str(inception_weights),
+        cuda=False,
+        cache=False,
+        save_cpu_ram=True,  # no DataLoader worker processes
+        verbose=False,
+    )
+    assert ours["fid"] > 0
+    assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-5)
+    assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-4)
+    assert ours["kid_std"] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-4)
+    assert ours["inception_score_mean"] == pytest.approx(theirs["inception_score_mean"], rel=1e-5)
+
+
+def test_identical_sets_give_zero_fd_and_perfect_prdc():
+    feats = np.random.default_rng(0).normal(size=(200, 16))
+    out = score(feats, feats, "classifier", nearest_k=3, seed=0)
+    assert out["fd_classifier"] == pytest.approx(0, abs=1e-8)
+    assert out["precision"] == out["recall"] == out["coverage"] == 1.0
+    assert out["protocol"]["nearest_k"] == 3 and out["protocol"]["n_fake"] == 200
+    assert fid_torch_fidelity(feats, feats) == pytest.approx(0, abs=1e-6)
+
+
+def test_shifting_one_set_increases_fd(repo):
+    ext = extractors.build(_params(repo), "random-classifier-0", "mnist5k", CPU)
+    a, b = _images(300, 0), _images(300, 1)
+    base = ext(a)
+    fd_same_distribution = score(ext(b), base, ext.name, 3, 0)["fd_random-classifier-0"]
+    fd_shifted = score(ext(_images(300, 1, shift=40)), base, ext.name, 3, 0)
+    assert fd_shifted["fd_random-classifier-0"] > 5 * fd_same_distribution
+    assert fd_shifted["protocol"]["extractor"] == "random-classifier-0"
+
+
+def test_random_extractor_is_reproducible(repo):
+    p, imgs = _params(repo), _images(8, 0)
+    one = extractors.build(p, "random-classifier-7", "mnist5k", CPU)
+    two = extractors.build(p, "random-classifier-7", "mnist5k", CPU)
+    other = extractors.build(p, "random-classifier-8", "mnist5k", CPU)
+    np.testing.assert_array_equal(one(imgs), two(imgs))
+    assert not np.allclose(one(imgs), other(imgs))
+
+
+def test_missing_weights_file_is_one_config_error_naming_it(repo, tmp_path):
+    missing = tmp_path / "nope.pth"
+    p = _params(repo, weights={"inception": str(missing)}, allow_download=False)
+    with pytest.raises(ConfigError, match=r"evaluation\.weights\.inception: .*nope\.pth not found"):
+        extractors.build(p, "inception", "mnist5k", CPU)
+    with pytest.raises(ConfigError, match="unknown extractor 'alexnet'"):
+        extractors.build(p, "alexnet", "mnist5k", CPU)
+
+
+# --- the real-feature cache and the evaluate stage, in a temporary project -------------
+
+
+def _write_dataset(seed: int) -> None:
+    arrays = {"train": _images(60, seed), "val": _images(30, seed + 100)}
+    sha = {}
+    for split, images in arrays.items():
+        labels = np.arange(len(images)) % 10
+        save_npz(paths.data("mnist5k")[split], images=images, labels=labels)
+        sha[f"{split}_images"], sha[f"{split}_labels"] = sha256_array(images), sha256_array(labels)
+    write_json(paths.data("mnist5k")["manifest"], {"dataset": "mnist5k", "sha256": sha})
+
+
+def _write_classifier(seed: int) -> None:
+    torch.manual_seed(seed)
+    model = Classifier(1, 10)
+    state = {"channels": 1, "num_classes": 10, "state_dict": model.state_dict()}
+    save_torch(paths.classifier("mnist5k")["model"], state)
+
+
+@pytest.fixture
+def project(repo, tmp_path, monkeypatch):
+    p = _params(repo, extra_extractors=["random-classifier-0"])
+    monkeypatch.chdir(tmp_path)
+    _write_dataset(0)
+    _write_classifier(0)
+    calls = []
+    real_embed = Extractor.embed
+
+    def counting_embed(self, images, batch_size=64):
+        calls.append((self.name, len(images)))
+        return real_embed(self, images, batch_size)
+
+    monkeypatch.setattr(Extractor, "embed", counting_embed)
+    return p, calls
+
+
+def _delete_outputs():
+    for ext in ("classifier", "random-classifier-0"):
+        for f in paths.features("mnist5k", ext).values():
+            Path(f).unlink()
+
+
+def test_real_features_are_reused_and_invalidated(project):
+    p, calls = project
+    first = extract_real_features(p, "mnist5k")
+    assert first == {"classifier": "extracted", "random-classifier-0": "extracted"}
+    assert len(calls) == 4  # 2 extractors × 2 splits
+    _delete_outputs()  # Snakemake/DVC delete declared outputs before a rerun
+    calls.clear()
+    assert extract_real_features(p, "mnist5k") == {
+        "classifier": "reused",
+        "random-classifier-0": "reused",
+    }
+    assert calls == []
+    # New classifier weights: only the classifier's features are extracted again.
+    _write_classifier(1)
+    assert extract_real_features(p, "mnist5k")["classifier"] == "extracted"
+    assert {name for name, _ in calls} == {"classifier"}
+    # A changed dataset invalidates every extractor's features.
+    _write_dataset(5)
+    assert set(extract_real_features(p, "mnist5k").values()) == {"extracted"}
+
+
+def test_evaluate_run_records_protocol_and_refuses_stale_features(project):
+    from twostage.artifacts import save_npy
+    from twostage.data.sources import DataError
+
+    p, calls = project
+    extract_real_features(p, "mnist5k")
+    save_npy(paths.samples("autoregressive")["images"], _images(40, 9, shift=10))
+    calls.clear()
+    metrics = evaluate_run(p, "autoregressive")
+    assert {name for name, n in calls} == {"classifier", "random-classifier-0"}
+    assert all(n == 40 for _, n in calls)  # only the samples are embedded: no real features
+    for key in ("fd_classifier", "precision", "recall", "density", "coverage"):
+        assert np.isfinite(metrics[key])
+    assert "fd_random-classifier-0" in metrics and "kid_random-classifier-0_mean" in metrics
+    proto = metrics["protocol"]
+    assert proto["extractor"] == "classifier" and proto["nearest_k"] == 3
+    assert proto["n_fake"] == 40 and proto["resize"].startswith("none")
+    assert proto["weights_sha256"] == extractors.sha256_file(paths.classifier("mnist5k")["model"])
+    assert metrics["protocol_random-classifier-0"]["kid_subset_size"] == 40
+    _write_dataset(3)
+    with pytest.raises(DataError, match=r"key\.json: real features are stale \(dataset_sha256"):
+        evaluate_run(p, "autoregressive")
