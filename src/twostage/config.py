@@ -27,6 +27,11 @@ BASE_PARAM_FILES = (
 )
 
 
+# Kinds working with latent vectors instead of token grids (METHODS.md §5).
+CONTINUOUS_AUTOENCODERS = ("ae", "rae", "vae")
+CONTINUOUS_PRIORS = ("flow", "glf", "gmm", "vae_prior")
+
+
 class ConfigError(ValueError):
     """A user error in the params: the message names the file and the key."""
 
@@ -151,6 +156,7 @@ def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> dict[s
         raise ConfigError(f"{_where(origin, path)}: {'.'.join(path) or '<top>'}: {message}")
     sweep_of = _expand_sweeps(data, origin)
     _check_references(data, origin)
+    _check_continuous(data, origin)
     _check_sampling(data, origin)
     return sweep_of
 
@@ -209,6 +215,8 @@ def _check_references(data: dict[str, Any], origin: dict) -> None:
         if ds["source"] in ("folder", "npz") and "path" not in ds:
             _fail(origin, ("datasets", name, "path"), f"source {ds['source']} needs a path")
     for name, ae in data["autoencoders"].items():
+        if ae["kind"] in CONTINUOUS_AUTOENCODERS:
+            continue  # checked by _check_continuous
         resolution = data["datasets"][ae["dataset"]]["resolution"]
         factor = 2 ** (len(ae["ch_mult"]) - 1)
         if resolution % factor:
@@ -218,6 +226,8 @@ def _check_references(data: dict[str, Any], origin: dict) -> None:
                 f"{len(ae['ch_mult']) - 1} down-samplings do not divide resolution {resolution}",
             )
     for name, prior in data["priors"].items():
+        if prior["kind"] in CONTINUOUS_PRIORS:
+            continue
         if prior["n_embd"] % prior["n_head"]:
             _fail(origin, ("priors", name, "n_head"), "n_embd must be divisible by n_head")
 
@@ -225,6 +235,8 @@ def _check_references(data: dict[str, Any], origin: dict) -> None:
 def _check_sampling(data: dict[str, Any], origin: dict) -> None:
     """Samplers must suit their prior's kind, and step counts its token grid."""
     for name, run in data["runs"].items():
+        if run["sampler"] == "ancestral":
+            continue  # continuous priors: checked by _check_continuous
         tokens = token_count(data, run["prior"])
         kind = data["priors"][run["prior"]]["kind"]
         if run["steps"] > tokens:
@@ -259,6 +271,8 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
                 _fail(origin, ("runs", name, "top_k"), "top_k applies to autoregressive priors")
     ev = data["evaluation"]
     for name, ae in data["autoencoders"].items():
+        if ae["kind"] in CONTINUOUS_AUTOENCODERS:
+            continue  # no token grid to inpaint or enlarge
         res = data["datasets"][ae["dataset"]]["resolution"]
         top, left, height, width = ev["inpainting"]["box"]
         if height == 0 or width == 0 or top + height > res or left + width > res:
@@ -279,6 +293,51 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
             )
         if large["steps"] > large["rows"] * large["cols"]:
             _fail(origin, ("evaluation", "large_samples", "steps"), "more steps than tokens")
+
+
+def _check_continuous(data: dict[str, Any], origin: dict) -> None:
+    """Continuous autoencoders, their priors and ancestral runs must fit together."""
+    for name, ae in data["autoencoders"].items():
+        if ae["kind"] not in CONTINUOUS_AUTOENCODERS:
+            continue
+        resolution = data["datasets"][ae["dataset"]]["resolution"]
+        if resolution % 2 ** len(ae["channels"]):
+            _fail(
+                origin,
+                ("autoencoders", name, "channels"),
+                f"{len(ae['channels'])} stride-2 convolutions "
+                f"do not divide resolution {resolution}",
+            )
+    # Which autoencoder kinds each prior kind can sit on.
+    allowed = {
+        "flow": CONTINUOUS_AUTOENCODERS,
+        "gmm": CONTINUOUS_AUTOENCODERS,
+        "glf": ("ae",),  # GLF trains its own deterministic AE of that architecture
+        "vae_prior": ("vae",),
+    }
+    for name, prior in data["priors"].items():
+        ae_kind = data["autoencoders"][prior["autoencoder"]]["kind"]
+        ok = allowed.get(prior["kind"], ("vq",))
+        if ae_kind not in ok:
+            _fail(
+                origin,
+                ("priors", name, "autoencoder"),
+                f"a {prior['kind']} prior needs an autoencoder of kind "
+                f"{' or '.join(ok)}, {prior['autoencoder']!r} is {ae_kind}",
+            )
+    for name, run in data["runs"].items():
+        kind = data["priors"][run["prior"]]["kind"]
+        if (run["sampler"] == "ancestral") != (kind in CONTINUOUS_PRIORS):
+            hint = (
+                "sampler: ancestral (and no steps)"
+                if kind in CONTINUOUS_PRIORS
+                else "a token sampler (random, confidence or autoregressive)"
+            )
+            _fail(
+                origin,
+                ("runs", name, "sampler"),
+                f"prior {run['prior']!r} is {kind}: use {hint}, got {run['sampler']!r}",
+            )
 
 
 def token_count(data: dict[str, Any], prior: str) -> int:
