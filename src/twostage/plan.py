@@ -118,6 +118,13 @@ def continuous_prior_deps(p: Params, prior: str) -> list[str]:
     return []
 
 
+def glf_params(p: Params, prior: str) -> ParamKeys:
+    """GLF trains its own autoencoder: that architecture's params key is one of its inputs."""
+    if p.prior(prior)["kind"] != "glf":
+        return []
+    return [("params/autoencoders.yaml", f"autoencoders.{p.autoencoder_of_prior(prior)}")]
+
+
 def train_prior_job(p: Params, prior: str) -> Job:
     lat, out = paths.latents(p.autoencoder_of_prior(prior)), paths.prior(prior)
     return Job(
@@ -127,7 +134,7 @@ def train_prior_job(p: Params, prior: str) -> Job:
         outs=[out["model"]],
         metrics=[out["metrics"]],
         plots=[out["curve"]],
-        params=[("params/priors.yaml", f"priors.{prior}"), *GLOBAL_KEYS],
+        params=[("params/priors.yaml", f"priors.{prior}"), *GLOBAL_KEYS, *glf_params(p, prior)],
     )
 
 

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from twostage import paths
-from twostage.artifacts import load_torch, save_npy, write_json
+from twostage.artifacts import check_spec, load_torch, save_npy, write_json
 from twostage.config import Params
 from twostage.images import save_grid, to_uint8
 from twostage.models.autoencoders import build_autoencoder, load_autoencoder
@@ -28,12 +28,14 @@ def load_decoder(p: Params, prior_name: str, device: torch.device) -> torch.nn.M
     A GLF prior carries its own, jointly trained one; other priors use their
     ``autoencoder`` entry's trained model.
     """
+    ae = p.autoencoder_of_prior(prior_name)
     if p.prior(prior_name)["kind"] == "glf":
-        saved = load_torch(paths.prior(prior_name)["model"])["autoencoder"]
+        path = paths.prior(prior_name)["model"]
+        saved = load_torch(path)["autoencoder"]
+        check_spec(path, saved["spec"], p.autoencoder(ae))
         model = build_autoencoder(saved["spec"], saved["channels"], saved["resolution"])
         model.load_state_dict(saved["state_dict"])
         return model.to(device).eval()
-    ae = p.autoencoder_of_prior(prior_name)
     return load_autoencoder(paths.autoencoder(ae)["model"], device, p.autoencoder(ae))
 
 
