@@ -94,6 +94,27 @@ def test_each_run_samples_with_its_own_sampler(snakemake_project: Path):
     assert stats["sampler"] == "confidence" and stats["network_calls_per_sample"] == 4
 
 
+def test_continuous_priors_go_through_the_dag(snakemake_project: Path):
+    # One run per continuous prior kind, with that kind's likelihood in its metrics.
+    likelihood = {
+        "glf": "flow_val_nll_bits_per_dim",
+        "rae_gmm": "gmm_val_avg_log_likelihood",
+        "vae": "vae_val_elbo_nats",
+        "vae_flow": "flow_val_nll_bits_per_dim",
+    }
+    params = load_params([SMOKE], root=snakemake_project)
+    results = snakemake_project / "results"
+    for run, key in likelihood.items():
+        images = np.load(results / f"samples/{run}/images.npy")
+        assert images.dtype == np.uint8 and images.shape == (200, 32, 32, 1), run
+        prior = json.loads(
+            (results / f"priors/{params.prior_of_run(run)}/metrics.json").read_text()
+        )
+        assert math.isfinite(prior[key]), run
+    calibration = json.loads((results / "calibration/vae_mnist/metrics.json").read_text())
+    assert set(calibration) == {"real_val_vs_train", "random_tokens"}
+
+
 def test_snakemake_has_nothing_left_to_do(snakemake_project: Path, tool_env: dict):
     out = _run(
         ["snakemake", "-n", "--cores", "2", "--configfile", SMOKE], snakemake_project, tool_env

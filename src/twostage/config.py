@@ -27,6 +27,11 @@ BASE_PARAM_FILES = (
 )
 
 
+# Kinds working with latent vectors instead of token grids (METHODS.md §5).
+CONTINUOUS_AUTOENCODERS = ("ae", "rae", "vae")
+CONTINUOUS_PRIORS = ("flow", "glf", "gmm", "vae_prior")
+
+
 class ConfigError(ValueError):
     """A user error in the params: the message names the file and the key."""
 
@@ -151,6 +156,7 @@ def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> dict[s
         raise ConfigError(f"{_where(origin, path)}: {'.'.join(path) or '<top>'}: {message}")
     sweep_of = _expand_sweeps(data, origin)
     _check_references(data, origin)
+    _check_continuous(data, origin)
     _check_sampling(data, origin)
     _check_distributed(data, origin)
     return sweep_of
@@ -210,6 +216,8 @@ def _check_references(data: dict[str, Any], origin: dict) -> None:
         if ds["source"] in ("folder", "npz") and "path" not in ds:
             _fail(origin, ("datasets", name, "path"), f"source {ds['source']} needs a path")
     for name, ae in data["autoencoders"].items():
+        if ae["kind"] in CONTINUOUS_AUTOENCODERS:
+            continue  # checked by _check_continuous
         resolution = data["datasets"][ae["dataset"]]["resolution"]
         factor = 2 ** (len(ae["ch_mult"]) - 1)
         if resolution % factor:
@@ -219,6 +227,8 @@ def _check_references(data: dict[str, Any], origin: dict) -> None:
                 f"{len(ae['ch_mult']) - 1} down-samplings do not divide resolution {resolution}",
             )
     for name, prior in data["priors"].items():
+        if prior["kind"] in CONTINUOUS_PRIORS:
+            continue
         if prior["n_embd"] % prior["n_head"]:
             _fail(origin, ("priors", name, "n_head"), "n_embd must be divisible by n_head")
 
@@ -226,6 +236,8 @@ def _check_references(data: dict[str, Any], origin: dict) -> None:
 def _check_sampling(data: dict[str, Any], origin: dict) -> None:
     """Samplers must suit their prior's kind, and step counts its token grid."""
     for name, run in data["runs"].items():
+        if run["sampler"] == "ancestral":
+            continue  # continuous priors: checked by _check_continuous
         tokens = token_count(data, run["prior"])
         kind = data["priors"][run["prior"]]["kind"]
         if run["steps"] > tokens:
@@ -263,8 +275,8 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
     # config (e.g. a 256² VQ-GAN with a 16×16 grid) may sit unused beside them.
     used = {data["priors"][data["runs"][run]["prior"]]["autoencoder"] for run in data["targets"]}
     for name, ae in data["autoencoders"].items():
-        if name not in used:
-            continue
+        if name not in used or ae["kind"] in CONTINUOUS_AUTOENCODERS:
+            continue  # unused reference configs; continuous latents have no grid to inpaint
         res = data["datasets"][ae["dataset"]]["resolution"]
         top, left, height, width = ev["inpainting"]["box"]
         if height == 0 or width == 0 or top + height > res or left + width > res:
@@ -291,12 +303,57 @@ def _check_distributed(data: dict[str, Any], origin: dict) -> None:
     """Data-parallel training splits every global batch into equal slices, one per process."""
     nproc = data.get("distributed", {}).get("nproc", 1)
     for name, prior in data["priors"].items():
-        if prior["batch_size"] % nproc:
+        if prior.get("batch_size", nproc) % nproc:  # a GMM has no batches
             _fail(
                 origin,
                 ("priors", name, "batch_size"),
                 f"{prior['batch_size']} is not divisible by distributed.nproc {nproc} "
                 "(each process trains on an equal slice of the batch)",
+            )
+
+
+def _check_continuous(data: dict[str, Any], origin: dict) -> None:
+    """Continuous autoencoders, their priors and ancestral runs must fit together."""
+    for name, ae in data["autoencoders"].items():
+        if ae["kind"] not in CONTINUOUS_AUTOENCODERS:
+            continue
+        resolution = data["datasets"][ae["dataset"]]["resolution"]
+        if resolution % 2 ** len(ae["channels"]):
+            _fail(
+                origin,
+                ("autoencoders", name, "channels"),
+                f"{len(ae['channels'])} stride-2 convolutions "
+                f"do not divide resolution {resolution}",
+            )
+    # Which autoencoder kinds each prior kind can sit on.
+    allowed = {
+        "flow": CONTINUOUS_AUTOENCODERS,
+        "gmm": CONTINUOUS_AUTOENCODERS,
+        "glf": ("ae",),  # GLF trains its own deterministic AE of that architecture
+        "vae_prior": ("vae",),
+    }
+    for name, prior in data["priors"].items():
+        ae_kind = data["autoencoders"][prior["autoencoder"]]["kind"]
+        ok = allowed.get(prior["kind"], ("vq",))
+        if ae_kind not in ok:
+            _fail(
+                origin,
+                ("priors", name, "autoencoder"),
+                f"a {prior['kind']} prior needs an autoencoder of kind "
+                f"{' or '.join(ok)}, {prior['autoencoder']!r} is {ae_kind}",
+            )
+    for name, run in data["runs"].items():
+        kind = data["priors"][run["prior"]]["kind"]
+        if (run["sampler"] == "ancestral") != (kind in CONTINUOUS_PRIORS):
+            hint = (
+                "sampler: ancestral (and no steps)"
+                if kind in CONTINUOUS_PRIORS
+                else "a token sampler (random, confidence or autoregressive)"
+            )
+            _fail(
+                origin,
+                ("runs", name, "sampler"),
+                f"prior {run['prior']!r} is {kind}: use {hint}, got {run['sampler']!r}",
             )
 
 

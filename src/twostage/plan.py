@@ -143,16 +143,38 @@ def encode_job(p: Params, ae: str) -> Job:
     )
 
 
+def continuous_prior_deps(p: Params, prior: str) -> list[str]:
+    """What a continuous prior's training reads besides the latents.
+
+    glf trains its own autoencoder from the images; vae_prior scores the VAE's
+    ELBO on the validation images with the trained VAE.
+    """
+    kind, ae = p.prior(prior)["kind"], p.autoencoder_of_prior(prior)
+    data = paths.data(p.dataset_of_autoencoder(ae))
+    if kind == "glf":
+        return [data["train"], data["val"]]
+    if kind == "vae_prior":
+        return [paths.autoencoder(ae)["model"], data["val"]]
+    return []
+
+
+def glf_params(p: Params, prior: str) -> ParamKeys:
+    """GLF trains its own autoencoder: that architecture's params key is one of its inputs."""
+    if p.prior(prior)["kind"] != "glf":
+        return []
+    return [("params/autoencoders.yaml", f"autoencoders.{p.autoencoder_of_prior(prior)}")]
+
+
 def train_prior_job(p: Params, prior: str) -> Job:
     lat, out = paths.latents(p.autoencoder_of_prior(prior)), paths.prior(prior)
     return Job(
         "train_prior",
         prior,
-        deps=[lat["train"], lat["val"]],
+        deps=[lat["train"], lat["val"], *continuous_prior_deps(p, prior)],
         outs=[out["model"]],
         metrics=[out["metrics"]],
         plots=[out["curve"]],
-        params=[("params/priors.yaml", f"priors.{prior}"), *GLOBAL_KEYS],
+        params=[("params/priors.yaml", f"priors.{prior}"), *GLOBAL_KEYS, *glf_params(p, prior)],
     )
 
 

@@ -17,9 +17,13 @@ from twostage.runtime import pick_device
 def encode_images(model, images: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
     out = []
     for start in range(0, len(images), batch_size):
-        out.append(model.encode(to_tensor(images[start : start + batch_size], device)).cpu())
+        with torch.no_grad():
+            out.append(model.encode(to_tensor(images[start : start + batch_size], device)).cpu())
+    latents = torch.cat(out).numpy()
+    if np.issubdtype(latents.dtype, np.floating):  # continuous autoencoders: latent vectors
+        return latents.astype(np.float32)
     # int16 holds any codebook up to 32 767 codes at a quarter of int64's size.
-    return torch.cat(out).numpy().astype(np.int16)
+    return latents.astype(np.int16)
 
 
 def encode(p: Params, ae: str) -> dict:

@@ -11,7 +11,7 @@ from twostage.config import Params
 from twostage.evaluate import cache, extractors
 from twostage.evaluate.protocol import kid_and_is, score, score_extra
 from twostage.images import save_grid, to_uint8
-from twostage.models.autoencoders import load_autoencoder
+from twostage.models.autoencoders import is_continuous, load_autoencoder
 from twostage.runtime import pick_device
 
 
@@ -57,6 +57,17 @@ def decode_random_tokens(ae, n: int, seed: int, device: torch.device) -> np.ndar
     return np.concatenate(out)
 
 
+@torch.no_grad()
+def decode_standard_normal(ae, n: int, seed: int, device: torch.device) -> np.ndarray:
+    """Images decoded from N(0, I) latents: a continuous autoencoder with a prior that
+    knows nothing of its latents (for a VAE this is its own prior)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, ae.latent_dim, generator=gen)
+    return np.concatenate(
+        [to_uint8(ae.decode(z[i : i + 250].to(device))) for i in range(0, n, 250)]
+    )
+
+
 def calibrate(p: Params, ae_name: str) -> dict:
     """Two reference rows for every table: the floor (real val vs train) and a bad model."""
     dataset = p.dataset_of_autoencoder(ae_name)
@@ -66,7 +77,10 @@ def calibrate(p: Params, ae_name: str) -> dict:
     real_train = cache.load_train_features(p, dataset, extractor)
     real_val = np.load(paths.features(dataset, ext)["val"])[: ev["n_samples"]]
     ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device, p.autoencoder(ae_name))
-    random_images = decode_random_tokens(ae, ev["n_samples"], p["seed"], device)
+    if is_continuous(p.autoencoder(ae_name)):  # no tokens: decode N(0, I) latents instead
+        random_images = decode_standard_normal(ae, ev["n_samples"], p["seed"], device)
+    else:
+        random_images = decode_random_tokens(ae, ev["n_samples"], p["seed"], device)
     random_feats = extractor(random_images)
     out = paths.calibration(ae_name)
     save_grid(out["grid"], random_images[:64], ncol=8)

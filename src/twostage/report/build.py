@@ -167,7 +167,9 @@ def plot_curve(csv_path: str, out_png: Path, title: str, train_col: str, val_col
     log = pd.read_csv(csv_path)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     axes[0].plot(log["step"], log[train_col], lw=0.8)
-    axes[0].set(title=f"{title}: training {train_col}", xlabel="step", yscale="log")
+    # Continuous priors' NLLs of real-valued latents can be negative: no log scale then.
+    scale = "log" if (log[train_col] > 0).all() else "linear"
+    axes[0].set(title=f"{title}: training {train_col}", xlabel="step", yscale=scale)
     val = log.dropna(subset=[val_col])
     axes[1].plot(val["step"], val[val_col], marker="o")
     axes[1].set(title=f"{title}: {val_col}", xlabel="step")

@@ -39,6 +39,10 @@ def load_models(p: Params, prior_name: str):
 
 def sample_run(p: Params, run: str) -> dict:
     spec = p.run(run)
+    if spec["sampler"] == "ancestral":  # a continuous prior: no tokens, no steps
+        from twostage.sample.continuous import sample_continuous_run
+
+        return sample_continuous_run(p, run)
     device, gen, prior, ae = load_models(p, spec["prior"])
     n = p["evaluation"]["n_samples"]
     side = ae.token_side

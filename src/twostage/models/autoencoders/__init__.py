@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from twostage.artifacts import check_spec, load_torch
+from twostage.models.autoencoders.continuous import CONTINUOUS_KINDS, ContinuousAutoencoder
 from twostage.models.autoencoders.vq import VQAutoencoder
 
 
@@ -18,8 +19,22 @@ def load_autoencoder(
     """
     ckpt = load_torch(path)
     check_spec(path, ckpt["spec"], expected)
-    model = VQAutoencoder(ckpt["spec"], ckpt["channels"], ckpt["resolution"])
+    model = build_autoencoder(ckpt["spec"], ckpt["channels"], ckpt["resolution"])
     model.load_state_dict(ckpt["state_dict"])
     # What the network takes (H, W, C): checked against the data it is given.
     model.image_shape = (ckpt["resolution"], ckpt["resolution"], ckpt["channels"])
     return model.to(device).eval()
+
+
+def build_autoencoder(spec: dict, channels: int, resolution: int) -> torch.nn.Module:
+    """The stage-1 network of ``spec["kind"]``: vq, or continuous (ae, rae, vae)."""
+    if spec["kind"] in CONTINUOUS_KINDS:
+        return ContinuousAutoencoder(spec, channels, resolution)
+    return VQAutoencoder(spec, channels, resolution)
+
+
+def is_continuous(spec: dict) -> bool:
+    """Whether an autoencoder (or prior) params entry works with latent vectors, not tokens."""
+    from twostage.models.priors.continuous import CONTINUOUS_PRIOR_KINDS
+
+    return spec["kind"] in CONTINUOUS_KINDS + CONTINUOUS_PRIOR_KINDS

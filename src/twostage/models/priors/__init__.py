@@ -7,6 +7,7 @@ import torch
 from twostage.artifacts import check_spec, load_torch
 from twostage.models.priors.absorbing import AbsorbingDiffusion
 from twostage.models.priors.autoregressive import AutoregressivePrior
+from twostage.models.priors.continuous import CONTINUOUS_PRIOR_KINDS, build_continuous_prior
 
 PRIOR_KINDS = {"absorbing": AbsorbingDiffusion, "autoregressive": AutoregressivePrior}
 
@@ -23,6 +24,9 @@ def load_prior(path: str, device: torch.device, expected: dict | None = None) ->
     """
     ckpt = load_torch(path)
     check_spec(path, ckpt["spec"], expected)
-    model = build_prior(ckpt["spec"], ckpt["codebook_size"], ckpt["length"])
+    if ckpt["spec"]["kind"] in CONTINUOUS_PRIOR_KINDS:
+        model = build_continuous_prior(ckpt["spec"], ckpt["latent_dim"])
+    else:
+        model = build_prior(ckpt["spec"], ckpt["codebook_size"], ckpt["length"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()

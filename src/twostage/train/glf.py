@@ -1,0 +1,159 @@
+"""Generative Latent Flow (GLF, eq. 3.7): autoencoder and flow trained together.
+
+    L = β · ||x − D(E(x))||² + NLL_flow(sg[E(x)])
+
+With ``stop_gradient: true`` (the paper's GLF) the flow's NLL reaches only the
+flow, so the encoder is shaped by reconstruction alone. With ``false`` (the
+paper's "regularized GLF") the NLL also pulls on the encoder, which can shrink
+the latents to drive the NLL down without bound: the instability the paper reports.
+
+In the DAG this is the ``train_prior`` job of a ``glf`` prior. Its
+``autoencoder`` entry (kind ae) gives the architecture; the job trains a fresh
+autoencoder of that architecture with the flow from the images, and saves both
+in the prior's model.pt. Runs of a glf prior decode with this autoencoder.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from twostage import paths
+from twostage.artifacts import save_torch, write_json
+from twostage.config import Params
+from twostage.data.prepare import load_split
+from twostage.images import to_tensor
+from twostage.models.autoencoders.continuous import ContinuousAutoencoder, squared_error
+from twostage.models.priors.flow import CouplingFlow
+from twostage.runtime import pick_device, seed_everything
+from twostage.train.common import (
+    CurveLog,
+    InfiniteBatches,
+    check_finite,
+    evaluation_steps,
+    step_progress,
+)
+from twostage.train.continuous import autoencoder_checkpoint, reconstruction_metrics
+from twostage.train.continuous_prior import bits_per_dim, mean_log_prob
+from twostage.train.resume import ResumableState, fingerprint
+
+
+def glf_loss(
+    ae: ContinuousAutoencoder,
+    flow: CouplingFlow,
+    x: torch.Tensor,
+    beta: float,
+    stop_gradient: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, reconstruction, flow NLL in nats per latent vector), batch means."""
+    z = ae.encode(x)
+    recon = squared_error(ae.decode(z), x)
+    nll = -flow.log_prob(z.detach() if stop_gradient else z).mean()
+    return beta * recon + nll, recon, nll
+
+
+@torch.no_grad()
+def encode_all(ae: ContinuousAutoencoder, images: np.ndarray, device: torch.device) -> torch.Tensor:
+    was_training = ae.training
+    ae.eval()
+    z = torch.cat(
+        [ae.encode(to_tensor(images[i : i + 256], device)) for i in range(0, len(images), 256)]
+    )
+    ae.train(was_training)
+    return z
+
+
+def train_glf(p: Params, name: str) -> dict:
+    spec = p.prior(name)
+    ae_spec = p.autoencoder(spec["autoencoder"])
+    ds_spec = p.dataset(ae_spec["dataset"])
+    device = pick_device(p["device"])
+    gen = seed_everything(p["seed"])
+    train_images, _ = load_split(ae_spec["dataset"], "train")
+    val_images, _ = load_split(ae_spec["dataset"], "val")
+    dim = ae_spec["latent_dim"]
+
+    ae = ContinuousAutoencoder(ae_spec, ds_spec["channels"], ds_spec["resolution"]).to(device)
+    flow = CouplingFlow(dim, spec["blocks"], spec["hidden"], spec["layers"]).to(device)
+    # One optimiser; weight decay on the flow only, as in the paper.
+    opt = torch.optim.Adam(
+        [
+            {"params": ae.parameters(), "weight_decay": 0.0},
+            {"params": flow.parameters(), "weight_decay": spec["weight_decay"]},
+        ],
+        lr=spec["lr"],
+    )
+    batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
+    train_x = torch.from_numpy(train_images)
+    log = CurveLog(["loss", "recon", "nll", "val_bits", "val_mse", "val_psnr", "latent_std"])
+    eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
+    resume = ResumableState(
+        "train_prior",
+        name,
+        fingerprint(spec, ae_spec, ds_spec, p["seed"]),
+        p["checkpoint_every"],
+        parts={"ae": ae, "flow": flow, "optimizer": opt, "batches": batches, "log": log},
+        generators=(gen,),
+    )
+    first = resume.restore()
+
+    start = time.perf_counter()
+    progress = step_progress(first, spec["steps"], f"glf {name}")
+    for step in progress:
+        x = to_tensor(train_x[batches.next_indices()].numpy(), device)
+        loss, recon, nll = glf_loss(ae, flow, x, spec["beta"], spec["stop_gradient"])
+        check_finite(step, loss=loss, recon=recon, nll=nll)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        row = {
+            "loss": float(loss.detach()),
+            "recon": float(recon.detach()),
+            "nll": float(nll.detach()),
+        }
+        if step in eval_at:
+            z_val = encode_all(ae, val_images, device)
+            row["val_bits"] = bits_per_dim(mean_log_prob(flow, z_val), dim)
+            row["latent_std"] = float(z_val.std(0).mean())  # collapse shows here
+            row.update(reconstruction_metrics(ae, val_images, device))
+            progress.set_postfix(val_bits=f"{row['val_bits']:.3f}", psnr=f"{row['val_psnr']:.2f}")
+        log.add(step, **row)
+        resume.save_if_due(step, spec["steps"])
+    train_time = time.perf_counter() - start
+
+    # The last weights, not the best: the latents move, so earlier NLLs are not comparable.
+    ae.eval()
+    flow.eval()
+    z_val = encode_all(ae, val_images, device)
+    val_bits = bits_per_dim(mean_log_prob(flow, z_val), dim)
+    out = paths.prior(name)
+    save_torch(
+        out["model"],
+        {
+            "kind": "glf",
+            "spec": spec,
+            "latent_dim": dim,
+            "step": spec["steps"],
+            "state_dict": flow.state_dict(),
+            "autoencoder": autoencoder_checkpoint(ae_spec, ds_spec, ae),
+        },
+    )
+    log.write(out["curve"])
+    metrics = {
+        "flow_val_nll_bits_per_dim": val_bits,
+        "val_bits_per_token": val_bits,
+        "val_bound": "flow_exact_nll_bits_per_latent_dim",
+        **{f"glf_{k}": v for k, v in reconstruction_metrics(ae, val_images, device).items()},
+        "glf_val_latent_std": float(z_val.std(0).mean()),
+        "stop_gradient": spec["stop_gradient"],
+        "latent_dim": dim,
+        "steps": spec["steps"],
+        "parameters": sum(q.numel() for q in [*ae.parameters(), *flow.parameters()]),
+        "train_time_s": train_time,
+        "device": str(device),
+    }
+    write_json(out["metrics"], metrics)
+    resume.clear()
+    return metrics
