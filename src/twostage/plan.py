@@ -339,8 +339,11 @@ def dvc_pipeline(p: Params, profiles: list[str], root: str | Path = ".") -> dict
         if j.metrics:
             stage["metrics"] = [{m: {"cache": False}} for m in j.metrics]
         if j.plots:
+            # Training logs: loss against step (without y, DVC draws the last column, a
+            # mostly empty validation one). Other plots name their axes in plot_props.
             stage["plots"] = [
-                {c: {"x": "step", "cache": False, **j.plot_props.get(c, {})}} for c in j.plots
+                {c: {"x": "step", "y": "loss", "cache": False, **j.plot_props.get(c, {})}}
+                for c in j.plots
             ]
         stages[j.dvc_name] = stage
     return {"stages": stages}
