@@ -122,13 +122,13 @@ def wall_times(p: Params) -> pd.DataFrame:
     """Wall time of every stage: Snakemake's benchmark files, else the stages' own timers.
 
     ``dvc repro`` writes no benchmark files, so after a DVC run the training and
-    sampling stages still report the time they measured themselves.
+    sampling stages still report the time they measured themselves. The report's
+    own file (``benchmarks/report.tsv``) is skipped: it would be the previous report's.
     """
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     bench_root = Path(paths.RESULTS) / "benchmarks"
-    for tsv in sorted(bench_root.rglob("*.tsv")):
-        stage = tsv.parent.name if tsv.parent != bench_root else tsv.stem
-        name = tsv.stem if tsv.parent != bench_root else ""
+    for tsv in sorted(bench_root.glob("*/*.tsv")):  # <stage>/<name>.tsv
+        stage, name = tsv.parent.name, tsv.stem
         rows[(stage, name)] = {"stage": stage, "name": name, "source": "benchmark"}
         rows[(stage, name)].update(_benchmark_seconds(tsv))
 
