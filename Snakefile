@@ -12,6 +12,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# Snakemake's own report (`snakemake --report report.zip`): outputs flagged with
+# report(...) in the rules, captions in workflow/report/.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/autoencoder.smk"

@@ -24,3 +24,78 @@ def tool_env() -> dict[str, str]:
     env["DVC_NO_ANALYTICS"] = "1"
     env["PYTHONWARNINGS"] = "ignore"
     return env
+
+
+# Appended to a copy of a page: after every image has loaded or failed, record
+# what the browser saw in an element that --dump-dom prints.
+_BROWSER_CHECK = """<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+  var out = document.createElement("pre");
+  out.id = "browser-check";
+  out.textContent = JSON.stringify({
+    images: imgs.length,
+    broken: broken.map(function (i) { return i.getAttribute("src"); }),
+    tables: document.querySelectorAll("table").length,
+    scripts: document.scripts.length
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _find_chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium; installed with apt when missing and we are root, else skip."""
+    import shutil
+    import subprocess
+
+    exe = _find_chromium()
+    if exe is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True)
+        exe = _find_chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed and cannot be (needs root and apt-get)")
+    return exe
+
+
+@pytest.fixture(scope="session")
+def render_in_browser(chromium: str):
+    """Open a local HTML file in headless Chromium; return what it saw (images, tables)."""
+    import html
+    import json
+    import re
+    import subprocess
+
+    def render(page: Path) -> dict:
+        probe = page.with_name(f".browser-check-{page.name}")  # same folder: relative links
+        probe.write_text(page.read_text().replace("</body>", _BROWSER_CHECK + "</body>"))
+        try:
+            proc = subprocess.run(
+                [
+                    chromium,
+                    "--headless",
+                    "--disable-gpu",
+                    "--no-sandbox",  # root in a container has no user namespace sandbox
+                    "--virtual-time-budget=10000",
+                    "--dump-dom",
+                    probe.resolve().as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            probe.unlink()
+        found = re.search(r'<pre id="browser-check">(.*?)</pre>', proc.stdout, re.S)
+        assert found, f"chromium printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        return json.loads(html.unescape(found.group(1)))
+
+    return render

@@ -85,6 +85,8 @@ def report() -> dict[str, str]:
         "html": f"{d}/index.html",
         "markdown": f"{d}/report.md",
         "table": f"{d}/tables/runs.csv",
+        # FD of every steps sweep, a CSV that `dvc plots show` draws (committed to git)
+        "fd_vs_steps": f"{d}/plots/fd_vs_steps.csv",
     }
 
 

@@ -31,6 +31,8 @@ class Job:
     metrics: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
     params: ParamKeys = field(default_factory=list)
+    # DVC plot properties of a plot file beyond the default (x: step), e.g. its y and template
+    plot_props: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def dvc_name(self) -> str:
@@ -344,7 +346,15 @@ def report_job(p: Params) -> Job:
         "",
         deps=report_inputs(p),
         outs=[out["html"], out["markdown"], out["table"]],
+        plots=[out["fd_vs_steps"]],
         params=[("params/config.yaml", "targets")],
+        plot_props={
+            out["fd_vs_steps"]: {
+                "x": "steps",
+                "y": f"fd_{p['evaluation']['extractor']}",
+                "template": "scatter",
+            }
+        },
     )
 
 
@@ -445,6 +455,11 @@ def dvc_pipeline(p: Params, profiles: list[str], root: str | Path = ".") -> dict
         if j.metrics:
             stage["metrics"] = [{m: {"cache": False}} for m in j.metrics]
         if j.plots:
-            stage["plots"] = [{c: {"x": "step", "cache": False}} for c in j.plots]
+            # Training logs: loss against step (without y, DVC draws the last column, a
+            # mostly empty validation one). Other plots name their axes in plot_props.
+            stage["plots"] = [
+                {c: {"x": "step", "y": "loss", "cache": False, **j.plot_props.get(c, {})}}
+                for c in j.plots
+            ]
         stages[j.dvc_name] = stage
     return {"stages": stages}

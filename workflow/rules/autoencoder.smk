@@ -3,7 +3,12 @@ rule train_autoencoder:
         job_inputs("train_autoencoder"),
     output:
         model="results/autoencoders/{name}/model.pt",
-        recon="results/autoencoders/{name}/recon.png",
+        recon=report(
+            "results/autoencoders/{name}/recon.png",
+            caption="../report/recon.rst",
+            category="Autoencoders",
+            subcategory="{name}",
+        ),
         metrics="results/autoencoders/{name}/metrics.json",
         curve="results/autoencoders/{name}/train_log.csv",
     log:

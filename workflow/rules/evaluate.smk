@@ -57,7 +57,12 @@ rule calibrate:
         job_inputs("calibrate"),
     output:
         metrics="results/calibration/{name}/metrics.json",
-        grid="results/calibration/{name}/random_tokens.png",
+        grid=report(
+            "results/calibration/{name}/random_tokens.png",
+            caption="../report/random_tokens.rst",
+            category="Autoencoders",
+            subcategory="{name}",
+        ),
     log:
         "results/logs/calibrate/{name}.log",
     benchmark:
@@ -79,7 +84,12 @@ rule evaluate:
     input:
         job_inputs("evaluate"),
     output:
-        metrics="results/eval/{name}/metrics.json",
+        metrics=report(
+            "results/eval/{name}/metrics.json",
+            caption="../report/eval_metrics.rst",
+            category="Metrics",
+            labels={"run": "{name}"},
+        ),
     log:
         "results/logs/evaluate/{name}.log",
     benchmark:

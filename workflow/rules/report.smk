@@ -4,7 +4,16 @@ rule report:
     output:
         html=paths.report()["html"],
         markdown=paths.report()["markdown"],
-        table=paths.report()["table"],
+        table=report(
+            paths.report()["table"],
+            caption="../report/runs_table.rst",
+            category="Comparison",
+        ),
+        fd_vs_steps=report(
+            paths.report()["fd_vs_steps"],
+            caption="../report/fd_vs_steps.rst",
+            category="Comparison",
+        ),
     log:
         "results/logs/report.log",
     benchmark:

@@ -3,7 +3,12 @@ rule sample:
         job_inputs("sample"),
     output:
         images="results/samples/{name}/images.npy",
-        grid="results/samples/{name}/grid.png",
+        grid=report(
+            "results/samples/{name}/grid.png",
+            caption="../report/samples.rst",
+            category="Samples",
+            labels={"run": "{name}"},
+        ),
         stats="results/samples/{name}/stats.json",
     log:
         "results/logs/sample/{name}.log",
@@ -27,7 +32,12 @@ rule inpaint:
     input:
         job_inputs("inpaint"),
     output:
-        grid="results/inpainting/{name}/grid.png",
+        grid=report(
+            "results/inpainting/{name}/grid.png",
+            caption="../report/inpainting.rst",
+            category="Priors",
+            subcategory="{name}",
+        ),
         stats="results/inpainting/{name}/stats.json",
     log:
         "results/logs/inpaint/{name}.log",
@@ -50,7 +60,12 @@ rule large_samples:
     input:
         job_inputs("large_samples"),
     output:
-        grid="results/large_samples/{name}/grid.png",
+        grid=report(
+            "results/large_samples/{name}/grid.png",
+            caption="../report/large_samples.rst",
+            category="Priors",
+            subcategory="{name}",
+        ),
         stats="results/large_samples/{name}/stats.json",
     log:
         "results/logs/large_samples/{name}.log",

@@ -1,0 +1,156 @@
+"""Read the DAG's artifacts into tables: one row per run, per autoencoder, per stage.
+
+Generic on purpose: a stage that starts writing a new number (``fid``, ``kid_mean``,
+``lpips``...) shows up in the report without a code change here, because every
+top-level numeric key of a metrics file becomes a column. Optional artifacts
+(files some stages only write in some configurations) are read when present.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from twostage import paths
+from twostage.artifacts import read_json
+from twostage.config import Params
+
+# Calibration rows of every autoencoder: key in calibration/metrics.json → row label.
+CALIBRATION_ROWS = {
+    "real_val_vs_train": "calibration: real validation images (floor)",
+    "random_tokens": "calibration: decoded random tokens (bad model)",
+}
+
+
+def optional(path: str | Path) -> Path | None:
+    """``path`` if it exists: some stages write some files only in some configurations."""
+    return Path(path) if Path(path).is_file() else None
+
+
+def ae_eval_files(ae: str) -> dict[str, str]:
+    """Reconstruction evaluation of an autoencoder (a separate stage; may not exist yet)."""
+    d = f"{paths.RESULTS}/eval/autoencoders/{ae}"
+    return {
+        "metrics": f"{d}/metrics.json",
+        "usage": f"{d}/usage.png",
+        "recon_grid": f"{d}/recon_grid.png",
+    }
+
+
+def neighbours_grid(run: str) -> str:
+    """Nearest training images of a run's samples (written by evaluation when enabled)."""
+    return f"{paths.RESULTS}/eval/{run}/neighbours.png"
+
+
+def numeric(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Every top-level number of a metrics dict (bools and nested dicts are not metrics)."""
+    return {
+        f"{prefix}{k}": v
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def _read_optional(path: str | Path) -> dict[str, Any]:
+    return read_json(path) if optional(path) else {}
+
+
+def autoencoder_metrics(ae: str) -> dict[str, float]:
+    """Training metrics of an autoencoder plus its reconstruction evaluation when present."""
+    out = numeric(read_json(paths.autoencoder(ae)["metrics"]))
+    out.update(numeric(_read_optional(ae_eval_files(ae)["metrics"]), prefix="recon_"))
+    return out
+
+
+def runs_table(p: Params) -> pd.DataFrame:
+    """One row per sampling run, then the calibration rows of each autoencoder.
+
+    Evaluation metrics keep their names (``fd_classifier``, ``precision``...);
+    prior and autoencoder numbers are prefixed ``prior.`` and ``ae.`` so a
+    column always says which stage measured it.
+    """
+    rows = []
+    for run in p["targets"]:
+        prior = p.prior_of_run(run)
+        ae = p.autoencoder_of_prior(prior)
+        stats = read_json(paths.samples(run)["stats"])
+        row: dict[str, Any] = {
+            "run": run,
+            "prior": prior,
+            "prior_kind": p.prior(prior).get("kind", ""),
+            "autoencoder": ae,
+            "sampler": stats.get("sampler", p.run(run).get("sampler", "")),
+        }
+        row.update(numeric(read_json(paths.evaluation(run)["metrics"])))
+        row.update(numeric(stats))
+        row.update(numeric(read_json(paths.prior(prior)["metrics"]), prefix="prior."))
+        row.update({f"ae.{k}": v for k, v in autoencoder_metrics(ae).items()})
+        rows.append(row)
+    for ae in p.target_autoencoders():
+        cal = read_json(paths.calibration(ae)["metrics"])
+        for key, label in CALIBRATION_ROWS.items():
+            if key in cal:
+                rows.append({"run": label, "autoencoder": ae, **numeric(cal[key])})
+    return pd.DataFrame(rows)
+
+
+def autoencoders_table(p: Params) -> pd.DataFrame:
+    """One row per autoencoder: every number its training and reconstruction evaluation wrote."""
+    return pd.DataFrame(
+        [
+            {"autoencoder": ae, "dataset": p.dataset_of_autoencoder(ae), **autoencoder_metrics(ae)}
+            for ae in p.target_autoencoders()
+        ]
+    )
+
+
+def _benchmark_seconds(tsv: Path) -> dict[str, float]:
+    """Wall time, CPU time and peak memory of one Snakemake benchmark file."""
+    bench = pd.read_csv(tsv, sep="\t")
+    row = bench.iloc[-1]
+    out = {"seconds": float(row["s"])}
+    for col, name in (("cpu_time", "cpu_seconds"), ("max_rss", "max_rss_mb")):
+        if col in bench and not (isinstance(row[col], float) and math.isnan(row[col])):
+            out[name] = pd.to_numeric(row[col], errors="coerce")
+    return out
+
+
+def wall_times(p: Params) -> pd.DataFrame:
+    """Wall time of every stage: Snakemake's benchmark files, else the stages' own timers.
+
+    ``dvc repro`` writes no benchmark files, so after a DVC run the training and
+    sampling stages still report the time they measured themselves. The report's
+    own file (``benchmarks/report.tsv``) is skipped: it would be the previous report's.
+    """
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    bench_root = Path(paths.RESULTS) / "benchmarks"
+    for tsv in sorted(bench_root.glob("*/*.tsv")):  # <stage>/<name>.tsv
+        stage, name = tsv.parent.name, tsv.stem
+        rows[(stage, name)] = {"stage": stage, "name": name, "source": "benchmark"}
+        rows[(stage, name)].update(_benchmark_seconds(tsv))
+
+    def own_timer(stage: str, name: str, metrics_file: str, seconds_of) -> None:
+        m = read_json(metrics_file)
+        row = rows.setdefault(
+            (stage, name),
+            {"stage": stage, "name": name, "seconds": seconds_of(m), "source": "stage timer"},
+        )
+        row["device"] = m.get("device", "")
+
+    for ae in p.target_autoencoders():
+        own_timer(
+            "train_autoencoder", ae, paths.autoencoder(ae)["metrics"], lambda m: m["train_time_s"]
+        )
+    for prior in p.target_priors():
+        own_timer("train_prior", prior, paths.prior(prior)["metrics"], lambda m: m["train_time_s"])
+    for run in p["targets"]:
+        own_timer(
+            "sample",
+            run,
+            paths.samples(run)["stats"],
+            lambda m: m["n_samples"] * m["seconds_per_image"],
+        )
+    return pd.DataFrame(list(rows.values()))

@@ -1,0 +1,189 @@
+"""The report's pictures: comparison plots drawn from the tables, curves and copied grids.
+
+Every function returns :class:`Figure` records (caption + path relative to the
+report folder); the pictures themselves are PNG files under ``figures/``, so the
+page opens from disk and the files can be reused in slides.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on CI or a cluster node
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from twostage.artifacts import atomic_path  # noqa: E402
+
+
+@dataclass
+class Figure:
+    caption: str
+    src: str  # relative to the report folder
+
+
+def _save(fig, out_png: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def copy_image(src: str | Path, fig_dir: Path, name: str, caption: str) -> Figure:
+    """Copy an artifact's picture next to the report (relative links survive moving the folder)."""
+    dst = fig_dir / name
+    shutil.copyfile(src, dst)
+    return Figure(caption, f"{fig_dir.name}/{name}")
+
+
+def _groups_varying(runs: pd.DataFrame, varying: str, fixed: list[str]) -> list:
+    """(key, rows) of every group of runs sharing ``fixed`` in which ``varying`` takes 2+ values."""
+    if not {varying, *fixed} <= set(runs.columns):
+        return []
+    return [(key, g) for key, g in runs.groupby(fixed) if g[varying].nunique() > 1]
+
+
+def fd_vs_steps_rows(table: pd.DataFrame, fd_col: str) -> pd.DataFrame:
+    """The runs of every steps sweep, for the figure and for ``dvc plots`` (one CSV)."""
+    runs = table.dropna(subset=["prior"]) if "prior" in table else table.iloc[:0]
+    groups = _groups_varying(runs, "steps", fixed=["prior", "sampler", "temperature"])
+    cols = ["run", "prior", "sampler", "temperature", "steps", fd_col]
+    if not groups or fd_col not in runs:
+        return pd.DataFrame(columns=cols)
+    rows = pd.concat([g for _, g in groups])[cols]
+    return rows.sort_values(["prior", "sampler", "temperature", "steps"])
+
+
+def plot_sweeps(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[Figure]:
+    """FD vs sampling steps and precision–recall vs temperature, for every group that varies."""
+    runs = table.dropna(subset=["prior"]) if "prior" in table else table.iloc[:0]
+    figures = []
+    by_steps = _groups_varying(runs, "steps", fixed=["prior", "sampler", "temperature"])
+    if by_steps and fd_col in runs:
+        fig, ax = plt.subplots(figsize=(4.8, 3.4))
+        for (prior, sampler, temp), g in by_steps:
+            g = g.sort_values("steps")
+            ax.plot(g["steps"], g[fd_col], marker="o", label=f"{prior} ({sampler}, τ={temp:g})")
+        ax.set(
+            xscale="log",
+            xlabel="sampling steps (network calls per sample)",
+            ylabel=fd_col,
+            title=f"{fd_col} vs sampling steps",
+        )
+        ticks = sorted({int(s) for _, g in by_steps for s in g["steps"]})
+        ax.set_xticks(ticks, [str(t) for t in ticks])  # plain step counts, not 2×10⁰
+        ax.minorticks_off()
+        ax.legend(fontsize=7)
+        _save(fig, fig_dir / "fd-vs-steps.png")
+        figures.append(
+            Figure(f"{fd_col} against the number of sampling steps", "figures/fd-vs-steps.png")
+        )
+    by_temp = _groups_varying(runs, "temperature", fixed=["prior", "sampler", "steps"])
+    if by_temp and {"precision", "recall"} <= set(runs.columns):
+        fig, ax = plt.subplots(figsize=(4.8, 3.4))
+        for (prior, sampler, steps), g in by_temp:
+            g = g.sort_values("temperature")
+            ax.plot(
+                g["recall"],
+                g["precision"],
+                marker="o",
+                label=f"{prior} ({sampler}, {int(steps)} steps)",
+            )
+            for _, row in g.iterrows():
+                ax.annotate(
+                    f"τ={row['temperature']:g}", (row["recall"], row["precision"]), fontsize=7
+                )
+        ax.set(xlabel="recall", ylabel="precision", title="precision–recall vs temperature")
+        ax.legend(fontsize=7)
+        _save(fig, fig_dir / "pr-vs-temperature.png")
+        figures.append(
+            Figure(
+                "Precision and recall as the temperature τ changes",
+                "figures/pr-vs-temperature.png",
+            )
+        )
+    return figures
+
+
+def plot_quality_vs_time(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[Figure]:
+    """Every run as a point: sampling seconds per image against its Fréchet distance."""
+    if not {"seconds_per_image", fd_col, "prior"} <= set(table.columns):
+        return []
+    runs = table.dropna(subset=["prior", "seconds_per_image", fd_col])
+    if runs.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for prior, g in runs.groupby("prior"):
+        ax.scatter(g["seconds_per_image"], g[fd_col], label=prior)
+        for _, row in g.iterrows():
+            ax.annotate(row["run"], (row["seconds_per_image"], row[fd_col]), fontsize=6)
+    ax.set(
+        xscale="log",
+        xlabel="sampling time (s per image, log)",
+        ylabel=fd_col,
+        title=f"{fd_col} vs sampling time (lower-left is better)",
+    )
+    ax.legend(fontsize=7)
+    _save(fig, fig_dir / "quality-vs-time.png")
+    return [
+        Figure(f"{fd_col} against sampling time, one point per run", "figures/quality-vs-time.png")
+    ]
+
+
+def _value_columns(log: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(training columns, validation columns) of a training log: ``val_*`` are validation."""
+    cols = [c for c in log.columns if c != "step" and pd.api.types.is_numeric_dtype(log[c])]
+    val = [c for c in cols if c.startswith("val")]
+    train = [c for c in ("loss",) if c in cols] or [c for c in cols if c not in val][:1]
+    return train, val
+
+
+def plot_curve(csv_path: str | Path, out_png: Path, title: str) -> bool:
+    """Training loss, then one panel per validation column (their scales differ) of a log."""
+    log = pd.read_csv(csv_path)
+    train, val = _value_columns(log)
+    if "step" not in log or not (train or val):
+        return False
+    fig, axes = plt.subplots(1, 1 + len(val), figsize=(3.6 * (1 + len(val)), 3.0), squeeze=False)
+    axes = axes[0]
+    for col in train:
+        axes[0].plot(log["step"], log[col], lw=0.8)
+    positive = all((log[c].dropna() > 0).all() for c in train)
+    axes[0].set(
+        title=f"{title}: training {', '.join(train)}",
+        xlabel="step",
+        yscale="log" if positive else "linear",
+    )
+    for ax, col in zip(axes[1:], val, strict=True):
+        v = log.dropna(subset=[col])
+        ax.plot(v["step"], v[col], marker="o")
+        ax.set(title=f"{title}: {col}", xlabel="step")
+    _save(fig, out_png)
+    return True
+
+
+def plot_codebook_usage(logs: dict[str, Path], fig_dir: Path) -> list[Figure]:
+    """Codes in use during training, one line per autoencoder whose log records them."""
+    series = {}
+    for ae, csv in logs.items():
+        log = pd.read_csv(csv)
+        col = next((c for c in ("codebook_used", "used_codes") if c in log), None)
+        if col and log[col].notna().any():
+            series[ae] = log.dropna(subset=[col])[["step", col]].set_axis(["step", "used"], axis=1)
+    if not series:
+        return []
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for ae, s in series.items():
+        ax.plot(s["step"], s["used"], marker="o", label=ae)
+    ax.set(xlabel="step", ylabel="codes used (validation)", title="codebook usage")
+    ax.legend(fontsize=7)
+    _save(fig, fig_dir / "codebook-usage.png")
+    return [
+        Figure(
+            "Codebook usage: distinct codes the validation images use", "figures/codebook-usage.png"
+        )
+    ]

@@ -1,0 +1,94 @@
+"""Where the numbers come from: code version, params of each stage, data hashes, software."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any
+
+from twostage import paths
+from twostage.artifacts import read_json
+from twostage.config import Params
+from twostage.plan import jobs, param_values
+
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "torch-fidelity",
+    "lpips",
+    "prdc",
+    "snakemake",
+    "dvc",
+)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a git checkout (e.g. an unpacked archive), or no git
+
+
+def git_state() -> dict[str, Any]:
+    """HEAD commit and whether tracked files differ from it (results/ is not tracked)."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": commit or "unknown (not a git checkout)",
+        "git_dirty": None if status is None else status != "",
+    }
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    return versions
+
+
+def devices(p: Params) -> dict[str, str]:
+    """The device each training/sampling stage actually ran on (recorded in its metrics)."""
+    found = {}
+    for ae in p.target_autoencoders():
+        found[f"train_autoencoder {ae}"] = read_json(paths.autoencoder(ae)["metrics"]).get("device")
+    for prior in p.target_priors():
+        found[f"train_prior {prior}"] = read_json(paths.prior(prior)["metrics"]).get("device")
+    for run in p["targets"]:
+        found[f"sample {run}"] = read_json(paths.samples(run)["stats"]).get("device")
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def dataset_manifests(p: Params) -> dict[str, Any]:
+    """Source, counts and content hashes of every dataset: the data a number was measured on."""
+    out = {}
+    for ds in p.target_datasets():
+        m = read_json(paths.data(ds)["manifest"])
+        out[ds] = {k: m[k] for k in ("source", "path", "counts", "sha256") if k in m}
+    return out
+
+
+def stage_params(p: Params) -> dict[str, dict[str, Any]]:
+    """The params values each stage reads (exactly what reruns it), keyed by stage name."""
+    return {j.dvc_name: param_values(p, j) for j in jobs(p) if j.params}
+
+
+def provenance(p: Params) -> dict[str, Any]:
+    return {
+        **git_state(),
+        "params_files": list(p.files),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "devices": devices(p),
+        "datasets": dataset_manifests(p),
+    }

@@ -1,0 +1,179 @@
+"""The report on synthetic artifacts with known numbers: tables, figures, escaping, a real browser.
+
+The artifacts are written by the test (no DAG run): every file the report
+reads for the smoke targets, with values chosen so each table cell can be checked.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from twostage import paths
+from twostage.config import load_params
+from twostage.plan import report_inputs
+from twostage.report.build import build_report
+
+SMOKE = "params/profiles/smoke.yaml"
+HOSTILE = '<script>alert("x")</script>'
+
+
+def _png(path: Path, seed: int) -> None:
+    pixels = np.random.default_rng(seed).integers(0, 255, (20, 30), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def _json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj))
+
+
+def fd_of(i: int) -> float:
+    return 100.0 + 10 * i  # run i of the targets gets this Fréchet distance
+
+
+def write_artifacts(p, root: Path) -> None:
+    """Every input of the report job, plus optional files other stages write when enabled."""
+    runs = list(p["targets"])
+    for i, f in enumerate(report_inputs(p)):
+        path = root / f
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if f.endswith(".png"):
+            _png(path, i)
+        elif f.endswith("train_log.csv"):
+            val = "val_psnr" if "/autoencoders/" in f else "val_bits"
+            path.write_text(f"step,loss,{val},codebook_used\n1,2.0,,\n2,1.5,3.0,7\n3,1.0,2.0,9\n")
+    for ae in p.target_autoencoders():
+        metrics = {"val_psnr": 21.5, "codebook_used": 9, "train_time_s": 3.0, "device": HOSTILE}
+        _json(root / paths.autoencoder(ae)["metrics"], metrics)
+        cal = {
+            "real_val_vs_train": {"fd_classifier": 5.0, "precision": 0.9, "recall": 0.8},
+            "random_tokens": {"fd_classifier": 900.0, "precision": 0.1, "recall": 0.0},
+        }
+        _json(root / paths.calibration(ae)["metrics"], cal)
+    for ds in p.target_datasets():
+        manifest = {"source": "mnist5k", "counts": {"train": 8}, "sha256": {"train": "abc123"}}
+        _json(root / paths.data(ds)["manifest"], manifest)
+        _json(root / paths.classifier(ds)["metrics"], {"val_accuracy": 0.9})
+    for prior in p.target_priors():
+        metrics = {"val_bits_per_token": 3.25, "val_bound": "elbo", "train_time_s": 2.0}
+        _json(root / paths.prior(prior)["metrics"], {**metrics, "device": "cpu"})
+    for prior in [pr for pr in p.target_priors() if p.prior(pr)["kind"] == "absorbing"]:
+        _json(root / paths.inpainting(prior)["stats"], {"n_images": 4})
+        _json(root / paths.large_samples(prior)["stats"], {"n": 2})
+    for i, run in enumerate(runs):
+        r = p.run(run)
+        stats = {
+            "sampler": r["sampler"],
+            "steps": r["steps"],
+            "temperature": r["temperature"],
+            "n_samples": 10,
+            "seconds_per_image": 0.01 * (i + 1),
+            "samples_per_s": 100.0 / (i + 1),
+            "device": "cpu",
+        }
+        _json(root / paths.samples(run)["stats"], stats)
+        ev = {"fd_classifier": fd_of(i), "precision": 0.5, "recall": 0.25, "protocol": {"k": 3}}
+        _json(root / paths.evaluation(run)["metrics"], ev)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, repo: Path) -> tuple:
+    """The report built once for all tests here (artifact paths are relative to the cwd)."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    p = load_params([SMOKE], root=repo)
+    ds = p.target_datasets()[0]
+    p.data["datasets"][ds]["path"] = HOSTILE  # a user-provided string that is also markup
+    write_artifacts(p, tmp_path)
+    first = p["targets"][0]
+    # Optional artifacts of other stages: a new metric key, neighbours, reconstruction eval.
+    ev_file = tmp_path / paths.evaluation(first)["metrics"]
+    _json(ev_file, {**json.loads(ev_file.read_text()), "fid": 12.5, "kid_mean": 0.125})
+    _png(tmp_path / f"results/eval/{first}/neighbours.png", 99)
+    ae = p.target_autoencoders()[0]
+    ae_eval = tmp_path / f"results/eval/autoencoders/{ae}"
+    ae_eval.mkdir(parents=True)
+    _json(ae_eval / "metrics.json", {"lpips": 0.375, "psnr": 22.0})
+    _png(ae_eval / "usage.png", 7)
+    bench = tmp_path / f"results/benchmarks/train_prior/{p.target_priors()[0]}.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\tcpu_time\n12.5\t0:00:12\t800.0\t20.0\n")
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        build_report(p)
+    finally:
+        os.chdir(cwd)
+    return p, tmp_path / "results/report"
+
+
+def test_runs_table_has_every_run_metric_and_calibration_row(report):
+    p, root = report
+    table = pd.read_csv(root / "tables/runs.csv")
+    runs = table[table["run"].isin(p["targets"])].set_index("run")
+    assert list(runs.index) == list(p["targets"])
+    for i, run in enumerate(p["targets"]):
+        assert runs.loc[run, "fd_classifier"] == fd_of(i)
+        assert runs.loc[run, "prior.val_bits_per_token"] == 3.25
+        assert runs.loc[run, "ae.val_psnr"] == 21.5
+        assert runs.loc[run, "ae.recon_lpips"] == 0.375  # the reconstruction stage's file
+    first = p["targets"][0]
+    assert runs.loc[first, "fid"] == 12.5 and runs["fid"].isna().sum() == len(runs) - 1
+    calibration = table[table["run"].str.startswith("calibration")]
+    assert sorted(calibration["fd_classifier"]) == [5.0, 900.0]
+    assert "protocol" not in table and "prior.val_bound" not in table  # numbers only
+
+
+def test_sweep_csv_and_wall_times(report):
+    p, root = report
+    sweep = pd.read_csv(root / "plots/fd_vs_steps.csv")
+    steps_runs = [r for r in p["targets"] if r.startswith("absorbing_steps")]
+    assert sorted(sweep["run"]) == sorted(steps_runs) and list(sweep["steps"]) == [4, 16]
+    times = pd.read_csv(root / "tables/wall_times.csv").set_index(["stage", "name"])
+    prior = p.target_priors()[0]
+    assert times.loc[("train_prior", prior), "seconds"] == 12.5  # benchmark file wins
+    assert times.loc[("train_prior", prior), "source"] == "benchmark"
+    other = p.target_priors()[1]
+    assert times.loc[("train_prior", other), "seconds"] == 2.0  # the stage's own timer
+
+
+def test_every_figure_exists_and_optional_images_appear(report):
+    p, root = report
+    page = (root / "index.html").read_text()
+    srcs = [s.split('"')[0] for s in page.split('<img src="')[1:]]
+    assert srcs and all((root / s).is_file() for s in srcs)
+    for name in ("fd-vs-steps", "pr-vs-temperature", "quality-vs-time", "codebook-usage"):
+        assert f"figures/{name}.png" in srcs
+    assert f"figures/neighbours-{p['targets'][0]}.png" in srcs
+    assert f"figures/usage-{p.target_autoencoders()[0]}.png" in srcs
+    assert (root / "report.md").read_text().count("![") == len(srcs)
+    for run in p["targets"]:
+        assert f'id="run-{run.lower()}"'.replace("_", "-") in page  # a section per run
+
+
+def test_user_strings_are_escaped(report):
+    _, root = report
+    page = (root / "index.html").read_text()
+    assert "<script" not in page
+    assert html.escape(HOSTILE) in page  # shown (params and devices), as text
+
+
+def test_provenance_names_commit_data_and_stage_params(report):
+    p, root = report
+    page = (root / "index.html").read_text()
+    assert "git_commit" in page and "abc123" in page  # dataset manifest hash
+    assert "torch" in page and f"train_prior-{p.target_priors()[0]}" in page
+
+
+def test_report_renders_in_a_real_browser(report, render_in_browser):
+    _, root = report
+    seen = render_in_browser(root / "index.html")
+    assert seen["images"] > 10 and seen["broken"] == []
+    assert seen["tables"] >= 3
+    assert seen["scripts"] == 1  # only the probe: no user string became a script
