@@ -75,12 +75,12 @@ def train_autoencoder(p: Params, name: str) -> dict:
     perceptual = None
     if training_options(spec)["perceptual_weight"] > 0:
         perceptual = load_perceptual(spec, name).to(device)
+    guard = NonFiniteGuard(spec.get("skip_nonfinite_steps", 0))
+    trainer = Stage1Trainer(model, spec, ds_spec["channels"], device, perceptual, guard)
     batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
     train_x = torch.from_numpy(train_images)  # uint8 in memory; converted per batch
     log = CurveLog([*trainer.log_columns(), "val_mse", "val_psnr", "codebook_used"])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
-    guard = NonFiniteGuard(spec.get("skip_nonfinite_steps", 0))
-    trainer = Stage1Trainer(model, spec, ds_spec["channels"], device, perceptual, guard)
     resume = ResumableState(
         "train_autoencoder",
         name,
