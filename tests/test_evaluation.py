@@ -126,6 +126,8 @@ def test_missing_weights_file_is_one_config_error_naming_it(repo, tmp_path):
         extractors.build(p, "inception", "mnist5k", CPU)
     with pytest.raises(ConfigError, match="unknown extractor 'alexnet'"):
         extractors.build(p, "alexnet", "mnist5k", CPU)
+    with pytest.raises(ConfigError, match="dinov2-vit-s-14 cannot load from a local file"):
+        extractors.build(p, "dinov2-vit-s-14", "mnist5k", CPU)
 
 
 # --- the real-feature cache and the evaluate stage, in a temporary project -------------
