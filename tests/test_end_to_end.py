@@ -145,14 +145,14 @@ def test_changing_a_run_param_reruns_only_that_run(snakemake_project: Path, tool
         "    sampler: confidence\n    steps: 4\n    temperature: 0.8",
         "    sampler: confidence\n    steps: 4\n    temperature: 0.7",
     )
-    assert jobs == {"sample": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert jobs == {"sample": 1, "evaluate": 1, "neighbours": 1, "report": 1, "all": 1}
 
 
 def test_adding_a_temperature_adds_exactly_its_jobs(snakemake_project: Path, tool_env: dict):
     jobs = _jobs_after_edit(
         snakemake_project, tool_env, "temperature: [0.6, 1.0]", "temperature: [0.6, 0.9, 1.0]"
     )
-    assert jobs == {"sample": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert jobs == {"sample": 1, "evaluate": 1, "neighbours": 1, "report": 1, "all": 1}
 
 
 def test_dvc_repro_on_a_clean_checkout(tmp_path: Path, repo: Path, tool_env: dict):

@@ -126,6 +126,8 @@ def test_missing_weights_file_is_one_config_error_naming_it(repo, tmp_path):
         extractors.build(p, "inception", "mnist5k", CPU)
     with pytest.raises(ConfigError, match="unknown extractor 'alexnet'"):
         extractors.build(p, "alexnet", "mnist5k", CPU)
+    with pytest.raises(ConfigError, match="dinov2-vit-s-14 cannot load from a local file"):
+        extractors.build(p, "dinov2-vit-s-14", "mnist5k", CPU)
 
 
 # --- the real-feature cache and the evaluate stage, in a temporary project -------------
@@ -214,3 +216,22 @@ def test_evaluate_run_records_protocol_and_refuses_stale_features(project):
     _write_dataset(3)
     with pytest.raises(DataError, match=r"key\.json: real features are stale \(dataset_sha256"):
         evaluate_run(p, "autoregressive")
+
+
+def test_plan_extracts_every_extractor_and_depends_on_its_weights(repo):
+    from twostage.plan import evaluate_job, extract_features_job, neighbours_job
+
+    weights = "resources/weights/weights-inception-2015-12-05-6726825d.pth"
+    p = _params(repo, extra_extractors=["inception", "random-classifier-0"])
+    extract = extract_features_job(p, "mnist5k")
+    for ext in ("classifier", "inception", "random-classifier-0"):
+        assert set(paths.features("mnist5k", ext).values()) <= set(extract.outs)
+    assert weights in extract.deps and weights in evaluate_job(p, "autoregressive").deps
+    # Default params: offline, no weights files needed anywhere in the DAG.
+    default = _params(repo)
+    assert not any(
+        d.startswith("resources/") for d in extract_features_job(default, "mnist5k").deps
+    )
+    assert not any(
+        d.startswith("resources/") for d in neighbours_job(default, "autoregressive").deps
+    )

@@ -4,7 +4,7 @@ Names (``evaluation.extractor`` and ``evaluation.extra_extractors``):
 
 - ``inception``: torch-fidelity ``inception-v3-compat``, 2048-D pool features (metric ``fid``,
   comparable to papers), plus its unbiased logits for the Inception Score;
-- ``vgg16``, ``clip-<model>`` (e.g. ``clip-vit-b-32``), ``dinov2-<model>`` (e.g.
+- ``vgg16``, ``clip-<model>`` (e.g. ``clip-vit-b-32``), ``dinov2-<model>`` (torch.hub only; e.g.
   ``dinov2-vit-s-14``): the other torch-fidelity 0.4.0 extractors (metric ``fd_<name>``);
 - ``classifier``: the penultimate layer of the CNN the workflow trains on the dataset's labels;
 - ``random-<arch>-<seed>`` (arch ``classifier`` or ``inception``): a fixed-seed random network,
@@ -42,9 +42,9 @@ _TORCH_FIDELITY = {
 # torch-fidelity's own input handling, recorded as the protocol's resize mode.
 _RESIZE = {
     "inception-v3-compat": "torch-fidelity: TF1-compatible bilinear to 299x299",
-    "vgg16": "torch-fidelity: bilinear to 224x224",
-    "clip": "torch-fidelity: bicubic to the CLIP model's input size",
-    "dinov2": "torch-fidelity: bicubic to 224x224",
+    "vgg16": "torch-fidelity: TF1-compatible bilinear to 224x224",
+    "clip": "torch-fidelity: TF1-compatible bilinear to the CLIP model's input size",
+    "dinov2": "torch-fidelity: TF1-compatible bilinear to 224x224",
 }
 _RANDOM = re.compile(r"^random-(classifier|inception)-(\d+)$")
 
@@ -271,10 +271,17 @@ def build(p: Params, name: str, dataset: str, device: torch.device) -> Extractor
         channels = p.dataset(dataset)["channels"]
         return _random_extractor(name, m.group(1), int(m.group(2)), channels, device)
     tf_name, layer, logits_layer = _torch_fidelity_entry(name)
+    allow_download = p["evaluation"].get("allow_download", False)
+    if tf_name.startswith("dinov2") and not allow_download:
+        # torch-fidelity 0.4.0 builds DINOv2 only through torch.hub (code + weights).
+        raise ConfigError(
+            f"{EVAL_FILE}: evaluation.extractor: {name} cannot load from a local file with "
+            "torch-fidelity 0.4.0 (it needs torch.hub): set evaluation.allow_download: true"
+        )
     path = weights_file(p, name)
     if path is not None and Path(path).is_file():
         return TorchFidelityExtractor(name, tf_name, layer, logits_layer, path, device)
-    if p["evaluation"].get("allow_download", False):
+    if allow_download:
         return TorchFidelityExtractor(name, tf_name, layer, logits_layer, None, device)
     wanted = path or f"resources/weights/{tf_name}.pth"
     raise ConfigError(
