@@ -97,13 +97,12 @@ def main() -> None:
         return args.n / seconds, frechet_distance_from_features(extractor(images), real)
 
     rows = []
-    for label, kind, options in configurations(absorbing.length, args.temperature):
+    configs = configurations(absorbing.length, args.temperature)
+    for label, kind, options in configs:
         rate, fd = measure(kind, options, args.seed)
         rows.append((label, rate, fd))
     ref_label, ref_rate, ref_fd = rows[0]
-    _, _, noise_fd = measure(
-        "absorbing", configurations(absorbing.length, args.temperature)[0][2], args.seed + 1
-    )
+    _, noise_fd = measure("absorbing", configs[0][2], args.seed + 1)
 
     print(
         f"{args.n} images per row, batch {args.batch}, temperature {args.temperature}, "
