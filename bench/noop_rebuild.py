@@ -7,12 +7,17 @@ In a temporary copy of the project (never touching this checkout's results/):
 1. git init + commit, `twostage --profile smoke dvc-yaml > dvc.yaml`, commit;
 2. `snakemake --cores 2 --configfile params/profiles/smoke.yaml`: the smoke DAG, timed,
    with each job's time and peak memory from its `benchmark:` file;
-3. `dvc commit -f`: records the outputs Snakemake just built in dvc.lock, so that DVC's
-   no-op can be measured without building everything a second time;
-4. with nothing changed, `--repeats` times each: `snakemake` (a real no-op run),
-   `snakemake -n`, `dvc repro`, `dvc status`; and side by side, as the floor each
-   could reach, the bare tool start-up (`snakemake --version`, `dvc version`) and the
-   import of what the Snakefile imports from twostage.
+3. with nothing changed, `--repeats` times each: `snakemake` (a real no-op run) and
+   `snakemake -n`;
+4. `dvc commit -f`: records the outputs Snakemake just built in dvc.lock, so that DVC's
+   no-op can be measured without building everything a second time; then `dvc repro`
+   and `dvc status`, `--repeats` times each. (Not before step 3: `dvc commit` rewrites
+   the output files, and their new mtimes make Snakemake rerun the whole DAG.)
+5. side by side, as the floor each could reach, the bare tool start-up
+   (`snakemake --version`, `dvc version`) and the import of what the Snakefile imports
+   from twostage.
+
+``--reuse DIR`` skips steps 1-2 and measures an existing, fully built copy.
 
 Prints Markdown tables for bench/BENCHMARKS.md.
 """
@@ -93,7 +98,6 @@ def prepare(root: Path, env: dict) -> float:
     run(["git", "add", "-A"], root, env)
     run(["git", *GIT_ID, "commit", "-qm", "smoke"], root, env)
     seconds, _ = run(["snakemake", "--cores", "2", "--configfile", SMOKE], root, env)
-    run(["dvc", "commit", "-f", "-q"], root, env)
     return seconds
 
 
@@ -101,19 +105,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="build in this (new) directory and keep it")
+    parser.add_argument("--reuse", type=Path, help="measure this built project (DIR/project)")
     args = parser.parse_args()
     env = tool_env()
 
-    parent = args.keep or Path(tempfile.mkdtemp(prefix="twostage-noop-"))
+    parent = args.reuse or args.keep or Path(tempfile.mkdtemp(prefix="twostage-noop-"))
     root = parent / "project"
     load = os.getloadavg()[0]
-    smoke_seconds = prepare(root, env)
+    smoke_seconds = None if args.reuse else prepare(root, env)
 
     snake = ["snakemake", "--cores", "2", "--configfile", SMOKE]
     imports = "import twostage.config, twostage.paths, twostage.plan"
     measurements = {
         "snakemake (no-op run)": timed(snake, root, env, args.repeats, "Nothing to be done"),
         "snakemake -n": timed(snake + ["-n"], root, env, args.repeats, "Nothing to be done"),
+    }
+    run(["dvc", "commit", "-f", "-q"], root, env)
+    measurements |= {
         "dvc repro": timed(["dvc", "repro"], root, env, args.repeats, "up to date"),
         "dvc status": timed(["dvc", "status"], root, env, args.repeats, "up to date"),
         "floor: snakemake --version": timed(
@@ -127,7 +135,8 @@ def main() -> None:
     }
 
     print(f"Load average (1 min) at the start: {load:.1f}; `nproc` = {os.cpu_count()}\n")
-    print(f"Smoke DAG, `snakemake --cores 2` from scratch: {smoke_seconds:.1f} s\n")
+    if smoke_seconds is not None:
+        print(f"Smoke DAG, `snakemake --cores 2` from scratch: {smoke_seconds:.1f} s\n")
     print("| command (nothing changed) | median (s) | runs (s) |\n|---|---:|---|")
     for name, times in measurements.items():
         runs = ", ".join(f"{t:.2f}" for t in times)
@@ -138,7 +147,7 @@ def main() -> None:
     for stage, job, seconds, rss in rows:
         print(f"| {stage} | {job} | {seconds:.1f} | {rss:.0f} |")
     print(f"| **sum** | | **{sum(r[2] for r in rows):.1f}** | |")
-    if not args.keep:
+    if not (args.keep or args.reuse):
         shutil.rmtree(parent)
 
 
