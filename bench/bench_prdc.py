@@ -71,6 +71,9 @@ def worker(impl: str, n: int, dim: int, dtype: str, k: int, chunk_size: int, see
             with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
                 return prdc.compute_prdc(real, fake, k)
 
+    # Warm up on a tiny problem first, so lazily loaded libraries and thread pools
+    # (torch's, sklearn's) count in neither side's Δ peak.
+    run(*make_features(2 * k + 8, dim, dtype, seed + 1))
     real, fake = make_features(n, dim, dtype, seed)
     baseline = peak_rss_mib()
     start = time.perf_counter()

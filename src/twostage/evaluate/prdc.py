@@ -196,7 +196,9 @@ class _FeatureSet:
 
     def exact_rows(self, index: torch.Tensor | slice) -> torch.Tensor:
         """Rows in float64 (a slice of a float64 input is a view, not a copy)."""
-        rows = self.rows[index] if isinstance(index, slice) else self.rows.index_select(0, index)
+        rows = (
+            self.rows[index] if isinstance(index, slice) else self.rows.index_select(0, index.cpu())
+        )
         return rows.to(self.device, torch.float64)
 
     def margin_against(self, other: _FeatureSet) -> torch.Tensor:
