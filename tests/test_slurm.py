@@ -12,9 +12,13 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
+import yaml
 
 from twostage.config import load_params
 from twostage.plan import jobs
@@ -115,3 +119,129 @@ def test_every_rule_declares_threads_and_cluster_resources(repo: Path):
     for name, block in rules.items():
         for declared in ("threads:", "resources:", "gpu=", "mem_mb=", "runtime="):
             assert declared in block, f"rule {name} does not declare {declared}"
+
+
+# A real single-node SLURM (Debian's slurm-wlm), started inside the test when it is
+# installed and we are root. No munge: auth/none on loopback ports; 8 CPUs and 1 GPU
+# are declared (config_overrides) so the GPU rules can be scheduled on a CPU machine.
+SLURM_CONF = """\
+ClusterName=twostage-test
+SlurmctldHost={host}
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
+AuthType=auth/none
+CredType=cred/none
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={dir}/state
+SlurmdSpoolDir={dir}/spool
+SlurmctldPidFile={dir}/slurmctld.pid
+SlurmdPidFile={dir}/slurmd.pid
+SlurmctldLogFile={dir}/slurmctld.log
+SlurmdLogFile={dir}/slurmd.log
+SlurmdParameters=config_overrides
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+GresTypes=gpu
+MinJobAge=3600
+NodeName={host} CPUs=8 RealMemory=16000 Gres=gpu:1 State=UNKNOWN
+PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def slurm_cluster(tmp_path: Path):
+    daemons = ("slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo")
+    if os.geteuid() != 0 or not all(shutil.which(d) for d in daemons):
+        pytest.skip("slurm-wlm is not installed (or not root): no single-node SLURM here")
+    conf_dir = tmp_path / "slurm"
+    for sub in ("state", "spool"):
+        (conf_dir / sub).mkdir(parents=True)
+    host = socket.gethostname()
+    conf = conf_dir / "slurm.conf"
+    conf.write_text(
+        SLURM_CONF.format(host=host, ctld_port=_free_port(), d_port=_free_port(), dir=conf_dir)
+    )
+    # A stand-in device file: slurmd counts a GPU only when gres.conf names its file.
+    (conf_dir / "gres.conf").write_text(f"NodeName={host} Name=gpu File=/dev/null\n")
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
+    procs = [subprocess.Popen([d, "-D"], env=env, **quiet) for d in ("slurmctld", "slurmd")]
+    try:
+        deadline = time.monotonic() + 30
+        while "idle" not in _sinfo(env):
+            assert time.monotonic() < deadline, (conf_dir / "slurmctld.log").read_text()[-2000:]
+            time.sleep(0.5)
+        # The job step re-runs Snakemake, which calls `srun` with every SLURM_* variable
+        # removed, SLURM_CONF too; a cluster has /etc/slurm/slurm.conf, this test
+        # a wrapper that puts the variable back.
+        wrappers = tmp_path / "slurm-bin"
+        wrappers.mkdir()
+        srun = shutil.which("srun")
+        (wrappers / "srun").write_text(f'#!/bin/sh\nSLURM_CONF="{conf}" exec {srun} "$@"\n')
+        (wrappers / "srun").chmod(0o755)
+        yield {"SLURM_CONF": str(conf), "PATH_PREFIX": str(wrappers)}
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def _sinfo(env: dict) -> str:
+    out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True)
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_real_single_node_slurm_runs_the_jobs(tmp_path, repo, tool_env, slurm_cluster):
+    root = tmp_path / "project"
+    ignore = shutil.ignore_patterns("results", ".snakemake", ".twostage-state", ".git", "*cache*")
+    shutil.copytree(repo, root, ignore=ignore)
+    # The repository's profile with this cluster's partition, no accounting, quick polling.
+    profile = yaml.safe_load((repo / "workflow/profiles/slurm/config.yaml").read_text())
+    profile["default-resources"] = {
+        k: v for k, v in profile["default-resources"].items() if k != "slurm_account"
+    }
+    profile["default-resources"]["slurm_partition"] = "test"
+    profile["slurm-status-command"] = "squeue"  # no slurmdbd here, so no sacct
+    profile["slurm-init-seconds-before-status-checks"] = 1
+    profile["latency-wait"] = 5
+    (root / "workflow/profiles/slurm-test").mkdir()
+    (root / "workflow/profiles/slurm-test/config.yaml").write_text(yaml.safe_dump(profile))
+    targets = ["results/autoencoders/vq_mnist/model.pt", "results/data/mnist5k/manifest.json"]
+    proc = subprocess.run(
+        ["snakemake", *targets, "--workflow-profile", "workflow/profiles/slurm-test"]
+        + ["--configfile", SMOKE],  # last: --configfile takes every argument after it
+        cwd=root,
+        env={
+            **tool_env,
+            "SLURM_CONF": slurm_cluster["SLURM_CONF"],
+            "PATH": f"{slurm_cluster['PATH_PREFIX']}{os.pathsep}{tool_env['PATH']}",
+        },
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    logs = sorted((root / "results/logs").rglob("*.log")) + sorted(
+        (root / ".snakemake/slurm_logs").rglob("*.log")
+    )
+    tails = "".join(f"\n--- {log}\n{log.read_text()[-1500:]}" for log in logs)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:] + tails
+    assert "submitted with SLURM jobid" in proc.stdout + proc.stderr
+    for target in targets:
+        assert (root / target).stat().st_size > 0
+    # The plugin deletes the SLURM logs of successful jobs; its own output names each job.
+    out = proc.stdout + proc.stderr
+    for rule in ("prepare_data", "train_autoencoder"):
+        assert f"rule_{rule}/" in out, out[-3000:]
