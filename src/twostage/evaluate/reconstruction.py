@@ -24,10 +24,10 @@ from twostage import paths  # noqa: E402
 from twostage.artifacts import atomic_path, write_json  # noqa: E402
 from twostage.config import Params  # noqa: E402
 from twostage.data.prepare import load_split  # noqa: E402
-from twostage.evaluate.features import FeatureExtractor  # noqa: E402
+from twostage.evaluate.features import primary_extractor  # noqa: E402
 from twostage.evaluate.frechet import frechet_distance_from_features  # noqa: E402
 from twostage.images import save_grid, to_tensor, to_uint8  # noqa: E402
-from twostage.models.autoencoders import load_autoencoder  # noqa: E402
+from twostage.models.autoencoders import is_continuous, load_autoencoder  # noqa: E402
 from twostage.models.autoencoders.perceptual import (  # noqa: E402
     backbone_problem,
     load_perceptual,
@@ -40,7 +40,7 @@ from twostage.train.autoencoder import codebook_stats  # noqa: E402
 def reconstruct(
     ae, images: np.ndarray, device: torch.device, batch_size: int = 250
 ) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 reconstructions of ``images`` (N×H×W×C) and their code grids (N×h×w)."""
+    """uint8 reconstructions of ``images`` (N×H×W×C) and their latents (code grids N×h×w)."""
     recons, codes = [], []
     for start in tqdm(range(0, len(images), batch_size), desc="reconstruct", mininterval=5):
         x = to_tensor(images[start : start + batch_size], device)
@@ -84,6 +84,20 @@ def save_usage_plot(path: str, indices: np.ndarray, codebook_size: int) -> None:
     plt.close(fig)
 
 
+def save_latent_plot(path: str, latents: np.ndarray) -> None:
+    """Per-dimension spread of continuous latents: dead dimensions show as near-zero bars."""
+    std = latents.reshape(len(latents), -1).std(axis=0)
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    ax.bar(np.arange(len(std)), std, width=0.8, color="tab:blue")
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("std over validation images")
+    ax.set_title(f"{int((std > 0.01).sum())} of {len(std)} dimensions active")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def save_pairs_grid(path: str, originals: np.ndarray, recons: np.ndarray, n: int = 32) -> None:
     """Rows of 8 originals, each above its row of reconstructions (evenly spaced picks)."""
     pick = np.linspace(0, len(originals) - 1, min(n, len(originals))).astype(int)
@@ -110,19 +124,22 @@ def evaluate_reconstruction(p: Params, ae_name: str) -> dict:
         )
     else:  # a metric, not a requirement: record why it is missing
         metrics["lpips"], metrics["lpips_unavailable"] = None, problem
-    extractor = FeatureExtractor(p, dataset, device)
+    extractor = primary_extractor(p, dataset, device)
     real = np.load(paths.features(dataset, extractor.name)["val"])
-    metrics[f"fd_{extractor.name}"] = frechet_distance_from_features(extractor(recons), real)
-    k = ae.quantizer.codebook_size
-    stats = codebook_stats(torch.from_numpy(indices), k)
-    metrics.update(
-        used_codes=stats["codebook_used"],
-        perplexity=stats["codebook_perplexity"],
-        codebook_size=k,
-        n_images=len(originals),
-    )
+    metrics[extractor.metric_key] = frechet_distance_from_features(extractor(recons), real)
+    metrics["n_images"] = len(originals)
     out = paths.reconstruction(ae_name)
-    save_usage_plot(out["usage"], indices, k)
+    if is_continuous(spec):  # latent vectors, no codebook: the usage plot says so
+        save_latent_plot(out["usage"], indices)
+    else:
+        k = ae.quantizer.codebook_size
+        stats = codebook_stats(torch.from_numpy(indices), k)
+        metrics.update(
+            used_codes=stats["codebook_used"],
+            perplexity=stats["codebook_perplexity"],
+            codebook_size=k,
+        )
+        save_usage_plot(out["usage"], indices, k)
     save_pairs_grid(out["grid"], originals, recons)
     write_json(out["metrics"], metrics)
     return metrics
