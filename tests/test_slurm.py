@@ -36,6 +36,9 @@ SHIMS = {
     "scancel": "true",
 }
 EXPECTED = {"train_prior": 2, "calibrate": 1}
+# Every rule whose inputs the faked upstream already provides: any of them may be submitted
+# before the test has seen the EXPECTED calls and stops Snakemake.
+READY = {*EXPECTED, "evaluate_reconstruction"}
 
 
 def _project(tmp_path: Path, repo: Path) -> Path:
@@ -95,7 +98,7 @@ def test_slurm_profile_submits_gpu_memory_and_runtime(tmp_path: Path, repo: Path
     output = proc.communicate(timeout=120)[0]
     calls = _submissions(log)
     assert _complete(calls), output[-4000:]
-    assert set(calls) == set(EXPECTED), calls.keys()  # the faked upstream is not rerun
+    assert set(calls) <= READY, calls.keys()  # the faked upstream is not rerun
 
     for args in calls["train_prior"]:
         line = " ".join(args)
@@ -103,10 +106,10 @@ def test_slurm_profile_submits_gpu_memory_and_runtime(tmp_path: Path, repo: Path
         assert "-p gpu" in line and "-A your-account" in line
         assert "-t 2880" in line and "--mem 4000" in line and "--cpus-per-task=" in line
         assert "--wrap=" in line and "train_prior:name=" in line
-    (calibrate,) = calls["calibrate"]
-    line = " ".join(calibrate)
-    assert not any(a.startswith("--gpus") or a.startswith("--gres") for a in calibrate), line
-    assert "-t 60" in line and "--mem 2000" in line and "calibrate:name=vq_mnist" in line
+    for calibrate in calls["calibrate"]:
+        line = " ".join(calibrate)
+        assert not any(a.startswith(("--gpus", "--gres")) for a in calibrate), line
+        assert "-t 60" in line and "--mem 2000" in line and "calibrate:name=" in line
 
 
 def test_every_rule_declares_threads_and_cluster_resources(repo: Path):

@@ -67,6 +67,8 @@ rule evaluate_reconstruction:
     threads: 1
     resources:
         mem_mb=2000,
+        gpu=0,
+        runtime=60,
     params:
         values=job_params("evaluate_reconstruction"),
     shell:

@@ -124,6 +124,8 @@ rule neighbours:
     threads: 1
     resources:
         mem_mb=2000,
+        gpu=0,
+        runtime=60,
     params:
         values=job_params("neighbours"),
     shell:
