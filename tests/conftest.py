@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +26,22 @@ def tool_env() -> dict[str, str]:
     env["DVC_NO_ANALYTICS"] = "1"
     env["PYTHONWARNINGS"] = "ignore"
     return env
+
+
+def apt_install(*packages: str) -> bool:
+    """Install Debian packages for a test's system tool when we are root; False if we cannot.
+
+    The tool is part of the test's setup, not of the project: a machine without root
+    or apt skips the test that needs it rather than failing.
+    """
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return False
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(install, capture_output=True, env=env).returncode == 0:
+        return True
+    subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)  # stale lists
+    return subprocess.run(install, capture_output=True, env=env).returncode == 0
 
 
 # Appended to a copy of a page: after every image has loaded or failed, record
@@ -54,12 +72,8 @@ def _find_chromium() -> str | None:
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's headless Chromium; installed with apt when missing and we are root, else skip."""
-    import shutil
-    import subprocess
-
     exe = _find_chromium()
-    if exe is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True)
+    if exe is None and apt_install("chromium"):
         exe = _find_chromium()
     if exe is None:
         pytest.skip("chromium is not installed and cannot be (needs root and apt-get)")

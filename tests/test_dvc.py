@@ -125,7 +125,8 @@ def test_exp_run_on_a_sampling_param_reruns_only_sampling_evaluation_report(
     key = f"params/evaluation.yaml:runs.{RUN}.temperature=0.5"
     out = _run(["dvc", "exp", "run", "-S", key], project, tool_env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {f"sample-{RUN}", f"evaluate-{RUN}", "report"}
+    # The run's own downstream (scores and its nearest-neighbour check), nothing upstream.
+    assert ran == {f"sample-{RUN}", f"evaluate-{RUN}", f"neighbours-{RUN}", "report"}
 
     diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], project, tool_env))
     change = diff[metrics]["fd_classifier"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import apt_install
 
 from twostage.config import load_params
 from twostage.plan import jobs
@@ -165,8 +166,10 @@ def _free_port() -> int:
 @pytest.fixture
 def slurm_cluster(tmp_path: Path):
     daemons = ("slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo")
+    if not all(shutil.which(d) for d in daemons):
+        apt_install("slurmctld", "slurmd", "slurm-client")
     if os.geteuid() != 0 or not all(shutil.which(d) for d in daemons):
-        pytest.skip("slurm-wlm is not installed (or not root): no single-node SLURM here")
+        pytest.skip("slurm-wlm is not installed and cannot be (needs root and apt-get)")
     conf_dir = tmp_path / "slurm"
     for sub in ("state", "spool"):
         (conf_dir / sub).mkdir(parents=True)
