@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_end_to_end import check_artifacts
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +69,12 @@ def project(tmp_path_factory, repo: Path, tool_env: dict) -> Path:
 def _declared(root: Path, kind: str) -> set[str]:
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values()
     return {next(iter(entry)) for s in stages for entry in s.get(kind, [])}
+
+
+def test_dvc_repro_builds_every_artifact_and_ends_up_to_date(project: Path, tool_env: dict):
+    # First in this module: the later tests change the workspace (exp run, pulls).
+    check_artifacts(project)
+    assert "up to date" in _run(["dvc", "status"], project, tool_env)
 
 
 def test_metrics_and_plots_are_committed_and_nothing_else(project: Path, tool_env: dict):

@@ -1,4 +1,4 @@
-"""The whole DAG on the smoke profile, through Snakemake and through DVC, in temporary copies."""
+"""The whole DAG on the smoke profile through Snakemake in a temporary copy (DVC: test_dvc.py)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _numbers(obj):
             yield from _numbers(value)
 
 
-def _check_artifacts(root: Path) -> None:
+def check_artifacts(root: Path) -> None:
     params = load_params([SMOKE], root=root)
     for job in jobs(params):
         for path in job.outs + job.metrics + job.plots:
@@ -79,7 +79,7 @@ def snakemake_project(tmp_path_factory, repo: Path, tool_env: dict) -> Path:
 
 
 def test_snakemake_builds_every_artifact(snakemake_project: Path):
-    _check_artifacts(snakemake_project)
+    check_artifacts(snakemake_project)
     logs = list((snakemake_project / "results/logs").rglob("*.log"))
     benchmarks = list((snakemake_project / "results/benchmarks").rglob("*.tsv"))
     assert len(logs) == len(benchmarks) == len(jobs(load_params([SMOKE], root=snakemake_project)))
@@ -178,16 +178,3 @@ def test_adding_a_temperature_adds_exactly_its_jobs(snakemake_project: Path, too
         snakemake_project, tool_env, "temperature: [0.6, 1.0]", "temperature: [0.6, 0.9, 1.0]"
     )
     assert jobs == {"sample": 1, "evaluate": 1, "neighbours": 1, "report": 1, "all": 1}
-
-
-def test_dvc_repro_on_a_clean_checkout(tmp_path: Path, repo: Path, tool_env: dict):
-    root = _copy_project(repo, tmp_path / "project")
-    _run(["git", "init", "-q"], root, tool_env)
-    _run(["twostage", "--profile", SMOKE, "dvc-yaml"], root, tool_env)
-    _run(["git", "add", "-A"], root, tool_env)
-    git_id = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
-    _run(["git", *git_id, "commit", "-qm", "smoke"], root, tool_env)
-    _run(["dvc", "repro"], root, tool_env)
-    _check_artifacts(root)
-    status = _run(["dvc", "status"], root, tool_env)
-    assert "up to date" in status

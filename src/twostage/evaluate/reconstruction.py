@@ -69,33 +69,30 @@ def mean_lpips(
     return total / len(originals)
 
 
-def save_usage_plot(path: str, indices: np.ndarray, codebook_size: int) -> None:
-    """Code frequencies, most used first: a collapsed codebook shows as a short head."""
-    counts = np.bincount(indices.ravel(), minlength=codebook_size)
-    order = np.sort(counts)[::-1] / counts.sum()
+def _save_bar_plot(path: str, heights: np.ndarray, xlabel: str, ylabel: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    ax.bar(np.arange(codebook_size), order, width=1.0, color="tab:blue")
-    ax.set_xlabel("code rank")
-    ax.set_ylabel("fraction of tokens")
-    ax.set_title(f"{int((counts > 0).sum())} of {codebook_size} codes used")
+    ax.bar(np.arange(len(heights)), heights, width=1.0, color="tab:blue")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def save_usage_plot(path: str, indices: np.ndarray, codebook_size: int) -> None:
+    """Code frequencies, most used first: a collapsed codebook shows as a short head."""
+    counts = np.bincount(indices.ravel(), minlength=codebook_size)
+    title = f"{int((counts > 0).sum())} of {codebook_size} codes used"
+    _save_bar_plot(
+        path, np.sort(counts)[::-1] / counts.sum(), "code rank", "fraction of tokens", title
+    )
 
 
 def save_latent_plot(path: str, latents: np.ndarray) -> None:
     """Per-dimension spread of continuous latents: dead dimensions show as near-zero bars."""
     std = latents.reshape(len(latents), -1).std(axis=0)
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    ax.bar(np.arange(len(std)), std, width=0.8, color="tab:blue")
-    ax.set_xlabel("latent dimension")
-    ax.set_ylabel("std over validation images")
-    ax.set_title(f"{int((std > 0.01).sum())} of {len(std)} dimensions active")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    title = f"{int((std > 0.01).sum())} of {len(std)} dimensions active"
+    _save_bar_plot(path, std, "latent dimension", "std over validation images", title)
 
 
 def save_pairs_grid(path: str, originals: np.ndarray, recons: np.ndarray, n: int = 32) -> None:
