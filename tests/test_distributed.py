@@ -11,9 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from twostage.config import ConfigError, load_params
+from twostage.models.autoencoders.continuous import ContinuousAutoencoder
+from twostage.models.autoencoders.vq import VQAutoencoder
+from twostage.train import distributed
+from twostage.train.continuous import autoencoder_loss
 from twostage.train.distributed import Context, needs_launch
+from twostage.train.stage1 import Stage1Trainer
 
 PROFILE = "params/profiles/ddp-test.yaml"
 OVERRIDES = """\
@@ -90,3 +98,142 @@ def test_batch_not_divisible_by_processes_is_a_config_error(tmp_path, repo):
         match=r"ddp-test\.yaml: priors\.autoregressive_mnist\.batch_size: 15 is not divisible",
     ):
         load_params([PROFILE], root=root)
+
+
+# --- One step of stage 1 in 2 processes (gloo, spawned) against one process -------------
+
+VQGAN = dict(
+    kind="vq",
+    nf=8,
+    ch_mult=[1, 2],
+    res_blocks=0,
+    attn_resolutions=[],
+    codebook_size=16,
+    emb_dim=4,
+    beta=0.25,
+    lr=0.0,  # no update: the weights after the step are the revived codebook, exactly
+    disc_lr=0.0,
+    batch_size=8,
+    steps=4,
+    eval_every=4,
+    dead_code_reinit_every=1,  # every code is dead at the first call: all are revived
+    adversarial=True,
+    disc_start_step=1,
+    disc_ndf=8,
+    disc_layers=2,  # batch norm in the discriminator
+    diffaug=["brightness", "saturation", "contrast", "translation"],
+)
+VAE = dict(kind="vae", latent_dim=4, channels=[8, 16], fc_dim=32, beta=1.0)
+
+
+def _global_batch() -> torch.Tensor:
+    return torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def _stage1_step(ctx: Context) -> dict:
+    """One VQ-GAN step on rank ``ctx.rank``'s slice; its loss terms, gradients and state."""
+    torch.manual_seed(0)
+    model = VQAutoencoder(VQGAN, 1, 16)
+    trainer = Stage1Trainer(model, VQGAN, 1, torch.device("cpu"), ctx=ctx)
+    row = trainer.step(ctx.shard(_global_batch()), 1)
+    return {
+        "row": row,
+        "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
+        "disc_grads": {n: p.grad.clone() for n, p in trainer.disc.named_parameters()},
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "disc_state": {k: v.clone() for k, v in trainer.disc.state_dict().items()},
+        "rng": torch.get_rng_state(),
+    }
+
+
+def _vae_step(ctx: Context) -> dict:
+    """One VAE step (batch norm everywhere, noise per image) on this rank's slice."""
+    torch.manual_seed(0)
+    model = ContinuousAutoencoder(VAE, 1, 16)
+    noise = torch.Generator().manual_seed(1)
+    loss_of = distributed.loss_module(
+        model, ctx, torch.device("cpu"), lambda m, x: autoencoder_loss(m, VAE, x, noise)
+    )
+    loss, terms = loss_of(ctx.shard(_global_batch()))
+    loss.backward()
+    return {
+        "row": {k: float(v) for k, v in ctx.means(loss=loss, **terms).items()},
+        "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+    }
+
+
+def _drifted(ctx: Context) -> dict:
+    """Replicas that differ: check_replicas must stop every rank."""
+    layer = torch.nn.Linear(2, 2)
+    torch.nn.init.constant_(layer.weight, float(ctx.rank))
+    try:
+        ctx.check_replicas(layer)
+    except RuntimeError as exc:
+        return {"error": str(exc)}
+    return {"error": None}
+
+
+def _worker(rank: int, what: str, rendezvous: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        result = globals()[what](Context(rank, 2))
+        torch.save(result, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _two_processes(what: str, tmp_path: Path) -> list[dict]:
+    out = str(tmp_path / what)
+    mp.spawn(_worker, args=(what, str(tmp_path / "rendezvous"), out), nprocs=2)
+    return [torch.load(f"{out}.{rank}", weights_only=False) for rank in range(2)]
+
+
+def _assert_close(a: dict, b: dict, **tol) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], **tol, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def test_a_stage1_step_in_two_processes_is_the_single_process_step(tmp_path):
+    """Loss terms (λ included), averaged gradients of autoencoder and discriminator, revived
+    codebook, usage counts, the discriminator's batch-norm statistics and the random state
+    after the step: each rank's equals one process's on the whole batch."""
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        single = _stage1_step(Context())
+    ranks = _two_processes("_stage1_step", tmp_path)
+    for rank in ranks:
+        assert rank["row"].keys() == single["row"].keys()
+        np.testing.assert_allclose(
+            [rank["row"][k] for k in single["row"]], list(single["row"].values()), rtol=1e-5
+        )
+        _assert_close(rank["grads"], single["grads"], rtol=1e-4, atol=1e-6)
+        _assert_close(rank["disc_grads"], single["disc_grads"], rtol=1e-4, atol=1e-6)
+        _assert_close(rank["state"], single["state"], rtol=1e-5, atol=1e-7)
+        _assert_close(rank["disc_state"], single["disc_state"], rtol=1e-5, atol=1e-7)
+        assert torch.equal(rank["rng"], single["rng"])  # the same draws, in the same order
+    assert single["row"]["disc_weight"] > 0 and single["state"]["quantizer.usage"].sum() == 8 * 64
+    # Every code was revived onto an encoding: the codebook moved from its initialisation.
+    torch.manual_seed(0)
+    initial = VQAutoencoder(VQGAN, 1, 16).quantizer.embedding.weight
+    assert not torch.allclose(single["state"]["quantizer.embedding.weight"], initial)
+    for key in ranks[0]["state"]:  # and the two replicas hold the same tensors, bit for bit
+        assert torch.equal(ranks[0]["state"][key], ranks[1]["state"][key]), key
+
+
+def test_a_vae_step_in_two_processes_is_the_single_process_step(tmp_path):
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        single = _vae_step(Context())
+    for rank in _two_processes("_vae_step", tmp_path):
+        np.testing.assert_allclose(list(rank["row"].values()), list(single["row"].values()), 1e-5)
+        # Nats per image: gradients in the tens; a bias before a batch norm has gradient 0.
+        _assert_close(rank["grads"], single["grads"], rtol=1e-4, atol=1e-4)
+        _assert_close(rank["state"], single["state"], rtol=1e-5, atol=1e-7)  # running stats
+
+
+def test_replicas_that_drift_apart_stop_the_run(tmp_path):
+    errors = [r["error"] for r in _two_processes("_drifted", tmp_path)]
+    assert all(e and "replicas diverged" in e for e in errors)

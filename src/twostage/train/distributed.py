@@ -1,18 +1,25 @@
 """Data-parallel training on several processes (GPUs, or CPU cores with gloo) through torchrun.
 
-``distributed.nproc`` > 1 in ``params/config.yaml`` makes ``twostage train-prior NAME``
-start itself again under ``torchrun --standalone --nproc_per_node N`` (so Snakemake
-and DVC run one unchanged command). In each process:
+``distributed.nproc`` > 1 in ``params/config.yaml`` makes ``twostage train-autoencoder NAME``
+and ``twostage train-prior NAME`` start themselves again under ``torchrun --standalone
+--nproc_per_node N`` (so Snakemake and DVC run one unchanged command). In each process:
 
 * every rank draws the same global batch (same seed) and trains on its own
   contiguous slice of it; DistributedDataParallel averages the gradients, so
   one update equals a single process's update on the whole global batch;
+* what looks at the batch as a whole is computed over the global batch
+  (models/data_parallel.py: batch-norm statistics, codebook usage and dead-code
+  revival, per-image random numbers), so the replicas stay identical, which
+  :meth:`Context.check_replicas` verifies at the end;
 * the loss terms are averaged over ranks before they are logged or checked,
   so every rank takes the same skip/stop decision and the log is the global one;
-* every rank validates (same weights, same fixed generator, so the same
-  numbers: no rank waits on another), and only rank 0 writes artifacts.
+* only rank 0 writes artifacts and the resumable state.
 
-With ``nproc: 1`` (the default) nothing here does anything.
+Data-parallel: the VQ autoencoder (the adversarial branch included), the
+continuous autoencoders (ae, rae, vae), GLF, and the token priors. The other
+continuous priors (flow, gmm, vae_prior) are small fits on cached latents and
+run in one process whatever ``nproc`` says. With ``nproc: 1`` (the default)
+nothing here does anything.
 """
 
 from __future__ import annotations
@@ -20,16 +27,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from twostage.config import Params
+from twostage.config import SINGLE_PROCESS_KINDS, Params
+from twostage.models.data_parallel import global_batchnorm
 
-# CLI stages whose training loop is data-parallel.
-DISTRIBUTED_STAGES = ("train-prior",)
+# CLI stages with data-parallel training loops, and the params table their NAME is from.
+DISTRIBUTED_STAGES = {"train-autoencoder": "autoencoders", "train-prior": "priors"}
 
 
 def settings(p: Params) -> dict:
@@ -37,10 +47,16 @@ def settings(p: Params) -> dict:
     return {"nproc": 1, "backend": "auto", **p.data.get("distributed", {})}
 
 
-def needs_launch(p: Params, stage: str) -> bool:
+def data_parallel(p: Params, stage: str, name: str) -> bool:
+    """True if ``twostage STAGE NAME`` has a data-parallel training loop."""
+    table = DISTRIBUTED_STAGES.get(stage)
+    return table is not None and p[table][name]["kind"] not in SINGLE_PROCESS_KINDS
+
+
+def needs_launch(p: Params, stage: str, name: str) -> bool:
     """True in the user's process when the stage should run under torchrun instead."""
     inside_torchrun = "LOCAL_RANK" in os.environ
-    return stage in DISTRIBUTED_STAGES and settings(p)["nproc"] > 1 and not inside_torchrun
+    return settings(p)["nproc"] > 1 and not inside_torchrun and data_parallel(p, stage, name)
 
 
 def launch(p: Params, argv: list[str]) -> int:
@@ -90,6 +106,11 @@ class Context:
         """
         if not self.enabled:
             return batch
+        if len(batch) % self.world_size:
+            # A split smaller than batch_size makes the batch the whole split.
+            raise ValueError(
+                f"a batch of {len(batch)} does not split evenly over {self.world_size} processes"
+            )
         per_rank = len(batch) // self.world_size
         return batch[self.rank * per_rank : (self.rank + 1) * per_rank]
 
@@ -100,6 +121,35 @@ class Context:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
             value /= self.world_size
         return value
+
+    def means(self, **terms: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`mean` of several scalars in one all-reduce."""
+        if not self.enabled:
+            return {k: v.detach() for k, v in terms.items()}
+        values = self.mean(torch.stack([v.detach().float().reshape(()) for v in terms.values()]))
+        return dict(zip(terms, values, strict=True))
+
+    def check_replicas(self, *modules: nn.Module, rtol: float = 1e-5) -> None:
+        """Stop if the ranks' weights or buffers differ from rank 0's (they must not drift).
+
+        DDP only averages gradients; anything else computed from one rank's slice
+        (a codebook update, batch statistics) would make the replicas diverge
+        silently, and rank 0 alone writes the checkpoint.
+        """
+        if not self.enabled:
+            return
+        tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+        flat = torch.cat([t.detach().double().flatten() for t in tensors])
+        reference = flat.clone()
+        dist.broadcast(reference, src=0)
+        diff = (flat - reference).abs().max().reshape(1)
+        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+        scale = float(reference.abs().max()) if len(reference) else 0.0
+        if float(diff) > rtol * max(scale, 1.0):
+            raise RuntimeError(
+                f"data-parallel replicas diverged: the weights of {self.world_size} processes "
+                f"differ by up to {float(diff):.3g} (the max over ranks)"
+            )
 
 
 def init(p: Params) -> Context:
@@ -122,21 +172,45 @@ def close(ctx: Context) -> None:
         dist.destroy_process_group()
 
 
-class LossOf(nn.Module):
-    """DDP synchronises gradients only for calls through ``forward``: route ``loss`` there."""
+def _call_loss(model: nn.Module, *args, **kwargs):
+    return model.loss(*args, **kwargs)
 
-    def __init__(self, model: nn.Module):
+
+class LossOf(nn.Module):
+    """DDP synchronises gradients only for calls through ``forward``: route a loss there.
+
+    ``forward(*args)`` returns ``loss(model, *args)``; by default ``model.loss(*args)``.
+    """
+
+    def __init__(self, model: nn.Module, loss: Callable[..., Any] = _call_loss):
         super().__init__()
         self.model = model
+        self.loss = loss
 
-    def forward(self, z0: torch.Tensor, generator: torch.Generator | None = None):
-        return self.model.loss(z0, generator=generator)
+    def forward(self, *args, **kwargs):
+        return self.loss(self.model, *args, **kwargs)
 
 
-def loss_module(model: nn.Module, ctx: Context, device: torch.device) -> nn.Module:
-    """``model.loss`` as a module, wrapped in DistributedDataParallel when in a group."""
-    module = LossOf(model)
+def data_parallel_module(module: nn.Module, ctx: Context, device: torch.device) -> nn.Module:
+    """``module`` in DistributedDataParallel when in a group (itself otherwise).
+
+    Its batch norms become global-batch ones first (models/data_parallel.py). The
+    buffers are synchronised once, not broadcast from rank 0 at every call: they
+    are computed from the global batch on every rank (a broadcast would hide a
+    drift), and :meth:`Context.check_replicas` says if they are not.
+    """
     if not ctx.enabled:
         return module
+    global_batchnorm(module)
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
+
+
+def loss_module(
+    model: nn.Module,
+    ctx: Context,
+    device: torch.device,
+    loss: Callable[..., Any] = _call_loss,
+) -> nn.Module:
+    """``loss(model, ...)`` (default ``model.loss``) as a module, data-parallel when in a group."""
+    return data_parallel_module(LossOf(model, loss), ctx, device)
