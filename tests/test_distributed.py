@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from twostage.config import ConfigError, load_params
+from twostage.images import to_tensor
 from twostage.models.autoencoders.continuous import ContinuousAutoencoder
 from twostage.models.autoencoders.vq import VQAutoencoder
 from twostage.train import distributed
@@ -69,9 +73,19 @@ def test_shards_split_the_global_batch_in_order():
 def test_only_the_user_process_launches(repo: Path, monkeypatch):
     params = load_params(root=repo)
     params.data["distributed"] = {"nproc": 2}
-    assert needs_launch(params, "train-prior") and not needs_launch(params, "sample")
+    for stage, name in [
+        ("train-prior", "autoregressive_mnist"),
+        ("train-prior", "glf_mnist"),
+        ("train-autoencoder", "vq_mnist"),
+        ("train-autoencoder", "vae_mnist"),
+    ]:
+        assert needs_launch(params, stage, name), (stage, name)
+    # Small fits on cached latents run in one process; so do stages that do not train.
+    assert not needs_launch(params, "train-prior", "gmm_rae_mnist")
+    assert not needs_launch(params, "train-prior", "flow_vae_mnist")
+    assert not needs_launch(params, "sample", "autoregressive")
     monkeypatch.setenv("LOCAL_RANK", "0")  # inside torchrun: run, do not launch again
-    assert not needs_launch(params, "train-prior")
+    assert not needs_launch(params, "train-prior", "autoregressive_mnist")
 
 
 @pytest.mark.slow
@@ -98,6 +112,144 @@ def test_batch_not_divisible_by_processes_is_a_config_error(tmp_path, repo):
         match=r"ddp-test\.yaml: priors\.autoregressive_mnist\.batch_size: 15 is not divisible",
     ):
         load_params([PROFILE], root=root)
+
+
+# --- Stage 1 through the CLI: 2 processes under torchrun against 1 ---------------------
+
+AE_OVERRIDES = """\
+checkpoint_every: %d
+distributed: {nproc: %d, backend: gloo}
+autoencoders:
+  vq_mnist: {nf: 8, res_blocks: 0, codebook_size: 16, emb_dim: 8, steps: %d, eval_every: 4,
+             batch_size: 8, dead_code_reinit_every: 2, adversarial: true, disc_start_step: 3,
+             disc_ndf: 8, disc_layers: 2, diffaug: [brightness, translation], ema_decay: 0.9,
+             grad_clip: 1.0}
+  vae_mnist: {channels: [8, 16], fc_dim: 32, steps: 8, eval_every: 4, batch_size: 8}
+"""
+
+
+def _ae_project(root: Path, repo: Path, nproc: int, steps: int = 8, every: int = 0) -> Path:
+    """Params with tiny autoencoders, and random 32×32 images in place of prepare-data's."""
+    shutil.copytree(repo / "params", root / "params")
+    (root / PROFILE).write_text(AE_OVERRIDES % (every, nproc, steps))
+    data = root / "results/data/mnist5k"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("val", 32)):
+        images = rng.integers(0, 256, (n, 32, 32, 1)).astype(np.uint8)
+        np.savez(data / f"{split}.npz", images=images, labels=np.zeros(n, dtype=np.int64))
+    return root
+
+
+def _train_autoencoder(root: Path, env: dict, name: str, nproc: int, **popen):
+    # One thread per process either way: the convolutions then sum in the same order, and
+    # what remains is the order of the gradient average over the two halves of the batch.
+    cmd = ["twostage", "--profile", PROFILE, "train-autoencoder", name]
+    env = {**env, "TWOSTAGE_THREADS": str(nproc)}
+    if popen:
+        return subprocess.Popen(cmd, cwd=root, env=env, **popen)
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _log(root: Path, name: str) -> dict[str, np.ndarray]:
+    with open(root / f"results/autoencoders/{name}/train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]}
+
+
+def _checkpoint(root: Path, name: str) -> dict:
+    return torch.load(root / f"results/autoencoders/{name}/model.pt", weights_only=True)
+
+
+def _zero_gradient_tensors(root: Path, name: str, state_dict: dict) -> set[str]:
+    """Parameters whose gradient on a training batch is ~0 (relative to the largest)."""
+    spec = load_params([PROFILE], root=root).autoencoder(name)
+    x = to_tensor(np.load(root / "results/data/mnist5k/train.npz")["images"][:8])
+    if spec["kind"] == "vq":
+        model = VQAutoencoder(spec, 1, 32)
+        model.load_state_dict(state_dict)
+        recon, codebook_loss, _ = model(x)
+        loss = (recon - x).abs().mean() + codebook_loss
+    else:
+        model = ContinuousAutoencoder(spec, 1, 32)
+        model.load_state_dict(state_dict)
+        loss = autoencoder_loss(model, spec, x, torch.Generator().manual_seed(0))[0]
+    loss.backward()
+    largest = max(float(q.grad.abs().max()) for q in model.parameters())
+    return {n for n, q in model.named_parameters() if float(q.grad.abs().max()) < 1e-5 * largest}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vq_mnist", "vae_mnist"])
+def test_two_processes_train_an_autoencoder_like_one(tmp_path, repo, tool_env, name):
+    """The VQ-GAN (adversarial from step 3, dead codes revived every 2 steps, DiffAugment,
+    EMA, clipping) and the VAE (batch norm, noise per image): same losses, same weights."""
+    runs = {n: _ae_project(tmp_path / f"p{n}", repo, nproc=n) for n in (1, 2)}
+    for nproc, root in runs.items():
+        proc = _train_autoencoder(root, tool_env, name, nproc)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--nproc_per_node=2" in proc.stderr
+    single, double = _log(runs[1], name), _log(runs[2], name)
+    assert single.keys() == double.keys() and len(single["loss"]) == 8
+    if name == "vq_mnist":
+        assert np.isfinite(single["d_loss"][2:]).all()  # the discriminator trained
+    for column in single:
+        # Adam divides by the gradient's size, so float-order noise on gradients that are
+        # ~0 (a bias right before a norm) grows a little step after step.
+        np.testing.assert_allclose(double[column], single[column], rtol=1e-3, err_msg=column)
+    a, b = _checkpoint(runs[1], name), _checkpoint(runs[2], name)
+    noise_only = _zero_gradient_tensors(runs[1], name, a["state_dict"])
+    assert noise_only  # biases right before a norm: their gradient is 0 up to rounding
+    steps, lr = 8, 1e-3
+    for key, single_value in a["state_dict"].items():
+        if key in noise_only or key.endswith("running_mean"):
+            # Adam scales a gradient by its own size, so rounding noise moves these by ~lr a
+            # step, differently in each run; a norm removes their effect (its running mean
+            # follows them). Bounded by Adam's largest step, not compared.
+            assert (b["state_dict"][key] - single_value).abs().max() <= 3 * lr * steps, key
+        else:
+            _assert_close({key: b["state_dict"][key]}, {key: single_value}, rtol=1e-3, atol=1e-4)
+    if name == "vq_mnist":
+        # The adversarial game amplifies differences; the batch norms make its convolutions'
+        # scale free. A discriminator trained on half batches would differ by far more.
+        _assert_close(b["discriminator"], a["discriminator"], rtol=1e-2, atol=1e-3)
+    metrics = json.loads((runs[2] / f"results/autoencoders/{name}/metrics.json").read_text())
+    assert metrics["processes"] == 2
+    assert not list((runs[2] / ".twostage-state").rglob("*.pt"))
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path, repo, tool_env):
+    clean = _ae_project(tmp_path / "clean", repo, nproc=2, steps=40, every=5)
+    killed = _ae_project(tmp_path / "killed", repo, nproc=2, steps=40, every=5)
+    proc = _train_autoencoder(clean, tool_env, "vq_mnist", 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    state = killed / ".twostage-state/train_autoencoder/vq_mnist.pt"
+    run = _train_autoencoder(
+        killed, tool_env, "vq_mnist", 2, start_new_session=True, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not state.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)  # the launcher, torchrun and both workers
+    run.wait()
+    assert state.exists() and not (killed / "results/autoencoders/vq_mnist/model.pt").exists()
+
+    proc = _train_autoencoder(killed, tool_env, "vq_mnist", 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stderr, proc.stderr[-3000:]
+    # Every random number (batches, DiffAugment, revived codes) is the global batch's, the
+    # same on every rank: rank 0's saved state restarts both ranks exactly.
+    _assert_close(
+        _checkpoint(killed, "vq_mnist")["state_dict"],
+        _checkpoint(clean, "vq_mnist")["state_dict"],
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    a, b = _log(clean, "vq_mnist"), _log(killed, "vq_mnist")
+    for column in a:
+        np.testing.assert_allclose(b[column], a[column], rtol=1e-6, err_msg=column)
 
 
 # --- One step of stage 1 in 2 processes (gloo, spawned) against one process -------------

@@ -24,7 +24,9 @@ nothing here does anything.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -152,11 +154,29 @@ class Context:
             )
 
 
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL this worker when its torchrun dies (Linux).
+
+    torchrun starts each worker in a session of its own, so killing the job's process
+    group (Ctrl-C, a Snakemake or SLURM cancel, SIGKILL) stops torchrun but not the
+    workers: they would train on, then clear the resumable state a rerun resumes from.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # torchrun died before the request took effect
+        os._exit(1)
+
+
 def init(p: Params) -> Context:
     """Join the process group torchrun set up (environment variables), if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Context()
+    _die_with_parent()
     backend = settings(p)["backend"]
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"
