@@ -114,6 +114,15 @@ def test_batch_not_divisible_by_processes_is_a_config_error(tmp_path, repo):
         load_params([PROFILE], root=root)
 
 
+def test_autoencoder_batch_not_divisible_by_processes_is_a_config_error(tmp_path, repo):
+    root = _ae_project(tmp_path, repo, nproc=3)  # the tiny autoencoders' batch is 8
+    with pytest.raises(
+        ConfigError,
+        match=r"ddp-test\.yaml: autoencoders\.vq_mnist\.batch_size: 8 is not divisible",
+    ):
+        load_params([PROFILE], root=root)
+
+
 # --- Stage 1 through the CLI: 2 processes under torchrun against 1 ---------------------
 
 AE_OVERRIDES = """\
@@ -125,6 +134,9 @@ autoencoders:
              disc_ndf: 8, disc_layers: 2, diffaug: [brightness, translation], ema_decay: 0.9,
              grad_clip: 1.0}
   vae_mnist: {channels: [8, 16], fc_dim: 32, steps: 8, eval_every: 4, batch_size: 8}
+  ae_mnist: {channels: [8, 16], fc_dim: 32}
+priors:
+  glf_mnist: {blocks: 2, hidden: 16, layers: 2, steps: 8, eval_every: 4, batch_size: 8}
 """
 
 
@@ -144,21 +156,26 @@ def _ae_project(root: Path, repo: Path, nproc: int, steps: int = 8, every: int =
 def _train_autoencoder(root: Path, env: dict, name: str, nproc: int, **popen):
     # One thread per process either way: the convolutions then sum in the same order, and
     # what remains is the order of the gradient average over the two halves of the batch.
-    cmd = ["twostage", "--profile", PROFILE, "train-autoencoder", name]
+    stage = "train-prior" if name.startswith("glf") else "train-autoencoder"
+    cmd = ["twostage", "--profile", PROFILE, stage, name]
     env = {**env, "TWOSTAGE_THREADS": str(nproc)}
     if popen:
         return subprocess.Popen(cmd, cwd=root, env=env, **popen)
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _results(root: Path, name: str) -> Path:
+    return root / "results" / ("priors" if name.startswith("glf") else "autoencoders") / name
+
+
 def _log(root: Path, name: str) -> dict[str, np.ndarray]:
-    with open(root / f"results/autoencoders/{name}/train_log.csv") as f:
+    with open(_results(root, name) / "train_log.csv") as f:
         rows = list(csv.DictReader(f))
     return {k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]}
 
 
 def _checkpoint(root: Path, name: str) -> dict:
-    return torch.load(root / f"results/autoencoders/{name}/model.pt", weights_only=True)
+    return torch.load(_results(root, name) / "model.pt", weights_only=True)
 
 
 def _zero_gradient_tensors(root: Path, name: str, state_dict: dict) -> set[str]:
@@ -179,11 +196,37 @@ def _zero_gradient_tensors(root: Path, name: str, state_dict: dict) -> set[str]:
     return {n for n, q in model.named_parameters() if float(q.grad.abs().max()) < 1e-5 * largest}
 
 
+def _assert_same_weights(
+    single: dict, double: dict, noise_only: set[str] = frozenset(), tight: float = 1.0
+) -> None:
+    """Same weights, but for those that only rounding noise moves.
+
+    Adam scales a gradient by its own size, so a parameter whose gradient is ~0 (a bias
+    right before a norm; the norm's running mean follows it) moves by ~lr a step on
+    float-order noise alone, differently in each run. Every element stays within Adam's
+    largest move (lr = 1e-3, 8 steps); the others (a fraction ``tight`` of them) agree to
+    float tolerance. A codebook revived differently, or batch statistics of half a batch,
+    would be off by the weights' own size (~0.1), or everywhere.
+    """
+    off = total = 0
+    for key, value in single.items():
+        if not value.is_floating_point():
+            assert torch.equal(double[key], value), key  # counters, codebook usage
+            continue
+        diff = (double[key] - value).abs()
+        assert diff.max() <= 3 * 1e-3 * 8, key
+        if key not in noise_only and not key.endswith("running_mean"):
+            off += int((diff > 1e-4 + 1e-3 * value.abs()).sum())
+            total += value.numel()
+    assert off <= (1 - tight) * total, f"{off} of {total} weights differ"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["vq_mnist", "vae_mnist"])
-def test_two_processes_train_an_autoencoder_like_one(tmp_path, repo, tool_env, name):
+@pytest.mark.parametrize("name", ["vq_mnist", "vae_mnist", "glf_mnist"])
+def test_two_processes_train_like_one(tmp_path, repo, tool_env, name):
     """The VQ-GAN (adversarial from step 3, dead codes revived every 2 steps, DiffAugment,
-    EMA, clipping) and the VAE (batch norm, noise per image): same losses, same weights."""
+    EMA, clipping), the VAE (batch norm, noise per image) and GLF (autoencoder and flow):
+    same loss curves, same weights."""
     runs = {n: _ae_project(tmp_path / f"p{n}", repo, nproc=n) for n in (1, 2)}
     for nproc, root in runs.items():
         proc = _train_autoencoder(root, tool_env, name, nproc)
@@ -195,25 +238,29 @@ def test_two_processes_train_an_autoencoder_like_one(tmp_path, repo, tool_env, n
         assert np.isfinite(single["d_loss"][2:]).all()  # the discriminator trained
     for column in single:
         # Adam divides by the gradient's size, so float-order noise on gradients that are
-        # ~0 (a bias right before a norm) grows a little step after step.
-        np.testing.assert_allclose(double[column], single[column], rtol=1e-3, err_msg=column)
+        # ~0 (a bias right before a norm) grows a little step after step. GLF's latent
+        # spread (~0.02, in eval mode: the running means trail those biases) feels it most.
+        rtol = 3e-2 if column == "latent_std" else 1e-3
+        np.testing.assert_allclose(double[column], single[column], rtol=rtol, err_msg=column)
     a, b = _checkpoint(runs[1], name), _checkpoint(runs[2], name)
-    noise_only = _zero_gradient_tensors(runs[1], name, a["state_dict"])
+    if name == "glf_mnist":
+        # The flow sees latents of spread ~0.02: its first layers' gradients are so small
+        # that Adam's ε (1e-8) is not negligible, and a few weights follow the noise.
+        _assert_same_weights(a["state_dict"], b["state_dict"], tight=0.95)
+        a, b = a["autoencoder"], b["autoencoder"]
+    ae = "ae_mnist" if name == "glf_mnist" else name
+    noise_only = _zero_gradient_tensors(runs[1], ae, a["state_dict"])
     assert noise_only  # biases right before a norm: their gradient is 0 up to rounding
-    steps, lr = 8, 1e-3
-    for key, single_value in a["state_dict"].items():
-        if key in noise_only or key.endswith("running_mean"):
-            # Adam scales a gradient by its own size, so rounding noise moves these by ~lr a
-            # step, differently in each run; a norm removes their effect (its running mean
-            # follows them). Bounded by Adam's largest step, not compared.
-            assert (b["state_dict"][key] - single_value).abs().max() <= 3 * lr * steps, key
-        else:
-            _assert_close({key: b["state_dict"][key]}, {key: single_value}, rtol=1e-3, atol=1e-4)
+    # The plain autoencoder (squared error, no noise) amplifies rounding noise faster than
+    # the VAE: its curve agrees to ~2e-4 after 8 steps, and its weights only within
+    # Adam's bound. One step of it is checked exactly below (a continuous step, ae).
+    tight = 0.0 if name == "glf_mnist" else 1.0
+    _assert_same_weights(a["state_dict"], b["state_dict"], noise_only, tight)
     if name == "vq_mnist":
-        # The adversarial game amplifies differences; the batch norms make its convolutions'
-        # scale free. A discriminator trained on half batches would differ by far more.
-        _assert_close(b["discriminator"], a["discriminator"], rtol=1e-2, atol=1e-3)
-    metrics = json.loads((runs[2] / f"results/autoencoders/{name}/metrics.json").read_text())
+        # The adversarial game amplifies differences; batch norm makes the scale of the
+        # convolutions before it free. Half-batch statistics would differ everywhere.
+        _assert_same_weights(a["discriminator"], b["discriminator"], tight=0.99)
+    metrics = json.loads((_results(runs[2], name) / "metrics.json").read_text())
     assert metrics["processes"] == 2
     assert not list((runs[2] / ".twostage-state").rglob("*.pt"))
 
@@ -234,7 +281,7 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path, 
         time.sleep(0.02)
     os.killpg(run.pid, signal.SIGKILL)  # the launcher, torchrun and both workers
     run.wait()
-    assert state.exists() and not (killed / "results/autoencoders/vq_mnist/model.pt").exists()
+    assert state.exists() and not (_results(killed, "vq_mnist") / "model.pt").exists()
 
     proc = _train_autoencoder(killed, tool_env, "vq_mnist", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -275,7 +322,10 @@ VQGAN = dict(
     disc_layers=2,  # batch norm in the discriminator
     diffaug=["brightness", "saturation", "contrast", "translation"],
 )
-VAE = dict(kind="vae", latent_dim=4, channels=[8, 16], fc_dim=32, beta=1.0)
+CONTINUOUS = {
+    "vae": dict(kind="vae", latent_dim=4, channels=[8, 16], fc_dim=32, beta=1.0),
+    "ae": dict(kind="ae", latent_dim=4, channels=[8, 16], fc_dim=32),
+}
 
 
 def _global_batch() -> torch.Tensor:
@@ -298,13 +348,14 @@ def _stage1_step(ctx: Context) -> dict:
     }
 
 
-def _vae_step(ctx: Context) -> dict:
-    """One VAE step (batch norm everywhere, noise per image) on this rank's slice."""
+def _continuous_step(ctx: Context, kind: str = "vae") -> dict:
+    """One AE or VAE step (batch norm everywhere, VAE noise per image) on this rank's slice."""
     torch.manual_seed(0)
-    model = ContinuousAutoencoder(VAE, 1, 16)
+    spec = CONTINUOUS[kind]
+    model = ContinuousAutoencoder(spec, 1, 16)
     noise = torch.Generator().manual_seed(1)
     loss_of = distributed.loss_module(
-        model, ctx, torch.device("cpu"), lambda m, x: autoencoder_loss(m, VAE, x, noise)
+        model, ctx, torch.device("cpu"), lambda m, x: autoencoder_loss(m, spec, x, noise)
     )
     loss, terms = loss_of(ctx.shard(_global_batch()))
     loss.backward()
@@ -313,6 +364,14 @@ def _vae_step(ctx: Context) -> dict:
         "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
         "state": {k: v.clone() for k, v in model.state_dict().items()},
     }
+
+
+def _ae_step(ctx: Context) -> dict:
+    return _continuous_step(ctx, "ae")
+
+
+def _vae_step(ctx: Context) -> dict:
+    return _continuous_step(ctx, "vae")
 
 
 def _drifted(ctx: Context) -> dict:
@@ -375,11 +434,12 @@ def test_a_stage1_step_in_two_processes_is_the_single_process_step(tmp_path):
         assert torch.equal(ranks[0]["state"][key], ranks[1]["state"][key]), key
 
 
-def test_a_vae_step_in_two_processes_is_the_single_process_step(tmp_path):
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_a_continuous_step_in_two_processes_is_the_single_process_step(tmp_path, kind):
     with torch.random.fork_rng():
         torch.set_num_threads(1)
-        single = _vae_step(Context())
-    for rank in _two_processes("_vae_step", tmp_path):
+        single = _continuous_step(Context(), kind)
+    for rank in _two_processes(f"_{kind}_step", tmp_path):
         np.testing.assert_allclose(list(rank["row"].values()), list(single["row"].values()), 1e-5)
         # Nats per image: gradients in the tens; a bias before a batch norm has gradient 0.
         _assert_close(rank["grads"], single["grads"], rtol=1e-4, atol=1e-4)
