@@ -267,8 +267,8 @@ def test_two_processes_train_like_one(tmp_path, repo, tool_env, name):
 
 @pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path, repo, tool_env):
-    clean = _ae_project(tmp_path / "clean", repo, nproc=2, steps=40, every=5)
-    killed = _ae_project(tmp_path / "killed", repo, nproc=2, steps=40, every=5)
+    clean = _ae_project(tmp_path / "clean", repo, nproc=2, steps=24, every=5)
+    killed = _ae_project(tmp_path / "killed", repo, nproc=2, steps=24, every=5)
     proc = _train_autoencoder(clean, tool_env, "vq_mnist", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -136,21 +136,27 @@ class Context:
 
         DDP only averages gradients; anything else computed from one rank's slice
         (a codebook update, batch statistics) would make the replicas diverge
-        silently, and rank 0 alone writes the checkpoint.
+        silently, and rank 0 alone writes the checkpoint. One tensor at a time:
+        no copy of a whole large model.
         """
         if not self.enabled:
             return
-        tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
-        flat = torch.cat([t.detach().double().flatten() for t in tensors])
-        reference = flat.clone()
-        dist.broadcast(reference, src=0)
-        diff = (flat - reference).abs().max().reshape(1)
-        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
-        scale = float(reference.abs().max()) if len(reference) else 0.0
-        if float(diff) > rtol * max(scale, 1.0):
+        worst = 0.0
+        for tensor in (t for m in modules for t in (*m.parameters(), *m.buffers())):
+            if tensor.numel() == 0:
+                continue
+            mine = tensor.detach()
+            reference = mine.clone()
+            dist.broadcast(reference, src=0)
+            diff = float((mine.double() - reference.double()).abs().max())
+            scale = max(float(reference.double().abs().max()), 1.0)
+            worst = max(worst, diff / scale)
+        worst_over_ranks = torch.tensor([worst], dtype=torch.float64, device=mine.device)
+        dist.all_reduce(worst_over_ranks, op=dist.ReduceOp.MAX)
+        if float(worst_over_ranks) > rtol:
             raise RuntimeError(
                 f"data-parallel replicas diverged: the weights of {self.world_size} processes "
-                f"differ by up to {float(diff):.3g} (the max over ranks)"
+                f"differ from rank 0's by up to {float(worst_over_ranks):.3g} (relative)"
             )
 
 
