@@ -13,7 +13,9 @@ and ``twostage train-prior NAME`` start themselves again under ``torchrun --stan
   :meth:`Context.check_replicas` verifies at the end;
 * the loss terms are averaged over ranks before they are logged or checked,
   so every rank takes the same skip/stop decision and the log is the global one;
-* only rank 0 writes artifacts and the resumable state.
+* the priors validate on every rank (same weights, same fixed generator: the
+  same best-checkpoint choice everywhere); stage 1 validates on rank 0 alone
+  (it decides nothing); only rank 0 writes artifacts and the resumable state.
 
 Data-parallel: the VQ autoencoder (the adversarial branch included), the
 continuous autoencoders (ae, rae, vae), GLF, and the token priors. The other
@@ -141,17 +143,17 @@ class Context:
         """
         if not self.enabled:
             return
-        worst = 0.0
+        worst, device = 0.0, torch.device("cpu")
         for tensor in (t for m in modules for t in (*m.parameters(), *m.buffers())):
             if tensor.numel() == 0:
                 continue
-            mine = tensor.detach()
+            mine, device = tensor.detach(), tensor.device
             reference = mine.clone()
             dist.broadcast(reference, src=0)
             diff = float((mine.double() - reference.double()).abs().max())
             scale = max(float(reference.double().abs().max()), 1.0)
             worst = max(worst, diff / scale)
-        worst_over_ranks = torch.tensor([worst], dtype=torch.float64, device=mine.device)
+        worst_over_ranks = torch.tensor([worst], dtype=torch.float64, device=device)
         dist.all_reduce(worst_over_ranks, op=dist.ReduceOp.MAX)
         if float(worst_over_ranks) > rtol:
             raise RuntimeError(
@@ -163,8 +165,8 @@ class Context:
 def _die_with_parent() -> None:
     """Have the kernel SIGKILL this worker when its torchrun dies (Linux).
 
-    torchrun starts each worker in a session of its own, so killing the job's process
-    group (Ctrl-C, a Snakemake or SLURM cancel, SIGKILL) stops torchrun but not the
+    torchrun starts each worker in a session of its own, so a SIGKILL to the job's
+    process group (a cancel that cannot be handled) stops torchrun but not the
     workers: they would train on, then clear the resumable state a rerun resumes from.
     """
     if not sys.platform.startswith("linux"):
