@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(f"{args.stage}: no entry {args.name!r} in '{table}' (defined: {known})")
     from twostage.train import distributed
 
-    if distributed.needs_launch(params, args.stage):
+    if distributed.needs_launch(params, args.stage, args.name):
         # distributed.nproc > 1: the same command, once per process, under torchrun.
         code = distributed.launch(params, args.argv)
         if code:

@@ -30,6 +30,9 @@ BASE_PARAM_FILES = (
 # Kinds working with latent vectors instead of token grids (METHODS.md §5).
 CONTINUOUS_AUTOENCODERS = ("ae", "rae", "vae")
 CONTINUOUS_PRIORS = ("flow", "glf", "gmm", "vae_prior")
+# Prior kinds fitted in one process whatever distributed.nproc says (small fits on cached
+# latents); every other autoencoder and prior trains data-parallel (train/distributed.py).
+SINGLE_PROCESS_KINDS = ("flow", "gmm", "vae_prior")
 
 
 class ConfigError(ValueError):
@@ -302,14 +305,17 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
 def _check_distributed(data: dict[str, Any], origin: dict) -> None:
     """Data-parallel training splits every global batch into equal slices, one per process."""
     nproc = data.get("distributed", {}).get("nproc", 1)
-    for name, prior in data["priors"].items():
-        if prior.get("batch_size", nproc) % nproc:  # a GMM has no batches
-            _fail(
-                origin,
-                ("priors", name, "batch_size"),
-                f"{prior['batch_size']} is not divisible by distributed.nproc {nproc} "
-                "(each process trains on an equal slice of the batch)",
-            )
+    for table in ("autoencoders", "priors"):
+        for name, entry in data[table].items():
+            if entry.get("kind") in SINGLE_PROCESS_KINDS or "batch_size" not in entry:
+                continue
+            if entry["batch_size"] % nproc:
+                _fail(
+                    origin,
+                    (table, name, "batch_size"),
+                    f"{entry['batch_size']} is not divisible by distributed.nproc {nproc} "
+                    "(each process trains on an equal slice of the batch)",
+                )
 
 
 def _check_continuous(data: dict[str, Any], origin: dict) -> None:

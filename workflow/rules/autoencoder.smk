@@ -20,7 +20,7 @@ rule train_autoencoder:
     threads: TRAINING_THREADS
     resources:
         mem_mb=4000,
-        gpu=1,
+        gpu=training_gpus("autoencoders"),
         runtime=2880,
     params:
         values=job_params("train_autoencoder"),

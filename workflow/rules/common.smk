@@ -3,7 +3,7 @@ import json
 import os
 
 from twostage import paths, plan
-from twostage.config import ConfigError, load_params
+from twostage.config import SINGLE_PROCESS_KINDS, ConfigError, load_params
 
 # Profiles are the files given with --configfile; the twostage loader merges
 # them over params/*.yaml itself so it can name the file of any bad key.
@@ -50,7 +50,16 @@ TRAINING_THREADS = 8
 # Software of every rule (used with --sdm conda; the venv route needs nothing).
 TWOSTAGE_ENV = "../envs/twostage.yaml"
 
-# GPUs a prior-training job uses: one per data-parallel process (params/config.yaml:
+# GPUs a training job uses: one per data-parallel process (params/config.yaml:
 # distributed.nproc). Every rule declares gpu, mem_mb and runtime (minutes), so
 # `--resources gpu=N` caps GPU jobs locally and the SLURM executor requests them.
 TRAINING_GPUS = P.data.get("distributed", {}).get("nproc", 1)
+
+
+def training_gpus(table):
+    """Resource function: distributed.nproc GPUs for a data-parallel training job, one
+    for the kinds that train in one process whatever nproc says (flow, gmm, vae_prior).
+    """
+    return lambda w: (
+        1 if P[table][w.name]["kind"] in SINGLE_PROCESS_KINDS else TRAINING_GPUS
+    )

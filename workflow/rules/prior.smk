@@ -14,7 +14,7 @@ rule train_prior:
     threads: TRAINING_THREADS
     resources:
         mem_mb=4000,
-        gpu=TRAINING_GPUS,
+        gpu=training_gpus("priors"),
         runtime=2880,
     params:
         values=job_params("train_prior"),

@@ -1,5 +1,8 @@
 """Stage 1: train the VQ autoencoder (L1 reconstruction + codebook + commitment), and with
-the params' options the full VQ-GAN (perceptual, adversarial, EMA, ...: train/stage1.py)."""
+the params' options the full VQ-GAN (perceptual, adversarial, EMA, ...: train/stage1.py).
+
+Data-parallel under torchrun when ``distributed.nproc`` > 1 (train/distributed.py):
+each rank trains on its slice of every global batch, rank 0 validates and writes."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from twostage.images import save_grid, to_tensor, to_uint8
 from twostage.models.autoencoders.perceptual import load_perceptual
 from twostage.models.autoencoders.vq import VQAutoencoder
 from twostage.runtime import pick_device, seed_everything
+from twostage.train import distributed
 from twostage.train.common import (
     CurveLog,
     InfiniteBatches,
@@ -63,10 +67,18 @@ def evaluate_reconstruction(
 
 
 def train_autoencoder(p: Params, name: str) -> dict:
+    ctx = distributed.init(p)
+    try:
+        return _train_autoencoder(p, name, ctx)
+    finally:
+        distributed.close(ctx)
+
+
+def _train_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dict:
     spec = p.autoencoder(name)
     dataset = spec["dataset"]
     ds_spec = p.dataset(dataset)
-    device = pick_device(p["device"])
+    device = ctx.device(pick_device(p["device"]))
     gen = seed_everything(p["seed"])
     train_images, _ = load_split(dataset, "train")
     val_images, _ = load_split(dataset, "val")
@@ -76,7 +88,7 @@ def train_autoencoder(p: Params, name: str) -> dict:
     if training_options(spec)["perceptual_weight"] > 0:
         perceptual = load_perceptual(spec, name).to(device)
     guard = NonFiniteGuard(spec.get("skip_nonfinite_steps", 0))
-    trainer = Stage1Trainer(model, spec, ds_spec["channels"], device, perceptual, guard)
+    trainer = Stage1Trainer(model, spec, ds_spec["channels"], device, perceptual, guard, ctx)
     batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
     train_x = torch.from_numpy(train_images)  # uint8 in memory; converted per batch
     log = CurveLog([*trainer.log_columns(), "val_mse", "val_psnr", "codebook_used"])
@@ -95,17 +107,23 @@ def train_autoencoder(p: Params, name: str) -> dict:
     first = resume.restore()
 
     start = time.perf_counter()
-    progress = step_progress(first, spec["steps"], f"autoencoder {name}")
+    progress = step_progress(first, spec["steps"], f"autoencoder {name}", disable=not ctx.is_main)
     for step in progress:
-        x = to_tensor(train_x[batches.next_indices()].numpy(), device)
+        x = to_tensor(train_x[ctx.shard(batches.next_indices())].numpy(), device)
         row = trainer.step(x, step)
-        if step in eval_at:
+        # Validation decides nothing here: rank 0 alone runs it (and logs it).
+        if step in eval_at and ctx.is_main:
             val = evaluate_reconstruction(trainer.evaluated, val_images, device)
             row.update({k: val[k] for k in ("val_mse", "val_psnr", "codebook_used")})
             progress.set_postfix(psnr=f"{val['val_psnr']:.2f}", codes=val["codebook_used"])
         log.add(step, **row)
-        resume.save_if_due(step, spec["steps"])
+        if ctx.is_main:
+            resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
+    modules = [trainer.model, *([trainer.disc] if trainer.disc is not None else [])]
+    ctx.check_replicas(*modules, *([trainer.ema.model] if trainer.ema is not None else []))
+    if not ctx.is_main:  # only rank 0 evaluates and writes artifacts
+        return {"processes": ctx.world_size, "rank": ctx.rank}
 
     model = trainer.evaluated.eval()  # the EMA weights when enabled: those are sampled
     final = evaluate_reconstruction(model, val_images, device)
@@ -136,6 +154,7 @@ def train_autoencoder(p: Params, name: str) -> dict:
         **final,
         "steps": spec["steps"],
         "skipped_nonfinite_steps": len(guard.skipped),
+        "processes": ctx.world_size,
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_time_s": train_time,
         "device": str(device),

@@ -3,6 +3,10 @@
 ae:  L = ||x − D(E(x))||²                                (per image, [-1, 1] scale)
 rae: L = ||x − D(E(x))||² + γ ||z||² + λ ||θ_D||²         (RAE-L2 with decoder_reg = λ)
 vae: L = −E_q[log p(x|z)] + β KL(q(z|x) || N(0, I))       (Bernoulli pixels, one draw)
+
+Data-parallel under torchrun when ``distributed.nproc`` > 1 (train/distributed.py):
+each rank trains on its slice of every global batch with global-batch batch norm
+and the VAE's noise drawn for the global batch; rank 0 validates and writes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from twostage.models.autoencoders.continuous import (
     vae_terms,
 )
 from twostage.runtime import pick_device, seed_everything
+from twostage.train import distributed
 from twostage.train.common import (
     CurveLog,
     InfiniteBatches,
@@ -38,9 +43,13 @@ from twostage.train.resume import ResumableState, fingerprint
 def autoencoder_loss(
     model: ContinuousAutoencoder, spec: dict, x: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The training loss of ``spec["kind"]`` and its terms (for the log)."""
+    """The training loss of ``spec["kind"]`` and its terms (for the log).
+
+    ``x`` may be one rank's slice of a data-parallel batch: the VAE's noise is the
+    global batch's (one process: the same draw).
+    """
     if model.kind == "vae":
-        nll, kl = vae_terms(model, x, generator)
+        nll, kl = vae_terms(model, x, generator, sharded=True)
         return nll + spec["beta"] * kl, {"recon": nll, "kl": kl}
     z = model.encode(x)
     recon = squared_error(model.decode(z), x)
@@ -118,9 +127,17 @@ def autoencoder_checkpoint(spec: dict, ds_spec: dict, model: torch.nn.Module) ->
 
 
 def train_continuous_autoencoder(p: Params, name: str) -> dict:
+    ctx = distributed.init(p)
+    try:
+        return _train_continuous_autoencoder(p, name, ctx)
+    finally:
+        distributed.close(ctx)
+
+
+def _train_continuous_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dict:
     spec = p.autoencoder(name)
     ds_spec = p.dataset(spec["dataset"])
-    device = pick_device(p["device"])
+    device = ctx.device(pick_device(p["device"]))
     gen = seed_everything(p["seed"])
     train_images, _ = load_split(spec["dataset"], "train")
     val_images, _ = load_split(spec["dataset"], "val")
@@ -129,6 +146,9 @@ def train_continuous_autoencoder(p: Params, name: str) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=spec["lr"])
     batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
     noise_gen = torch.Generator(device=device).manual_seed(p["seed"] + 1)  # VAE draws
+    loss_of = distributed.loss_module(
+        model, ctx, device, lambda m, x: autoencoder_loss(m, spec, x, noise_gen)
+    )
     train_x = torch.from_numpy(train_images)
     columns = ["loss", "recon", "kl", "latent_l2", "val_mse", "val_psnr", "val_elbo_nats"]
     log = CurveLog(columns)
@@ -144,23 +164,29 @@ def train_continuous_autoencoder(p: Params, name: str) -> dict:
     first = resume.restore()
 
     start = time.perf_counter()
-    progress = step_progress(first, spec["steps"], f"autoencoder {name}")
+    progress = step_progress(first, spec["steps"], f"autoencoder {name}", disable=not ctx.is_main)
     for step in progress:
-        x = to_tensor(train_x[batches.next_indices()].numpy(), device)
-        loss, terms = autoencoder_loss(model, spec, x, noise_gen)
-        check_finite(step, loss=loss, **terms)
+        x = to_tensor(train_x[ctx.shard(batches.next_indices())].numpy(), device)
+        loss, terms = loss_of(x)
+        # Averaged over ranks: the global batch's terms; every rank stops alike.
+        row = {k: float(v) for k, v in ctx.means(loss=loss, **terms).items()}
+        check_finite(step, **row)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        row = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
-        if step in eval_at:
+        # Validation decides nothing here: rank 0 alone runs it (and logs it).
+        if step in eval_at and ctx.is_main:
             row.update(reconstruction_metrics(model, val_images, device))
             if model.kind == "vae":
                 row["val_elbo_nats"] = vae_elbo(model, val_images, device)["val_elbo_nats"]
             progress.set_postfix(psnr=f"{row['val_psnr']:.2f}")
         log.add(step, **row)
-        resume.save_if_due(step, spec["steps"])
+        if ctx.is_main:
+            resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
+    ctx.check_replicas(model)
+    if not ctx.is_main:  # only rank 0 evaluates and writes artifacts
+        return {"processes": ctx.world_size, "rank": ctx.rank}
 
     model.eval()
     final = reconstruction_metrics(model, val_images, device)
@@ -174,6 +200,7 @@ def train_continuous_autoencoder(p: Params, name: str) -> dict:
         **final,
         "latent_dim": spec["latent_dim"],
         "steps": spec["steps"],
+        "processes": ctx.world_size,
         "parameters": sum(q.numel() for q in model.parameters()),
         "train_time_s": train_time,
         "device": str(device),

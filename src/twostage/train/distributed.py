@@ -1,35 +1,49 @@
 """Data-parallel training on several processes (GPUs, or CPU cores with gloo) through torchrun.
 
-``distributed.nproc`` > 1 in ``params/config.yaml`` makes ``twostage train-prior NAME``
-start itself again under ``torchrun --standalone --nproc_per_node N`` (so Snakemake
-and DVC run one unchanged command). In each process:
+``distributed.nproc`` > 1 in ``params/config.yaml`` makes ``twostage train-autoencoder NAME``
+and ``twostage train-prior NAME`` start themselves again under ``torchrun --standalone
+--nproc_per_node N`` (so Snakemake and DVC run one unchanged command). In each process:
 
 * every rank draws the same global batch (same seed) and trains on its own
   contiguous slice of it; DistributedDataParallel averages the gradients, so
   one update equals a single process's update on the whole global batch;
+* what looks at the batch as a whole is computed over the global batch
+  (models/data_parallel.py: batch-norm statistics, codebook usage and dead-code
+  revival, per-image random numbers), so the replicas stay identical, which
+  :meth:`Context.check_replicas` verifies at the end;
 * the loss terms are averaged over ranks before they are logged or checked,
   so every rank takes the same skip/stop decision and the log is the global one;
-* every rank validates (same weights, same fixed generator, so the same
-  numbers: no rank waits on another), and only rank 0 writes artifacts.
+* the priors validate on every rank (same weights, same fixed generator: the
+  same best-checkpoint choice everywhere); stage 1 validates on rank 0 alone
+  (it decides nothing); only rank 0 writes artifacts and the resumable state.
 
-With ``nproc: 1`` (the default) nothing here does anything.
+Data-parallel: the VQ autoencoder (the adversarial branch included), the
+continuous autoencoders (ae, rae, vae), GLF, and the token priors. The other
+continuous priors (flow, gmm, vae_prior) are small fits on cached latents and
+run in one process whatever ``nproc`` says. With ``nproc: 1`` (the default)
+nothing here does anything.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from twostage.config import Params
+from twostage.config import SINGLE_PROCESS_KINDS, Params
+from twostage.models.data_parallel import global_batchnorm
 
-# CLI stages whose training loop is data-parallel.
-DISTRIBUTED_STAGES = ("train-prior",)
+# CLI stages with data-parallel training loops, and the params table their NAME is from.
+DISTRIBUTED_STAGES = {"train-autoencoder": "autoencoders", "train-prior": "priors"}
 
 
 def settings(p: Params) -> dict:
@@ -37,10 +51,16 @@ def settings(p: Params) -> dict:
     return {"nproc": 1, "backend": "auto", **p.data.get("distributed", {})}
 
 
-def needs_launch(p: Params, stage: str) -> bool:
+def data_parallel(p: Params, stage: str, name: str) -> bool:
+    """True if ``twostage STAGE NAME`` has a data-parallel training loop."""
+    table = DISTRIBUTED_STAGES.get(stage)
+    return table is not None and p[table][name]["kind"] not in SINGLE_PROCESS_KINDS
+
+
+def needs_launch(p: Params, stage: str, name: str) -> bool:
     """True in the user's process when the stage should run under torchrun instead."""
     inside_torchrun = "LOCAL_RANK" in os.environ
-    return stage in DISTRIBUTED_STAGES and settings(p)["nproc"] > 1 and not inside_torchrun
+    return settings(p)["nproc"] > 1 and not inside_torchrun and data_parallel(p, stage, name)
 
 
 def launch(p: Params, argv: list[str]) -> int:
@@ -90,6 +110,11 @@ class Context:
         """
         if not self.enabled:
             return batch
+        if len(batch) % self.world_size:
+            # A split smaller than batch_size makes the batch the whole split.
+            raise ValueError(
+                f"a batch of {len(batch)} does not split evenly over {self.world_size} processes"
+            )
         per_rank = len(batch) // self.world_size
         return batch[self.rank * per_rank : (self.rank + 1) * per_rank]
 
@@ -101,12 +126,65 @@ class Context:
             value /= self.world_size
         return value
 
+    def means(self, **terms: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`mean` of several scalars in one all-reduce."""
+        if not self.enabled:
+            return {k: v.detach() for k, v in terms.items()}
+        values = self.mean(torch.stack([v.detach().float().reshape(()) for v in terms.values()]))
+        return dict(zip(terms, values, strict=True))
+
+    def check_replicas(self, *modules: nn.Module, rtol: float = 1e-5) -> None:
+        """Stop if the ranks' weights or buffers differ from rank 0's (they must not drift).
+
+        DDP only averages gradients; anything else computed from one rank's slice
+        (a codebook update, batch statistics) would make the replicas diverge
+        silently, and rank 0 alone writes the checkpoint. One tensor at a time:
+        no copy of a whole large model.
+        """
+        if not self.enabled:
+            return
+        worst, device = 0.0, torch.device("cpu")
+        for tensor in (t for m in modules for t in (*m.parameters(), *m.buffers())):
+            if tensor.numel() == 0:
+                continue
+            mine, device = tensor.detach(), tensor.device
+            reference = mine.clone()
+            dist.broadcast(reference, src=0)
+            diff = float((mine.double() - reference.double()).abs().max())
+            scale = max(float(reference.double().abs().max()), 1.0)
+            worst = max(worst, diff / scale)
+        worst_over_ranks = torch.tensor([worst], dtype=torch.float64, device=device)
+        dist.all_reduce(worst_over_ranks, op=dist.ReduceOp.MAX)
+        if float(worst_over_ranks) > rtol:
+            raise RuntimeError(
+                f"data-parallel replicas diverged: the weights of {self.world_size} processes "
+                f"differ from rank 0's by up to {float(worst_over_ranks):.3g} (relative)"
+            )
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL this worker when its torchrun dies (Linux).
+
+    torchrun starts each worker in a session of its own, so a SIGKILL to the job's
+    process group (a cancel that cannot be handled) stops torchrun but not the
+    workers: they would train on, then clear the resumable state a rerun resumes from.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # torchrun died before the request took effect
+        os._exit(1)
+
 
 def init(p: Params) -> Context:
     """Join the process group torchrun set up (environment variables), if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Context()
+    _die_with_parent()
     backend = settings(p)["backend"]
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -122,21 +200,45 @@ def close(ctx: Context) -> None:
         dist.destroy_process_group()
 
 
-class LossOf(nn.Module):
-    """DDP synchronises gradients only for calls through ``forward``: route ``loss`` there."""
+def _call_loss(model: nn.Module, *args, **kwargs):
+    return model.loss(*args, **kwargs)
 
-    def __init__(self, model: nn.Module):
+
+class LossOf(nn.Module):
+    """DDP synchronises gradients only for calls through ``forward``: route a loss there.
+
+    ``forward(*args)`` returns ``loss(model, *args)``; by default ``model.loss(*args)``.
+    """
+
+    def __init__(self, model: nn.Module, loss: Callable[..., Any] = _call_loss):
         super().__init__()
         self.model = model
+        self.loss = loss
 
-    def forward(self, z0: torch.Tensor, generator: torch.Generator | None = None):
-        return self.model.loss(z0, generator=generator)
+    def forward(self, *args, **kwargs):
+        return self.loss(self.model, *args, **kwargs)
 
 
-def loss_module(model: nn.Module, ctx: Context, device: torch.device) -> nn.Module:
-    """``model.loss`` as a module, wrapped in DistributedDataParallel when in a group."""
-    module = LossOf(model)
+def data_parallel_module(module: nn.Module, ctx: Context, device: torch.device) -> nn.Module:
+    """``module`` in DistributedDataParallel when in a group (itself otherwise).
+
+    Its batch norms become global-batch ones first (models/data_parallel.py). The
+    buffers are synchronised once, not broadcast from rank 0 at every call: they
+    are computed from the global batch on every rank (a broadcast would hide a
+    drift), and :meth:`Context.check_replicas` says if they are not.
+    """
     if not ctx.enabled:
         return module
+    global_batchnorm(module)
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
+
+
+def loss_module(
+    model: nn.Module,
+    ctx: Context,
+    device: torch.device,
+    loss: Callable[..., Any] = _call_loss,
+) -> nn.Module:
+    """``loss(model, ...)`` (default ``model.loss``) as a module, data-parallel when in a group."""
+    return data_parallel_module(LossOf(model, loss), ctx, device)

@@ -11,6 +11,10 @@ In the DAG this is the ``train_prior`` job of a ``glf`` prior. Its
 ``autoencoder`` entry (kind ae) gives the architecture; the job trains a fresh
 autoencoder of that architecture with the flow from the images, and saves both
 in the prior's model.pt. Runs of a glf prior decode with this autoencoder.
+
+Data-parallel under torchrun when ``distributed.nproc`` > 1 (train/distributed.py):
+autoencoder and flow are one DDP module, the autoencoder's batch norms use the
+global batch's statistics, rank 0 validates and writes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from twostage.images import to_tensor
 from twostage.models.autoencoders.continuous import ContinuousAutoencoder, squared_error
 from twostage.models.priors.flow import CouplingFlow
 from twostage.runtime import pick_device, seed_everything
+from twostage.train import distributed
 from twostage.train.common import (
     CurveLog,
     InfiniteBatches,
@@ -66,10 +71,18 @@ def encode_all(ae: ContinuousAutoencoder, images: np.ndarray, device: torch.devi
 
 
 def train_glf(p: Params, name: str) -> dict:
+    ctx = distributed.init(p)
+    try:
+        return _train_glf(p, name, ctx)
+    finally:
+        distributed.close(ctx)
+
+
+def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
     spec = p.prior(name)
     ae_spec = p.autoencoder(spec["autoencoder"])
     ds_spec = p.dataset(ae_spec["dataset"])
-    device = pick_device(p["device"])
+    device = ctx.device(pick_device(p["device"]))
     gen = seed_everything(p["seed"])
     train_images, _ = load_split(ae_spec["dataset"], "train")
     val_images, _ = load_split(ae_spec["dataset"], "val")
@@ -87,6 +100,13 @@ def train_glf(p: Params, name: str) -> dict:
     )
     batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
     train_x = torch.from_numpy(train_images)
+    beta, stop_gradient = spec["beta"], spec["stop_gradient"]
+    loss_of = distributed.loss_module(
+        torch.nn.ModuleDict({"ae": ae, "flow": flow}),
+        ctx,
+        device,
+        lambda m, x: glf_loss(m["ae"], m["flow"], x, beta, stop_gradient),
+    )
     log = CurveLog(["loss", "recon", "nll", "val_bits", "val_mse", "val_psnr", "latent_std"])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
     resume = ResumableState(
@@ -100,28 +120,30 @@ def train_glf(p: Params, name: str) -> dict:
     first = resume.restore()
 
     start = time.perf_counter()
-    progress = step_progress(first, spec["steps"], f"glf {name}")
+    progress = step_progress(first, spec["steps"], f"glf {name}", disable=not ctx.is_main)
     for step in progress:
-        x = to_tensor(train_x[batches.next_indices()].numpy(), device)
-        loss, recon, nll = glf_loss(ae, flow, x, spec["beta"], spec["stop_gradient"])
-        check_finite(step, loss=loss, recon=recon, nll=nll)
+        x = to_tensor(train_x[ctx.shard(batches.next_indices())].numpy(), device)
+        loss, recon, nll = loss_of(x)
+        # Averaged over ranks: the global batch's terms; every rank stops alike.
+        row = {k: float(v) for k, v in ctx.means(loss=loss, recon=recon, nll=nll).items()}
+        check_finite(step, **row)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        row = {
-            "loss": float(loss.detach()),
-            "recon": float(recon.detach()),
-            "nll": float(nll.detach()),
-        }
-        if step in eval_at:
+        # Validation decides nothing here (the last weights are kept): rank 0 alone runs it.
+        if step in eval_at and ctx.is_main:
             z_val = encode_all(ae, val_images, device)
             row["val_bits"] = bits_per_dim(mean_log_prob(flow, z_val), dim)
             row["latent_std"] = float(z_val.std(0).mean())  # collapse shows here
             row.update(reconstruction_metrics(ae, val_images, device))
             progress.set_postfix(val_bits=f"{row['val_bits']:.3f}", psnr=f"{row['val_psnr']:.2f}")
         log.add(step, **row)
-        resume.save_if_due(step, spec["steps"])
+        if ctx.is_main:
+            resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
+    ctx.check_replicas(ae, flow)
+    if not ctx.is_main:  # only rank 0 evaluates and writes artifacts
+        return {"processes": ctx.world_size, "rank": ctx.rank}
 
     # The last weights, not the best: the latents move, so earlier NLLs are not comparable.
     ae.eval()
@@ -150,6 +172,7 @@ def train_glf(p: Params, name: str) -> dict:
         "stop_gradient": spec["stop_gradient"],
         "latent_dim": dim,
         "steps": spec["steps"],
+        "processes": ctx.world_size,
         "parameters": sum(q.numel() for q in [*ae.parameters(), *flow.parameters()]),
         "train_time_s": train_time,
         "device": str(device),

@@ -9,6 +9,13 @@ off unless set, and then this step is exactly L1 + codebook + commitment:
   (its own optimizer) is updated only from then on, on DiffAugmented inputs;
 - Gumbel temperature annealing, LR warm-up, gradient clipping, EMA of weights,
   fp16 autocast with loss scaling on CUDA.
+
+Data-parallel (``ctx`` from train/distributed.py): ``x`` is this rank's slice of
+the global batch. The autoencoder and the discriminator are each wrapped in
+DistributedDataParallel (gradients averaged over ranks), the discriminator's
+batch norms use global-batch statistics, λ is computed from the ranks' averaged
+gradients, and the loss terms are averaged before the non-finite check and the
+log: every rank takes the same decisions and ends with the same weights.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from twostage.models.autoencoders.discriminator import (
     hinge_g_loss,
 )
 from twostage.models.autoencoders.quantizers import GUMBEL_DEFAULTS, gumbel_temperature
+from twostage.train import distributed
 from twostage.train.common import NonFiniteGuard, set_lr, warmup_lr
 from twostage.train.prior import EMA
 
@@ -70,9 +78,11 @@ class Stage1Trainer:
         device: torch.device,
         perceptual: nn.Module | None = None,
         guard: NonFiniteGuard | None = None,
+        ctx: distributed.Context | None = None,
     ):
         self.o = o = training_options(spec)
         self.model, self.device = model, device
+        self.ctx = ctx if ctx is not None else distributed.Context()
         self.guard = guard if guard is not None else NonFiniteGuard(0)
         self.perceptual = perceptual if o["perceptual_weight"] > 0 else None
         self.opt = torch.optim.Adam(model.parameters(), lr=o["lr"], betas=(0.5, 0.9))
@@ -80,6 +90,11 @@ class Stage1Trainer:
         if o["adversarial"]:
             self.disc = PatchDiscriminator(channels, o["disc_ndf"], o["disc_layers"]).to(device)
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=o["disc_lr"], betas=(0.5, 0.9))
+        # Calls through these synchronise gradients (DDP); both are the modules in one process.
+        self.model_step = distributed.data_parallel_module(model, self.ctx, device)
+        self.disc_step = (
+            distributed.data_parallel_module(self.disc, self.ctx, device) if self.disc else None
+        )
         # fp16 autocast with loss scaling on CUDA only: this project's CPUs emulate bf16 slowly.
         self.amp = o["amp"] and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -131,24 +146,32 @@ class Stage1Trainer:
             self.model.quantizer.temperature = row["temperature"] = tau
         adversarial = self.adversarial_on(step)
 
+        ctx = self.ctx
         with self._autocast():
-            recon, codebook_loss, _ = self.model(x)
+            recon, codebook_loss, _ = self.model_step(x)
             l1 = F.l1_loss(recon, x)
             rec = l1
             if self.perceptual is not None:
                 perceptual = self.perceptual(x, recon).mean()
                 rec = l1 + o["perceptual_weight"] * perceptual
-                row["perceptual"] = float(perceptual.detach())
             loss = rec + codebook_loss
             if adversarial:
+                # Not through disc_step: these discriminator gradients are discarded.
                 g_loss = hinge_g_loss(self.disc(diff_augment(recon, o["diffaug"])))
                 last = self.model.decoder.last_layer.weight
-                weight = adaptive_weight(rec, g_loss, last, o["disc_weight_max"])
+                weight = adaptive_weight(rec, g_loss, last, o["disc_weight_max"], average=ctx.mean)
                 loss = loss + weight * g_loss
-                row.update(g_loss=float(g_loss.detach()), disc_weight=float(weight))
-        row.update(loss=float(loss.detach()), l1=float(l1.detach()))
-        row["codebook"] = float(codebook_loss.detach())
-        if not self.guard.finite(step, loss=loss, l1=l1, codebook=codebook_loss):
+                row["disc_weight"] = float(weight)
+        # Averaged over ranks: the global batch's terms, and the same decisions on every rank.
+        terms = {"loss": loss, "l1": l1, "codebook": codebook_loss}
+        if self.perceptual is not None:
+            terms["perceptual"] = perceptual
+        if adversarial:
+            terms["g_loss"] = g_loss
+        terms = ctx.means(**terms)
+        row.update({k: float(v) for k, v in terms.items()})
+        checked = {k: terms[k] for k in ("loss", "l1", "codebook")}
+        if not self.guard.finite(step, **checked):
             return row  # a skipped step updates nothing, the discriminator included
         self._update(loss, self.opt, self.model)
 
@@ -157,11 +180,12 @@ class Stage1Trainer:
             with self._autocast():
                 fake = recon.detach()
                 d_loss = hinge_d_loss(
-                    self.disc(diff_augment(x, o["diffaug"])),
-                    self.disc(diff_augment(fake, o["diffaug"])),
+                    self.disc_step(diff_augment(x, o["diffaug"])),
+                    self.disc_step(diff_augment(fake, o["diffaug"])),
                 )
-            row["d_loss"] = float(d_loss.detach())
-            if self.guard.finite(step, d_loss=d_loss):
+            mean_d_loss = ctx.mean(d_loss)
+            row["d_loss"] = float(mean_d_loss)
+            if self.guard.finite(step, d_loss=mean_d_loss):
                 self._update(d_loss, self.opt_d, self.disc)
         self.scaler.update()
         if self.ema is not None and step % o["ema_every"] == 0:

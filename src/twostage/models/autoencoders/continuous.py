@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from twostage.models.data_parallel import rows_of_global_draw
+
 CONTINUOUS_KINDS = ("ae", "rae", "vae")
 
 
@@ -92,14 +94,25 @@ def squared_error(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def vae_terms(
-    model: ContinuousAutoencoder, x: torch.Tensor, generator: torch.Generator | None = None
+    model: ContinuousAutoencoder,
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    sharded: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image Bernoulli reconstruction NLL and KL(q(z|x) || N(0, I)), in nats (batch means).
 
-    The ELBO is −(nll + kl); a draw by the reparameterisation z = μ + σ·ε.
+    The ELBO is −(nll + kl); a draw by the reparameterisation z = μ + σ·ε. With
+    ``sharded`` (training: ``x`` is this rank's slice of a data-parallel batch) ε is
+    drawn for the global batch and this rank's rows kept.
     """
     mu, logvar = model.posterior(x)
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device)
+    if sharded:
+        shape = mu.shape[1:]
+        eps = rows_of_global_draw(
+            lambda n: torch.randn((n, *shape), generator=generator, device=mu.device), len(mu)
+        )
+    else:
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device)
     z = mu + (0.5 * logvar).exp() * eps
     logits = 2 * model.decode_raw(z)
     target = (x + 1) / 2

@@ -3,6 +3,8 @@
 Each transform is a differentiable function of the image with random
 parameters drawn per image, so the generator still gets gradients through the
 augmented fakes. Images are in [-1, 1], B×C×H×W; the constants are the paper's.
+In data-parallel training the parameters are drawn for the global batch and
+each rank keeps its images' (a single process's augmentations, image for image).
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from twostage.models.data_parallel import rows_of_global_draw
+
 POLICIES = ("brightness", "saturation", "contrast", "translation")
 
 
 def _per_image(x: torch.Tensor) -> torch.Tensor:
-    return torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device)
+    return rows_of_global_draw(
+        lambda n: torch.rand(n, 1, 1, 1, dtype=x.dtype, device=x.device), x.size(0)
+    )
 
 
 def brightness(x: torch.Tensor) -> torch.Tensor:
@@ -35,8 +41,8 @@ def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     """Shift each image by up to ``ratio`` of its size, filling with zeros."""
     b, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    dy = torch.randint(-sh, sh + 1, (b, 1, 1), device=x.device)
-    dx = torch.randint(-sw, sw + 1, (b, 1, 1), device=x.device)
+    dy = rows_of_global_draw(lambda n: torch.randint(-sh, sh + 1, (n, 1, 1), device=x.device), b)
+    dx = rows_of_global_draw(lambda n: torch.randint(-sw, sw + 1, (n, 1, 1), device=x.device), b)
     gb, gy, gx = torch.meshgrid(
         torch.arange(b, device=x.device),
         torch.arange(h, device=x.device),

@@ -3,6 +3,8 @@ discriminator, the hinge loss and the adaptive generator weight λ."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,14 +63,19 @@ def adaptive_weight(
     last_layer: torch.Tensor,
     max_weight: float,
     delta: float = 1e-4,
+    average: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """λ = min(‖∇_L rec‖ / (‖∇_L g‖ + δ), λ_max) at the decoder's last layer L, detached.
 
     Balances the two gradients where they meet, so the adversarial term neither
     drowns the reconstruction nor vanishes; the clamp keeps λ bounded when the
-    adversarial gradient is tiny.
+    adversarial gradient is tiny. In data-parallel training ``average`` (the mean
+    over ranks) turns each rank's gradients into the global batch's before the
+    norms, so every rank gets the single-process λ.
     """
     rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    if average is not None:
+        rec_grad, g_grad = average(rec_grad), average(g_grad)
     weight = rec_grad.norm() / (g_grad.norm() + delta)
     return weight.clamp(0.0, max_weight).detach()

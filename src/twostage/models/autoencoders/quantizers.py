@@ -13,13 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from twostage.models.data_parallel import gather_rows, rows_of_global_draw, sum_over_ranks
+
 
 class VectorQuantizer(nn.Module):
     """Nearest-neighbour codebook (eq. 4.1) with the straight-through estimator.
 
     With ``reinit_every`` > 0, codes no encoding picked during the last
     ``reinit_every`` training calls are moved onto random encodings of the
-    current batch (the codebook-collapse remedy of sec. 4.2).
+    current batch (the codebook-collapse remedy of sec. 4.2). In data-parallel
+    training the usage counts and the encodings picked from are the global
+    batch's, so every rank revives the same codes with the same vectors.
     """
 
     def __init__(self, codebook_size: int, emb_dim: int, beta: float, reinit_every: int = 0):
@@ -51,10 +55,14 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def revive_dead_codes(self, z: torch.Tensor) -> int:
-        """Move unused codes onto random encodings of ``z``; return how many moved."""
+        """Move unused codes onto random encodings of ``z``; return how many moved.
+
+        ``z`` is this rank's slice of the batch: the picks are made among the whole
+        batch's encodings (rows in rank order), with the random state every rank shares.
+        """
         dead = (self.usage == 0).nonzero().flatten()
         if len(dead):
-            flat = z.detach().permute(0, 2, 3, 1).reshape(-1, self.emb_dim)
+            flat = gather_rows(z.detach()).permute(0, 2, 3, 1).reshape(-1, self.emb_dim)
             picks = torch.randint(0, len(flat), (len(dead),), device=flat.device)
             # Before the lookup of this call, so no autograd graph holds the old rows.
             self.embedding.weight.data[dead] = flat[picks].to(self.embedding.weight.dtype)
@@ -68,7 +76,8 @@ class VectorQuantizer(nn.Module):
                 self.revive_dead_codes(z)
         indices = self.codes(z)
         if self.training and self.reinit_every > 0:
-            self.usage += torch.bincount(indices.flatten(), minlength=self.codebook_size)
+            counts = torch.bincount(indices.flatten(), minlength=self.codebook_size)
+            self.usage += sum_over_ranks(counts)  # the global batch's usage
         z_q = self.lookup(indices)
         # eq. 4.2: codebook term pulls codes to encodings, commitment term the reverse.
         loss = F.mse_loss(z_q, z.detach()) + self.beta * F.mse_loss(z, z_q.detach())
@@ -95,6 +104,17 @@ class GumbelQuantizer(nn.Module):
     def codes(self, z: torch.Tensor) -> torch.Tensor:
         return self.proj(z).argmax(1)
 
+    def _gumbel_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """``F.gumbel_softmax(logits, tau, hard=False, dim=1)``, its noise drawn for the global
+        batch (this rank's rows kept): a single process's noise, image for image."""
+
+        def exponential(n: int) -> torch.Tensor:
+            shape = (n, *logits.shape[1:])
+            return torch.empty(shape, dtype=logits.dtype, device=logits.device).exponential_()
+
+        gumbels = -rows_of_global_draw(exponential, len(logits)).log()
+        return ((logits + gumbels) / self.temperature).softmax(1)
+
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         return self.embedding(indices).permute(0, 3, 1, 2)
 
@@ -102,7 +122,7 @@ class GumbelQuantizer(nn.Module):
         logits = self.proj(z)  # B×K×H×W
         indices = logits.argmax(1)
         if self.training:
-            one_hot = F.gumbel_softmax(logits, tau=self.temperature, hard=False, dim=1)
+            one_hot = self._gumbel_softmax(logits)
             z_q = torch.einsum("bkhw,kd->bdhw", one_hot, self.embedding.weight)
         else:
             z_q = self.lookup(indices)
