@@ -72,7 +72,8 @@ def test_sampler_calls_network_steps_times_and_leaves_no_mask(steps):
     model = AbsorbingDiffusion(SPEC, codebook_size=10, length=64).eval()
     calls = []
     model.denoiser.register_forward_hook(lambda *args: calls.append(1))
-    z = model.sample(5, steps, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    z = model.sample(5, steps, temperature=1.0, generator=gen, compact=False)
     assert len(calls) == steps
     assert z.shape == (5, 64)
     assert not (z == model.mask_id).any()

@@ -71,9 +71,45 @@ def test_autoregressive_sampler_contract_and_top_k():
 def test_every_absorbing_sampler_fills_all_tokens_in_steps_calls(sampler, steps):
     model = _absorbing()
     calls = _count_calls(model)
-    z = model.sample(6, steps, sampler=sampler, generator=torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(2)
+    z = model.sample(6, steps, sampler=sampler, generator=gen, compact=False)
     assert len(calls) == steps
     assert not (z == model.mask_id).any() and z.max() < 7
+
+
+@pytest.mark.parametrize("init", [False, True])
+@pytest.mark.parametrize("sampler", ["random", "confidence"])
+@pytest.mark.parametrize("steps", [1, 3, 8, 16])
+def test_compact_sampling_returns_the_plain_samplers_tokens_with_less_work(sampler, steps, init):
+    """The default (compact) path skips rows whose grid did not change and evaluates the
+    all-masked grid once; same generator → the very same tokens as the plain path."""
+    model = _absorbing().to("cpu")  # the helpers must not shadow nn.Module internals
+    rows: list = []
+    model.denoiser.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    start = None
+    if init:  # inpainting: half the batch partly known, half entirely masked
+        known = torch.randint(0, 7, (40, 16), generator=torch.Generator().manual_seed(4))
+        start = torch.full((40, 16), model.mask_id)
+        start[:20, :8] = known[:20, :8]
+    plain = model.sample(
+        40,
+        steps,
+        sampler=sampler,
+        init=start,
+        generator=torch.Generator().manual_seed(1),
+        compact=False,
+    )
+    plain_rows = sum(rows)
+    rows.clear()
+    compact = model.sample(
+        40, steps, sampler=sampler, init=start, generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(compact, plain)
+    assert plain_rows == 40 * steps and len(rows) <= steps
+    # Step one evaluates the all-masked grid once; the random sampler skips unchanged rows.
+    assert sum(rows) < plain_rows
+    if sampler == "random" and steps == 16:
+        assert sum(rows) < 0.75 * plain_rows
 
 
 def test_confidence_schedule_reveals_a_cosine_shaped_count():

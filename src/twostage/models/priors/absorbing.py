@@ -90,11 +90,40 @@ class AbsorbingDiffusion(nn.Module):
         b, n, k = probs.shape
         return torch.multinomial(probs.reshape(-1, k), 1, generator=generator).view(b, n)
 
+    def _reveal(self, z, t, generator):
+        """Which still-masked tokens the paper's reverse step reveals at t: each w.p. 1/t.
+
+        Drawn before the network is called: it does not depend on the probabilities, so
+        rows that reveal nothing need no network call (``compact`` sampling).
+        """
+        u = torch.rand(z.shape, generator=generator, device=z.device)
+        return (z == self.mask_id) & (u < 1.0 / t)
+
+    @staticmethod
+    def _draw_at(probs, reveal, generator):
+        """Tokens for the ``reveal`` positions by inversion of the CDF (one uniform each).
+
+        One uniform per grid position is drawn whether revealed or not, so the random
+        stream does not depend on which rows were evaluated.
+        """
+        u = torch.rand(reveal.shape, generator=generator, device=reveal.device)
+        if probs is None:  # compact sampling before any row needed the network
+            return torch.empty(0, dtype=torch.long, device=reveal.device)
+        cdf = probs[reveal].cumsum(-1)
+        target = (u[reveal] * cdf[:, -1]).unsqueeze(-1)
+        drawn = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+        return drawn.clamp_max(probs.shape[-1] - 1)
+
     def _random_step(self, z, probs, t, generator):
         """The paper's reverse step: each still-masked token is revealed with probability 1/t."""
-        u = torch.rand(z.shape, generator=generator, device=z.device)
-        reveal = (z == self.mask_id) & (u < 1.0 / t)
-        return torch.where(reveal, self._draw(probs, generator), z)
+        reveal = self._reveal(z, t, generator)
+        return self._reveal_tokens(z, reveal, self._draw_at(probs, reveal, generator))
+
+    @staticmethod
+    def _reveal_tokens(z, reveal, drawn):
+        z = z.clone()
+        z[reveal] = drawn
+        return z
 
     def _confidence_step(self, z, probs, step, steps, initial_masked, generator, choice_temp):
         """MaskGIT-style step: reveal the most confident draws; a cosine count stays masked.
@@ -127,8 +156,9 @@ class AbsorbingDiffusion(nn.Module):
         sampler: str = "random",
         init: torch.Tensor | None = None,
         choice_temperature: float = 4.5,
+        compact: bool = True,
     ) -> torch.Tensor:
-        """Reverse process in exactly ``steps`` network calls (S = T is the full chain).
+        """Reverse process in ``steps`` steps (S = T is the full chain).
 
         ``random`` (the paper): at t = S, …, 1 each still-masked token is revealed
         with probability 1/t, its value drawn from softmax(logits / τ); t = 1
@@ -137,6 +167,9 @@ class AbsorbingDiffusion(nn.Module):
         schedule to zero (``choice_temperature``: MaskGIT's noise on the ordering).
         ``init`` (B × L, mask token where unknown) starts from a partly known
         grid: unmasked tokens are never changed (inpainting).
+        ``compact=False`` calls the network on the whole batch at every step (exactly
+        ``steps`` calls); the default skips work whose result is already known and
+        returns the identical tokens (see ``_sample_compact``).
         """
         if not 1 <= steps <= self.num_timesteps:
             raise ValueError(f"steps must be in 1..{self.num_timesteps}, got {steps}")
@@ -147,6 +180,17 @@ class AbsorbingDiffusion(nn.Module):
         else:
             z = init.to(device).clone()
         initial_masked = (z == self.mask_id).sum(1)
+        if compact:
+            return self._sample_compact(
+                z,
+                steps,
+                temperature,
+                generator,
+                on_step,
+                sampler,
+                initial_masked,
+                choice_temperature,
+            )
         for i, t in enumerate(range(steps, 0, -1)):
             probs = self.probabilities(z, temperature)
             if sampler == "random":
@@ -158,6 +202,61 @@ class AbsorbingDiffusion(nn.Module):
             if on_step is not None:
                 on_step(t)
         return z
+
+    def _sample_compact(
+        self, z, steps, temperature, generator, on_step, sampler, initial_masked, choice_temperature
+    ):
+        """``sample`` with the same random stream and result, but no repeated network work.
+
+        The network's output for a row depends only on that row's grid, so (1) a row
+        whose grid has not changed since its last evaluation reuses those
+        probabilities: in the ``random`` sampler a token is revealed at step t with
+        probability 1/t independently of the network, so the reveal mask is drawn
+        first and only rows that reveal something and changed since are evaluated
+        (with steps = tokens, about 1 − 1/e of the rows per step); (2) rows that are
+        entirely masked (every row at the first step unless ``init``) share one
+        evaluation of the all-masked grid.
+        """
+        b = z.shape[0]
+        probs = None
+        stale = torch.ones(b, dtype=torch.bool, device=z.device)  # grid changed since evaluated
+        for i, t in enumerate(range(steps, 0, -1)):
+            if sampler == "random":
+                reveal = self._reveal(z, t, generator)
+                need = stale & reveal.any(1)
+            else:
+                need = stale
+            if need.any():
+                fresh = self._probabilities_of_rows(z, need, temperature)
+                if probs is None:
+                    probs = fresh.new_empty((b, *fresh.shape[1:]))
+                probs[need] = fresh
+                stale &= ~need
+            if sampler == "random":
+                z = self._reveal_tokens(z, reveal, self._draw_at(probs, reveal, generator))
+                stale |= reveal.any(1)
+            else:
+                new = self._confidence_step(
+                    z, probs, i + 1, steps, initial_masked, generator, choice_temperature
+                )
+                stale |= (new != z).any(1)
+                z = new
+            if on_step is not None:
+                on_step(t)
+        return z
+
+    def _probabilities_of_rows(self, z, rows, temperature):
+        """``probabilities`` of z[rows] in one call; all-masked rows share one evaluation."""
+        sub = z[rows]
+        blank = (sub == self.mask_id).all(1)
+        if blank.sum() <= 1:
+            return self.probabilities(sub, temperature)
+        # The distinct rows, then one all-masked row: the last output serves every blank row.
+        probs = self.probabilities(torch.cat([sub[~blank], sub[blank][:1]]), temperature)
+        out = probs.new_empty((sub.shape[0], *probs.shape[1:]))
+        out[~blank] = probs[:-1]
+        out[blank] = probs[-1:]
+        return out
 
     @torch.no_grad()
     def sample_large(
