@@ -29,7 +29,10 @@ BASE_PARAM_FILES = (
 
 # Kinds working with latent vectors instead of token grids (METHODS.md §5).
 CONTINUOUS_AUTOENCODERS = ("ae", "rae", "vae")
-CONTINUOUS_PRIORS = ("flow", "glf", "gmm", "vae_prior")
+CONTINUOUS_PRIORS = ("flow", "glf", "gmm", "vae_prior", "vae_flow")
+# Priors whose train_prior job trains its own autoencoder (of its entry's architecture)
+# jointly with the prior, from the images, and saves it in the prior's checkpoint.
+JOINT_PRIORS = ("glf", "vae_flow")
 
 
 class ConfigError(ValueError):
@@ -331,6 +334,7 @@ def _check_continuous(data: dict[str, Any], origin: dict) -> None:
         "gmm": CONTINUOUS_AUTOENCODERS,
         "glf": ("ae",),  # GLF trains its own deterministic AE of that architecture
         "vae_prior": ("vae",),
+        "vae_flow": ("vae",),  # trains its own VAE of that architecture with the flow
     }
     for name, prior in data["priors"].items():
         ae_kind = data["autoencoders"][prior["autoencoder"]]["kind"]
