@@ -124,3 +124,39 @@ def test_vae_flow_trains_jointly_saves_its_vae_and_resumes_identically(project: 
     clean_metrics.pop("train_time_s")
     resumed_metrics.pop("train_time_s")
     assert clean_metrics == resumed_metrics
+
+
+@pytest.mark.parametrize("stop_gradient", [False, True])
+def test_a_diverging_regularized_glf_is_recorded_not_crashed(
+    project: Path, monkeypatch, stop_gradient: bool
+):
+    """Without the stop-gradient, a non-finite loss is the paper's finding: training stops,
+    the last finite weights are saved and metrics.json says where. With it, the stage fails."""
+    profile = yaml.safe_load((project / "params/profiles/tiny.yaml").read_text())
+    profile["priors"]["glf_mnist"]["stop_gradient"] = stop_gradient
+    (project / "params/profiles/tiny.yaml").write_text(yaml.safe_dump(profile))
+    params = load_params(["params/profiles/tiny.yaml"])
+    real_loss, calls = glf.glf_loss, []
+
+    def loss_turning_nan(*args, **kwargs):
+        calls.append(1)
+        loss, recon, nll = real_loss(*args, **kwargs)
+        if len(calls) == 6:
+            nll = nll * float("nan")
+            loss = loss + nll
+        return loss, recon, nll
+
+    monkeypatch.setattr(glf, "glf_loss", loss_turning_nan)
+    if stop_gradient:
+        with pytest.raises(FloatingPointError, match="step 6"):
+            glf.train_glf(params, "glf_mnist")
+        return
+    metrics, ckpt = _train(params)
+    assert metrics["diverged_at_step"] == 6 and metrics["trained_steps"] == 5
+    assert ckpt["step"] == 5
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+    assert np.isfinite(metrics["flow_val_nll_bits_per_dim"])
+    log = (project / paths.prior("glf_mnist")["curve"]).read_text().splitlines()
+    assert len(log) == 1 + 6 and "nan" in log[-1].lower()
+    header = log[0].split(",")
+    assert {"nll", "latent_std", "val_latent_std"} <= set(header)

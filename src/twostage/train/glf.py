@@ -6,6 +6,14 @@ With ``stop_gradient: true`` (the paper's GLF) the flow's NLL reaches only the
 flow, so the encoder is shaped by reconstruction alone. With ``false`` (the
 paper's "regularized GLF") the NLL also pulls on the encoder, which can shrink
 the latents to drive the NLL down without bound: the instability the paper reports.
+The log follows it step by step: ``nll`` (the flow's NLL of the batch latents, nats
+per vector) and ``latent_std`` (their spread), and at each evaluation the validation
+NLL in bits per dimension and spread.
+
+A diverging regularized GLF is the finding, not a crash: if its loss turns
+non-finite, training stops there, keeps the last (finite) weights, and records
+``diverged_at_step`` in metrics.json. With the stop-gradient, as for every other
+model, a non-finite loss stops the stage with an error.
 
 In the DAG this is the ``train_prior`` job of a ``glf`` prior. Its
 ``autoencoder`` entry (kind ae) gives the architecture; the job trains a fresh
@@ -15,6 +23,7 @@ in the prior's model.pt. Runs of a glf prior decode with this autoencoder.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -39,6 +48,8 @@ from twostage.train.continuous import autoencoder_checkpoint, reconstruction_met
 from twostage.train.continuous_prior import bits_per_dim, mean_log_prob
 from twostage.train.resume import ResumableState, fingerprint
 
+logger = logging.getLogger("twostage")
+
 
 def glf_loss(
     ae: ContinuousAutoencoder,
@@ -46,12 +57,22 @@ def glf_loss(
     x: torch.Tensor,
     beta: float,
     stop_gradient: bool = True,
+    latents: list | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, reconstruction, flow NLL in nats per latent vector), batch means."""
+    """(total, reconstruction, flow NLL in nats per latent vector), batch means.
+
+    ``latents``, when given, receives the batch's (detached) latent vectors.
+    """
     z = ae.encode(x)
+    if latents is not None:
+        latents.append(z.detach())
     recon = squared_error(ae.decode(z), x)
     nll = -flow.log_prob(z.detach() if stop_gradient else z).mean()
     return beta * recon + nll, recon, nll
+
+
+def weights_finite(*modules: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for m in modules for t in m.state_dict().values())
 
 
 @torch.no_grad()
@@ -87,7 +108,9 @@ def train_glf(p: Params, name: str) -> dict:
     )
     batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
     train_x = torch.from_numpy(train_images)
-    log = CurveLog(["loss", "recon", "nll", "val_bits", "val_mse", "val_psnr", "latent_std"])
+    log = CurveLog(
+        ["loss", "recon", "nll", "latent_std", "val_bits", "val_mse", "val_psnr", "val_latent_std"]
+    )
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
     resume = ResumableState(
         "train_prior",
@@ -100,29 +123,40 @@ def train_glf(p: Params, name: str) -> dict:
     first = resume.restore()
 
     start = time.perf_counter()
+    diverged_at = None
     progress = step_progress(first, spec["steps"], f"glf {name}")
     for step in progress:
         x = to_tensor(train_x[batches.next_indices()].numpy(), device)
-        loss, recon, nll = glf_loss(ae, flow, x, spec["beta"], spec["stop_gradient"])
-        check_finite(step, loss=loss, recon=recon, nll=nll)
+        z_batch: list[torch.Tensor] = []
+        loss, recon, nll = glf_loss(ae, flow, x, spec["beta"], spec["stop_gradient"], z_batch)
+        terms = {"loss": loss, "recon": recon, "nll": nll}
+        if not spec["stop_gradient"] and not all(torch.isfinite(t) for t in terms.values()):
+            # The regularized variant's divergence is what it demonstrates: stop, keep the
+            # weights of the previous step (no update was made from this loss), say so.
+            if not weights_finite(ae, flow):
+                check_finite(step, **terms)  # nothing sound to keep: fail as usual
+            diverged_at = step
+            log.add(step, **{k: float(v.detach()) for k, v in terms.items()})
+            break
+        check_finite(step, **terms)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        row = {
-            "loss": float(loss.detach()),
-            "recon": float(recon.detach()),
-            "nll": float(nll.detach()),
-        }
+        row = {k: float(v.detach()) for k, v in terms.items()}
+        row["latent_std"] = float(z_batch[0].std(0).mean())  # collapse shows here
         if step in eval_at:
             z_val = encode_all(ae, val_images, device)
             row["val_bits"] = bits_per_dim(mean_log_prob(flow, z_val), dim)
-            row["latent_std"] = float(z_val.std(0).mean())  # collapse shows here
+            row["val_latent_std"] = float(z_val.std(0).mean())
             row.update(reconstruction_metrics(ae, val_images, device))
             progress.set_postfix(val_bits=f"{row['val_bits']:.3f}", psnr=f"{row['val_psnr']:.2f}")
         log.add(step, **row)
         resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
 
+    if diverged_at is not None:
+        progress.close()
+        logger.warning("glf %s: loss not finite at step %d; stopped there", name, diverged_at)
     # The last weights, not the best: the latents move, so earlier NLLs are not comparable.
     ae.eval()
     flow.eval()
@@ -135,7 +169,7 @@ def train_glf(p: Params, name: str) -> dict:
             "kind": "glf",
             "spec": spec,
             "latent_dim": dim,
-            "step": spec["steps"],
+            "step": spec["steps"] if diverged_at is None else diverged_at - 1,
             "state_dict": flow.state_dict(),
             "autoencoder": autoencoder_checkpoint(ae_spec, ds_spec, ae),
         },
@@ -147,9 +181,14 @@ def train_glf(p: Params, name: str) -> dict:
         "val_bound": "flow_exact_nll_bits_per_latent_dim",
         **{f"glf_{k}": v for k, v in reconstruction_metrics(ae, val_images, device).items()},
         "glf_val_latent_std": float(z_val.std(0).mean()),
+        # The flow's NLL of the validation latents in nats per vector: the quantity the
+        # regularized variant drives towards −∞ by shrinking the latents.
+        "glf_val_flow_nll_nats": -mean_log_prob(flow, z_val),
         "stop_gradient": spec["stop_gradient"],
         "latent_dim": dim,
         "steps": spec["steps"],
+        "trained_steps": spec["steps"] if diverged_at is None else diverged_at - 1,
+        **({} if diverged_at is None else {"diverged_at_step": diverged_at}),
         "parameters": sum(q.numel() for q in [*ae.parameters(), *flow.parameters()]),
         "train_time_s": train_time,
         "device": str(device),
