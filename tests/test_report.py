@@ -129,6 +129,12 @@ def test_runs_table_has_every_run_metric_and_calibration_row(report):
     calibration = table[table["run"].str.startswith("calibration")]
     n_ae = len(p.target_autoencoders())  # two calibration rows per autoencoder
     assert sorted(calibration["fd_classifier"]) == [5.0] * n_ae + [900.0] * n_ae
+    # The bad-model row says what was decoded: random tokens, or N(0, I) latents.
+    bad = calibration[calibration["fd_classifier"] == 900.0].set_index("autoencoder")["run"]
+    continuous = {ae for ae in p.target_autoencoders() if p.autoencoder(ae)["kind"] != "vq"}
+    assert continuous and set(bad.index) > continuous
+    for ae, label in bad.items():
+        assert ("N(0, I) latents" if ae in continuous else "random tokens") in label, (ae, label)
     assert "protocol" not in table and "prior.val_bound" not in table  # numbers only
 
 
