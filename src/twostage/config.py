@@ -165,9 +165,13 @@ def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> dict[s
     return sweep_of
 
 
-def sweep_run_name(sweep: str, steps: int, temperature: float) -> str:
-    """``absorbing-s16-t0p8``: names allow no dots, so 0.8 is written 0p8."""
-    return f"{sweep}-s{steps}-t{format(temperature, 'g').replace('.', 'p')}"
+def sweep_run_name(sweep: str, steps: int | None, temperature: float) -> str:
+    """``absorbing-s16-t0p8``: names allow no dots, so 0.8 is written 0p8.
+
+    A sweep of a continuous prior (ancestral sampling, no steps) names ``<sweep>-t0p8``.
+    """
+    temp = f"t{format(temperature, 'g').replace('.', 'p')}"
+    return f"{sweep}-{temp}" if steps is None else f"{sweep}-s{steps}-{temp}"
 
 
 def _expand_sweeps(data: dict[str, Any], origin: dict) -> dict[str, str]:
@@ -176,13 +180,16 @@ def _expand_sweeps(data: dict[str, Any], origin: dict) -> dict[str, str]:
     for sweep, spec in data["sweeps"].items():
         if sweep in data["runs"]:
             _fail(origin, ("sweeps", sweep), "a run of the same name exists")
-        for steps in spec["steps"]:
+        # Ancestral sampling of a continuous prior has no steps: its sweeps are over temperature.
+        for steps in spec.get("steps", [None]):
             for temperature in spec["temperature"]:
                 name = sweep_run_name(sweep, steps, temperature)
                 if name in data["runs"]:
                     _fail(origin, ("sweeps", sweep), f"generated run {name!r} already exists")
                 run = {k: v for k, v in spec.items() if k not in ("steps", "temperature")}
-                data["runs"][name] = {**run, "steps": steps, "temperature": temperature}
+                if steps is not None:
+                    run["steps"] = steps
+                data["runs"][name] = {**run, "temperature": temperature}
                 origin[("runs", name)] = _where(origin, ("sweeps", sweep))
                 sweep_of[name] = sweep
     targets: list[str] = []

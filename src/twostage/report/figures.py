@@ -91,7 +91,9 @@ def plot_sweeps(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[Figure]
                 g["recall"],
                 g["precision"],
                 marker="o",
-                label=f"{prior} ({sampler}, {int(steps)} steps)",
+                label=f"{prior} (ancestral)"  # continuous: one draw, no steps
+                if sampler == "ancestral"
+                else f"{prior} ({sampler}, {int(steps)} steps)",
             )
             for _, row in g.iterrows():
                 ax.annotate(
