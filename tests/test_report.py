@@ -185,3 +185,16 @@ def test_report_renders_in_a_real_browser(report, render_in_browser):
     assert seen["images"] > 10 and seen["broken"] == []
     assert seen["tables"] >= 3
     assert seen["scripts"] == 1  # only the probe: no user string became a script
+
+
+def test_latent_scale_figure_draws_only_logs_with_nll_and_spread(tmp_path: Path):
+    from twostage.report import figures
+
+    logs = {}
+    for name, cols in (("glf", "step,loss,nll,latent_std"), ("absorbing", "step,loss,val_bits")):
+        logs[name] = tmp_path / f"{name}.csv"
+        rows = [f"{s},1.0,{-s},{1 / s}" if name == "glf" else f"{s},1.0," for s in (1, 2, 3)]
+        logs[name].write_text("\n".join([cols, *rows]) + "\n")
+    assert figures.plot_latent_scale({"absorbing": logs["absorbing"]}, tmp_path) == []
+    [figure] = figures.plot_latent_scale(logs, tmp_path)
+    assert figure.src == "figures/latent-scale.png" and (tmp_path / "latent-scale.png").is_file()

@@ -166,6 +166,9 @@ def build_report(p: Params) -> str:
     comparisons += figures.plot_codebook_usage(
         {ae: Path(paths.autoencoder(ae)["curve"]) for ae in p.target_autoencoders()}, fig_dir
     )
+    comparisons += figures.plot_latent_scale(
+        {prior: Path(paths.prior(prior)["curve"]) for prior in p.target_priors()}, fig_dir
+    )
     ae_sections, ae_curves = _autoencoder_sections(p, fig_dir)
     prior_grids, prior_curves = _prior_figures(p, fig_dir)
 
