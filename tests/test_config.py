@@ -108,6 +108,24 @@ def test_sweeps_expand_into_named_runs_and_targets(params_root: Path):
     assert {"absorbing_steps-s2-t0p8", "autoregressive"} <= set(params["targets"])
 
 
+def test_continuous_sweeps_expand_over_temperature_only(params_root: Path):
+    params = load_params(root=params_root)
+    run = params.run("glf_temperature-t0p6")
+    assert run == {
+        "prior": "glf_mnist",
+        "sampler": "ancestral",
+        "batch_size": 500,
+        "temperature": 0.6,
+    }
+    assert params.sweep_of["glf_temperature-t0p8"] == "glf_temperature"
+    assert {"glf_temperature-t0p6", "rae_gmm_temperature-t0p8"} <= set(params["targets"])
+    _edit(
+        params_root, "evaluation.yaml", lambda d: d["sweeps"]["glf_temperature"].update(steps=[4])
+    )
+    with pytest.raises(ConfigError, match=r"sweeps\.glf_temperature\.steps: unknown key"):
+        load_params(root=params_root)
+
+
 def test_autoregressive_runs_must_take_one_step_per_token(params_root: Path):
     _edit(params_root, "evaluation.yaml", lambda d: d["runs"]["autoregressive"].update(steps=8))
     with pytest.raises(ConfigError, match=r"runs\.autoregressive\.steps: .*steps must be 16"):

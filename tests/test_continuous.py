@@ -1,4 +1,5 @@
-"""The continuous-latent family: flows, the Gaussian mixture, GLF's stop-gradient, the params."""
+"""The continuous-latent family: flows, the Gaussian mixture, GLF's stop-gradient, the joint
+VAE + flow bound, the params."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from twostage.models.priors.continuous import StandardNormalPrior
 from twostage.models.priors.flow import CouplingFlow
 from twostage.models.priors.gmm import GaussianMixturePrior
 from twostage.train.glf import glf_loss
+from twostage.train.vae_flow import vae_flow_loss
 
 SPEC = {"kind": "ae", "latent_dim": 4, "channels": [4, 8], "fc_dim": 16}
 
@@ -126,6 +128,69 @@ def test_vae_kl_vanishes_at_the_prior_and_autoencoder_shapes():
     assert vae.decode(torch.randn(3, 4)).abs().max() <= 1
 
 
+def _tiny_vae_and_flow() -> tuple[ContinuousAutoencoder, CouplingFlow]:
+    torch.manual_seed(0)
+    vae = ContinuousAutoencoder({**SPEC, "kind": "vae"}, 1, 16).double()
+    flow = _random_flow(dim=4, blocks=2)
+    return vae, flow
+
+
+def test_vae_flow_loss_equals_a_hand_computation():
+    """−ELBO = −log p(x|z) + log q(z|x) − log p_flow(z) at the reparameterised draw, where
+    log p_flow is computed here from the flow's brute-force Jacobian, not its log-scales."""
+    vae, flow = _tiny_vae_and_flow()
+    vae.eval()
+    flow.eval()
+    x = (torch.rand(3, 1, 16, 16, dtype=torch.float64) * 2 - 1).round(decimals=2)
+    beta = 0.7
+    loss, terms = vae_flow_loss(vae, flow, x, beta, torch.Generator().manual_seed(5))
+
+    with torch.no_grad():
+        h = vae.encoder(x)
+        mu, logvar = h[:, :4], h[:, 4:]
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(5)).double()
+        z = mu + logvar.mul(0.5).exp() * eps
+        p = torch.sigmoid(2 * vae.decoder(z))  # Bernoulli means = (tanh(a) + 1) / 2
+        t = (x + 1) / 2
+        log_px = (t * p.log() + (1 - t) * (1 - p).log()).flatten(1).sum(1)
+        log_q = torch.distributions.Normal(mu, logvar.mul(0.5).exp()).log_prob(z).sum(1)
+    log_p = []
+    for row in z:
+        u = flow(row[None])[0][0]
+        jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], row)
+        base = torch.distributions.Normal(0.0, 1.0).log_prob(u).sum()
+        log_p.append(float(base + torch.linalg.slogdet(jac)[1]))
+    log_p = torch.tensor(log_p, dtype=torch.float64)
+    assert torch.linalg.slogdet(jac)[1].abs() > 0.1  # the log-det matters in this check
+
+    assert torch.allclose(terms["recon"], -log_px.mean(), rtol=1e-9)
+    assert torch.allclose(terms["log_q"], log_q.mean(), rtol=1e-9)
+    assert torch.allclose(terms["log_prior"], log_p.mean(), rtol=1e-9)
+    expected = (-log_px + beta * (log_q - log_p)).mean()
+    assert torch.allclose(loss, expected, rtol=1e-9)
+    # Against the flow, the bound is not the N(0, I) one: the prior term really is the flow's.
+    _, kl_normal = vae_terms(vae, x, torch.Generator().manual_seed(5))
+    assert abs(float(terms["kl"] - kl_normal)) > 1e-3
+
+
+def test_vae_flow_gradients_reach_encoder_decoder_and_flow():
+    vae, flow = _tiny_vae_and_flow()
+    x = torch.rand(8, 1, 16, 16, dtype=torch.float64) * 2 - 1
+    loss, _ = vae_flow_loss(vae, flow, x, 1.0, torch.Generator().manual_seed(0))
+    loss.backward()
+    for part in (vae.encoder, vae.decoder, flow):
+        grads = [p.grad for p in part.parameters()]
+        assert all(g is not None for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+    # The flow's term alone also trains the encoder (it is the prior of q, not fitted after).
+    vae.zero_grad()
+    flow.zero_grad()
+    _, terms = vae_flow_loss(vae, flow, x, 1.0, torch.Generator().manual_seed(0))
+    (-terms["log_prior"]).backward()
+    assert sum(float(p.grad.abs().sum()) for p in vae.encoder.parameters()) > 0
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in vae.decoder.parameters())
+
+
 # --- params ---------------------------------------------------------------------------------
 
 
@@ -144,8 +209,9 @@ def _edit(root: Path, file: str, mutate) -> None:
 
 def test_repository_params_define_the_continuous_models(repo: Path):
     p = load_params(root=repo)
-    assert {"glf", "rae_gmm", "vae"} <= set(p["targets"])
+    assert {"glf", "rae_gmm", "vae", "vae_flow"} <= set(p["targets"])
     assert p.prior("glf_mnist")["stop_gradient"] is True
+    assert p.prior(p.prior_of_run("vae_flow"))["kind"] == "vae_flow"  # the joint model
 
 
 def test_continuous_runs_take_no_steps(params_root: Path):

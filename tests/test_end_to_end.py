@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from twostage.artifacts import load_torch
 from twostage.config import load_params
 from twostage.plan import jobs
 
@@ -101,7 +102,9 @@ def test_continuous_priors_go_through_the_dag(snakemake_project: Path):
         "glf": "flow_val_nll_bits_per_dim",
         "rae_gmm": "gmm_val_avg_log_likelihood",
         "vae": "vae_val_elbo_nats",
-        "vae_flow": "flow_val_nll_bits_per_dim",
+        "vae_flow": "vae_val_elbo_nats",  # the joint model's bound, under the VAE's key
+        "glf_regularized": "glf_val_flow_nll_nats",
+        "glf_temperature-t0p6": "flow_val_nll_bits_per_dim",  # a sweep over temperatures
     }
     params = load_params([SMOKE], root=snakemake_project)
     results = snakemake_project / "results"
@@ -114,6 +117,9 @@ def test_continuous_priors_go_through_the_dag(snakemake_project: Path):
         assert math.isfinite(prior[key]), run
     calibration = json.loads((results / "calibration/vae_mnist/metrics.json").read_text())
     assert set(calibration) == {"real_val_vs_train", "random_tokens"}
+    assert "calibration: decoded N(0, I) latents" in (results / "report/index.html").read_text()
+    joint = load_torch(results / "priors/flow_vae_mnist/model.pt")
+    assert joint["kind"] == "vae_flow" and joint["autoencoder"]["kind"] == "vae"
 
 
 def _job_intervals(root: Path) -> list[tuple[float, float, str]]:

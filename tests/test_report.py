@@ -129,6 +129,12 @@ def test_runs_table_has_every_run_metric_and_calibration_row(report):
     calibration = table[table["run"].str.startswith("calibration")]
     n_ae = len(p.target_autoencoders())  # two calibration rows per autoencoder
     assert sorted(calibration["fd_classifier"]) == [5.0] * n_ae + [900.0] * n_ae
+    # The bad-model row says what was decoded: random tokens, or N(0, I) latents.
+    bad = calibration[calibration["fd_classifier"] == 900.0].set_index("autoencoder")["run"]
+    continuous = {ae for ae in p.target_autoencoders() if p.autoencoder(ae)["kind"] != "vq"}
+    assert continuous and set(bad.index) > continuous
+    for ae, label in bad.items():
+        assert ("N(0, I) latents" if ae in continuous else "random tokens") in label, (ae, label)
     assert "protocol" not in table and "prior.val_bound" not in table  # numbers only
 
 
@@ -179,3 +185,16 @@ def test_report_renders_in_a_real_browser(report, render_in_browser):
     assert seen["images"] > 10 and seen["broken"] == []
     assert seen["tables"] >= 3
     assert seen["scripts"] == 1  # only the probe: no user string became a script
+
+
+def test_latent_scale_figure_draws_only_logs_with_nll_and_spread(tmp_path: Path):
+    from twostage.report import figures
+
+    logs = {}
+    for name, cols in (("glf", "step,loss,nll,latent_std"), ("absorbing", "step,loss,val_bits")):
+        logs[name] = tmp_path / f"{name}.csv"
+        rows = [f"{s},1.0,{-s},{1 / s}" if name == "glf" else f"{s},1.0," for s in (1, 2, 3)]
+        logs[name].write_text("\n".join([cols, *rows]) + "\n")
+    assert figures.plot_latent_scale({"absorbing": logs["absorbing"]}, tmp_path) == []
+    [figure] = figures.plot_latent_scale(logs, tmp_path)
+    assert figure.src == "figures/latent-scale.png" and (tmp_path / "latent-scale.png").is_file()

@@ -29,10 +29,14 @@ BASE_PARAM_FILES = (
 
 # Kinds working with latent vectors instead of token grids (METHODS.md §5).
 CONTINUOUS_AUTOENCODERS = ("ae", "rae", "vae")
-CONTINUOUS_PRIORS = ("flow", "glf", "gmm", "vae_prior")
-# Prior kinds fitted in one process whatever distributed.nproc says (small fits on cached
-# latents); every other autoencoder and prior trains data-parallel (train/distributed.py).
-SINGLE_PROCESS_KINDS = ("flow", "gmm", "vae_prior")
+CONTINUOUS_PRIORS = ("flow", "glf", "gmm", "vae_prior", "vae_flow")
+# Priors whose train_prior job trains its own autoencoder (of its entry's architecture)
+# jointly with the prior, from the images, and saves it in the prior's checkpoint.
+JOINT_PRIORS = ("glf", "vae_flow")
+# Prior kinds trained in one process whatever distributed.nproc says: small fits on cached
+# latents, and the joint VAE + flow (its loop is not data-parallel yet); every other
+# autoencoder and prior trains data-parallel (train/distributed.py).
+SINGLE_PROCESS_KINDS = ("flow", "gmm", "vae_prior", "vae_flow")
 
 
 class ConfigError(ValueError):
@@ -165,9 +169,13 @@ def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> dict[s
     return sweep_of
 
 
-def sweep_run_name(sweep: str, steps: int, temperature: float) -> str:
-    """``absorbing-s16-t0p8``: names allow no dots, so 0.8 is written 0p8."""
-    return f"{sweep}-s{steps}-t{format(temperature, 'g').replace('.', 'p')}"
+def sweep_run_name(sweep: str, steps: int | None, temperature: float) -> str:
+    """``absorbing-s16-t0p8``: names allow no dots, so 0.8 is written 0p8.
+
+    A sweep of a continuous prior (ancestral sampling, no steps) names ``<sweep>-t0p8``.
+    """
+    temp = f"t{format(temperature, 'g').replace('.', 'p')}"
+    return f"{sweep}-{temp}" if steps is None else f"{sweep}-s{steps}-{temp}"
 
 
 def _expand_sweeps(data: dict[str, Any], origin: dict) -> dict[str, str]:
@@ -176,13 +184,16 @@ def _expand_sweeps(data: dict[str, Any], origin: dict) -> dict[str, str]:
     for sweep, spec in data["sweeps"].items():
         if sweep in data["runs"]:
             _fail(origin, ("sweeps", sweep), "a run of the same name exists")
-        for steps in spec["steps"]:
+        # Ancestral sampling of a continuous prior has no steps: its sweeps are over temperature.
+        for steps in spec.get("steps", [None]):
             for temperature in spec["temperature"]:
                 name = sweep_run_name(sweep, steps, temperature)
                 if name in data["runs"]:
                     _fail(origin, ("sweeps", sweep), f"generated run {name!r} already exists")
                 run = {k: v for k, v in spec.items() if k not in ("steps", "temperature")}
-                data["runs"][name] = {**run, "steps": steps, "temperature": temperature}
+                if steps is not None:
+                    run["steps"] = steps
+                data["runs"][name] = {**run, "temperature": temperature}
                 origin[("runs", name)] = _where(origin, ("sweeps", sweep))
                 sweep_of[name] = sweep
     targets: list[str] = []
@@ -337,6 +348,7 @@ def _check_continuous(data: dict[str, Any], origin: dict) -> None:
         "gmm": CONTINUOUS_AUTOENCODERS,
         "glf": ("ae",),  # GLF trains its own deterministic AE of that architecture
         "vae_prior": ("vae",),
+        "vae_flow": ("vae",),  # trains its own VAE of that architecture with the flow
     }
     for name, prior in data["priors"].items():
         ae_kind = data["autoencoders"][prior["autoencoder"]]["kind"]

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from twostage import paths
-from twostage.config import Params
+from twostage.config import JOINT_PRIORS, Params
 
 # Params of a job: (file, dotted key) pairs. Only these trigger a rerun in DVC.
 ParamKeys = list[tuple[str, str]]
@@ -148,12 +148,12 @@ def encode_job(p: Params, ae: str) -> Job:
 def continuous_prior_deps(p: Params, prior: str) -> list[str]:
     """What a continuous prior's training reads besides the latents.
 
-    glf trains its own autoencoder from the images; vae_prior scores the VAE's
-    ELBO on the validation images with the trained VAE.
+    glf and vae_flow train their own autoencoder from the images; vae_prior
+    scores the VAE's ELBO on the validation images with the trained VAE.
     """
     kind, ae = p.prior(prior)["kind"], p.autoencoder_of_prior(prior)
     data = paths.data(p.dataset_of_autoencoder(ae))
-    if kind == "glf":
+    if kind in JOINT_PRIORS:
         return [data["train"], data["val"]]
     if kind == "vae_prior":
         return [paths.autoencoder(ae)["model"], data["val"]]
@@ -161,8 +161,8 @@ def continuous_prior_deps(p: Params, prior: str) -> list[str]:
 
 
 def glf_params(p: Params, prior: str) -> ParamKeys:
-    """GLF trains its own autoencoder: that architecture's params key is one of its inputs."""
-    if p.prior(prior)["kind"] != "glf":
+    """GLF and VAE+flow train their own autoencoder: that architecture's params key is an input."""
+    if p.prior(prior)["kind"] not in JOINT_PRIORS:
         return []
     return [("params/autoencoders.yaml", f"autoencoders.{p.autoencoder_of_prior(prior)}")]
 

@@ -46,8 +46,9 @@ def _intro(p: Params) -> str:
     return (
         f"Feature extractor: {ext} ({note}). Each run: {ev['n_samples']} samples; FD against all "
         f"training images, PRDC (k={ev['nearest_k']}) against an equal-sized training subset. "
-        "The calibration rows give the scale: a good model sits near the floor, far from random "
-        "tokens. Columns prefixed prior. and ae. come from the run's prior and autoencoder."
+        "The calibration rows give the scale: a good model sits near the floor, far from the "
+        "bad model (decoded random tokens, or N(0, I) latents for a continuous autoencoder). "
+        "Columns prefixed prior. and ae. come from the run's prior and autoencoder."
     )
 
 
@@ -66,7 +67,7 @@ def _autoencoder_sections(p: Params, fig_dir: Path) -> tuple[list[Section], list
                 paths.calibration(ae)["grid"],
                 fig_dir,
                 f"random-tokens-{ae}.png",
-                f"Autoencoder {ae}: decoded uniformly random tokens",
+                collect.bad_model_caption(p, ae),
             ),
         ]
         extra = collect.ae_eval_files(ae)
@@ -164,6 +165,9 @@ def build_report(p: Params) -> str:
     comparisons += figures.plot_quality_vs_time(runs, fd_col, fig_dir)
     comparisons += figures.plot_codebook_usage(
         {ae: Path(paths.autoencoder(ae)["curve"]) for ae in p.target_autoencoders()}, fig_dir
+    )
+    comparisons += figures.plot_latent_scale(
+        {prior: Path(paths.prior(prior)["curve"]) for prior in p.target_priors()}, fig_dir
     )
     ae_sections, ae_curves = _autoencoder_sections(p, fig_dir)
     prior_grids, prior_curves = _prior_figures(p, fig_dir)

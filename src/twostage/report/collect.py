@@ -16,13 +16,33 @@ import pandas as pd
 
 from twostage import paths
 from twostage.artifacts import read_json
-from twostage.config import Params
+from twostage.config import CONTINUOUS_AUTOENCODERS, Params
 
 # Calibration rows of every autoencoder: key in calibration/metrics.json → row label.
 CALIBRATION_ROWS = {
     "real_val_vs_train": "calibration: real validation images (floor)",
     "random_tokens": "calibration: decoded random tokens (bad model)",
 }
+# A continuous autoencoder has no tokens: its calibrate stage decodes N(0, I) latents
+# under the same key (for a VAE that is the VAE with its own prior).
+CONTINUOUS_CALIBRATION_ROWS = {
+    **CALIBRATION_ROWS,
+    "random_tokens": "calibration: decoded N(0, I) latents (bad model)",
+}
+
+
+def calibration_rows(p: Params, ae: str) -> dict[str, str]:
+    """Key in ``ae``'s calibration/metrics.json → row label, by what its calibration decoded."""
+    if p.autoencoder(ae)["kind"] in CONTINUOUS_AUTOENCODERS:
+        return CONTINUOUS_CALIBRATION_ROWS
+    return CALIBRATION_ROWS
+
+
+def bad_model_caption(p: Params, ae: str) -> str:
+    """What the calibration grid of ``ae`` shows."""
+    if p.autoencoder(ae)["kind"] in CONTINUOUS_AUTOENCODERS:
+        return f"Autoencoder {ae}: decoded N(0, I) latents"
+    return f"Autoencoder {ae}: decoded uniformly random tokens"
 
 
 def optional(path: str | Path) -> Path | None:
@@ -91,7 +111,7 @@ def runs_table(p: Params) -> pd.DataFrame:
         rows.append(row)
     for ae in p.target_autoencoders():
         cal = read_json(paths.calibration(ae)["metrics"])
-        for key, label in CALIBRATION_ROWS.items():
+        for key, label in calibration_rows(p, ae).items():
             if key in cal:
                 rows.append({"run": label, "autoencoder": ae, **numeric(cal[key])})
     return pd.DataFrame(rows)

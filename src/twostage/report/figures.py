@@ -91,7 +91,9 @@ def plot_sweeps(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[Figure]
                 g["recall"],
                 g["precision"],
                 marker="o",
-                label=f"{prior} ({sampler}, {int(steps)} steps)",
+                label=f"{prior} (ancestral)"  # continuous: one draw, no steps
+                if sampler == "ancestral"
+                else f"{prior} ({sampler}, {int(steps)} steps)",
             )
             for _, row in g.iterrows():
                 ax.annotate(
@@ -185,5 +187,32 @@ def plot_codebook_usage(logs: dict[str, Path], fig_dir: Path) -> list[Figure]:
     return [
         Figure(
             "Codebook usage: distinct codes the validation images use", "figures/codebook-usage.png"
+        )
+    ]
+
+
+def plot_latent_scale(logs: dict[str, Path], fig_dir: Path) -> list[Figure]:
+    """Flow NLL and latent spread during training, one line per prior whose log records both
+    (GLF with and without the stop-gradient: the regularized variant shrinks its latents)."""
+    series = {}
+    for prior, csv in logs.items():
+        log = pd.read_csv(csv)
+        if {"nll", "latent_std"} <= set(log.columns) and log["latent_std"].notna().any():
+            series[prior] = log
+    if not series:
+        return []
+    fig, (ax_nll, ax_std) = plt.subplots(1, 2, figsize=(8.4, 3.2))
+    for prior, log in series.items():
+        ax_nll.plot(log["step"], log["nll"], lw=0.8, label=prior)
+        ax_std.plot(log["step"], log["latent_std"], lw=0.8, label=prior)
+    ax_nll.set(xlabel="step", ylabel="flow NLL of the batch latents (nats)", title="flow NLL")
+    ax_std.set(xlabel="step", ylabel="latent std (batch, mean over dims)", title="latent spread")
+    ax_std.set_yscale("log")
+    ax_nll.legend(fontsize=7)
+    _save(fig, fig_dir / "latent-scale.png")
+    return [
+        Figure(
+            "Flow NLL and latent spread during joint training (per step, training batches)",
+            "figures/latent-scale.png",
         )
     ]

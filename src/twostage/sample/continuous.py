@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from twostage import paths
 from twostage.artifacts import check_spec, load_torch, save_npy, write_json
-from twostage.config import Params
+from twostage.config import JOINT_PRIORS, Params
 from twostage.images import save_grid, to_uint8
 from twostage.models.autoencoders import build_autoencoder, load_autoencoder
 from twostage.models.priors import load_prior
@@ -25,11 +25,11 @@ from twostage.runtime import pick_device, seed_everything
 def load_decoder(p: Params, prior_name: str, device: torch.device) -> torch.nn.Module:
     """The autoencoder whose decoder turns this prior's latents into images.
 
-    A GLF prior carries its own, jointly trained one; other priors use their
-    ``autoencoder`` entry's trained model.
+    A GLF or VAE+flow prior carries its own, jointly trained one; other priors
+    use their ``autoencoder`` entry's trained model.
     """
     ae = p.autoencoder_of_prior(prior_name)
-    if p.prior(prior_name)["kind"] == "glf":
+    if p.prior(prior_name)["kind"] in JOINT_PRIORS:
         path = paths.prior(prior_name)["model"]
         saved = load_torch(path)["autoencoder"]
         check_spec(path, saved["spec"], p.autoencoder(ae))

@@ -25,6 +25,10 @@ def train_prior(p: Params, name: str) -> dict:
         from twostage.train.glf import train_glf
 
         return train_glf(p, name)
+    if kind == "vae_flow":
+        from twostage.train.vae_flow import train_vae_flow
+
+        return train_vae_flow(p, name)
     if kind in ("flow", "gmm", "vae_prior"):
         from twostage.train import continuous_prior
 

@@ -6,6 +6,14 @@ With ``stop_gradient: true`` (the paper's GLF) the flow's NLL reaches only the
 flow, so the encoder is shaped by reconstruction alone. With ``false`` (the
 paper's "regularized GLF") the NLL also pulls on the encoder, which can shrink
 the latents to drive the NLL down without bound: the instability the paper reports.
+The log follows it step by step: ``nll`` (the flow's NLL of the batch latents, nats
+per vector) and ``latent_std`` (their spread), and at each evaluation the validation
+NLL in bits per dimension and spread.
+
+A diverging regularized GLF is the finding, not a crash: if its loss turns
+non-finite, training stops there, keeps the last (finite) weights, and records
+``diverged_at_step`` in metrics.json. With the stop-gradient, as for every other
+model, a non-finite loss stops the stage with an error.
 
 In the DAG this is the ``train_prior`` job of a ``glf`` prior. Its
 ``autoencoder`` entry (kind ae) gives the architecture; the job trains a fresh
@@ -19,6 +27,8 @@ global batch's statistics, rank 0 validates and writes.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 
 import numpy as np
@@ -44,6 +54,8 @@ from twostage.train.continuous import autoencoder_checkpoint, reconstruction_met
 from twostage.train.continuous_prior import bits_per_dim, mean_log_prob
 from twostage.train.resume import ResumableState, fingerprint
 
+logger = logging.getLogger("twostage")
+
 
 def glf_loss(
     ae: ContinuousAutoencoder,
@@ -51,12 +63,22 @@ def glf_loss(
     x: torch.Tensor,
     beta: float,
     stop_gradient: bool = True,
+    latents: list | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, reconstruction, flow NLL in nats per latent vector), batch means."""
+    """(total, reconstruction, flow NLL in nats per latent vector), batch means.
+
+    ``latents``, when given, receives the batch's (detached) latent vectors.
+    """
     z = ae.encode(x)
+    if latents is not None:
+        latents.append(z.detach())
     recon = squared_error(ae.decode(z), x)
     nll = -flow.log_prob(z.detach() if stop_gradient else z).mean()
     return beta * recon + nll, recon, nll
+
+
+def weights_finite(*modules: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for m in modules for t in m.state_dict().values())
 
 
 @torch.no_grad()
@@ -101,13 +123,16 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
     batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
     train_x = torch.from_numpy(train_images)
     beta, stop_gradient = spec["beta"], spec["stop_gradient"]
+    z_batch: list[torch.Tensor] = []  # the batch's latents, filled by glf_loss
     loss_of = distributed.loss_module(
         torch.nn.ModuleDict({"ae": ae, "flow": flow}),
         ctx,
         device,
-        lambda m, x: glf_loss(m["ae"], m["flow"], x, beta, stop_gradient),
+        lambda m, x: glf_loss(m["ae"], m["flow"], x, beta, stop_gradient, z_batch),
     )
-    log = CurveLog(["loss", "recon", "nll", "val_bits", "val_mse", "val_psnr", "latent_std"])
+    log = CurveLog(
+        ["loss", "recon", "nll", "latent_std", "val_bits", "val_mse", "val_psnr", "val_latent_std"]
+    )
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
     resume = ResumableState(
         "train_prior",
@@ -120,21 +145,33 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
     first = resume.restore()
 
     start = time.perf_counter()
+    diverged_at = None
     progress = step_progress(first, spec["steps"], f"glf {name}", disable=not ctx.is_main)
     for step in progress:
         x = to_tensor(train_x[ctx.shard(batches.next_indices())].numpy(), device)
+        z_batch.clear()
         loss, recon, nll = loss_of(x)
         # Averaged over ranks: the global batch's terms; every rank stops alike.
         row = {k: float(v) for k, v in ctx.means(loss=loss, recon=recon, nll=nll).items()}
+        if not stop_gradient and not all(math.isfinite(v) for v in row.values()):
+            # The regularized variant's divergence is what it demonstrates: stop, keep the
+            # weights of the previous step (no update was made from this loss), say so.
+            if not weights_finite(ae, flow):
+                check_finite(step, **row)  # nothing sound to keep: fail as usual
+            diverged_at = step
+            log.add(step, **row)
+            break
         check_finite(step, **row)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        # Collapse of the latents shows here (the mean over ranks of each slice's spread).
+        row["latent_std"] = float(ctx.means(latent_std=z_batch[0].std(0).mean())["latent_std"])
         # Validation decides nothing here (the last weights are kept): rank 0 alone runs it.
         if step in eval_at and ctx.is_main:
             z_val = encode_all(ae, val_images, device)
             row["val_bits"] = bits_per_dim(mean_log_prob(flow, z_val), dim)
-            row["latent_std"] = float(z_val.std(0).mean())  # collapse shows here
+            row["val_latent_std"] = float(z_val.std(0).mean())
             row.update(reconstruction_metrics(ae, val_images, device))
             progress.set_postfix(val_bits=f"{row['val_bits']:.3f}", psnr=f"{row['val_psnr']:.2f}")
         log.add(step, **row)
@@ -145,6 +182,9 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
     if not ctx.is_main:  # only rank 0 evaluates and writes artifacts
         return {"processes": ctx.world_size, "rank": ctx.rank}
 
+    if diverged_at is not None:
+        progress.close()
+        logger.warning("glf %s: loss not finite at step %d; stopped there", name, diverged_at)
     # The last weights, not the best: the latents move, so earlier NLLs are not comparable.
     ae.eval()
     flow.eval()
@@ -157,7 +197,7 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
             "kind": "glf",
             "spec": spec,
             "latent_dim": dim,
-            "step": spec["steps"],
+            "step": spec["steps"] if diverged_at is None else diverged_at - 1,
             "state_dict": flow.state_dict(),
             "autoencoder": autoencoder_checkpoint(ae_spec, ds_spec, ae),
         },
@@ -169,10 +209,15 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
         "val_bound": "flow_exact_nll_bits_per_latent_dim",
         **{f"glf_{k}": v for k, v in reconstruction_metrics(ae, val_images, device).items()},
         "glf_val_latent_std": float(z_val.std(0).mean()),
+        # The flow's NLL of the validation latents in nats per vector: the quantity the
+        # regularized variant drives towards −∞ by shrinking the latents.
+        "glf_val_flow_nll_nats": -mean_log_prob(flow, z_val),
         "stop_gradient": spec["stop_gradient"],
         "latent_dim": dim,
         "steps": spec["steps"],
         "processes": ctx.world_size,
+        "trained_steps": spec["steps"] if diverged_at is None else diverged_at - 1,
+        **({} if diverged_at is None else {"diverged_at_step": diverged_at}),
         "parameters": sum(q.numel() for q in [*ae.parameters(), *flow.parameters()]),
         "train_time_s": train_time,
         "device": str(device),

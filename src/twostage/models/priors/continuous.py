@@ -2,7 +2,9 @@
 
 flow: a coupling flow fitted to a frozen autoencoder's latents; glf: the same
 flow trained jointly with its own autoencoder (GLF, eq. 3.7), whose checkpoint
-carries that autoencoder too; gmm: a Gaussian mixture; vae_prior: the VAE's N(0, I).
+carries that autoencoder too; vae_flow: the flow as the prior of a VAE, trained
+jointly with it (eq. 3.4), its checkpoint carrying that VAE; gmm: a Gaussian
+mixture; vae_prior: the VAE's N(0, I).
 Every one offers ``log_prob(z)`` (nats per row) and ``sample(n, temperature, generator)``.
 """
 
@@ -14,7 +16,7 @@ import torch.nn as nn
 from twostage.models.priors.flow import CouplingFlow
 from twostage.models.priors.gmm import GaussianMixturePrior
 
-CONTINUOUS_PRIOR_KINDS = ("flow", "glf", "gmm", "vae_prior")
+CONTINUOUS_PRIOR_KINDS = ("flow", "glf", "gmm", "vae_prior", "vae_flow")
 
 
 class StandardNormalPrior(nn.Module):
@@ -38,7 +40,7 @@ class StandardNormalPrior(nn.Module):
 
 def build_continuous_prior(spec: dict, latent_dim: int) -> nn.Module:
     kind = spec["kind"]
-    if kind in ("flow", "glf"):
+    if kind in ("flow", "glf", "vae_flow"):
         return CouplingFlow(latent_dim, spec["blocks"], spec["hidden"], spec["layers"])
     if kind == "gmm":
         return GaussianMixturePrior(latent_dim, spec["components"])
