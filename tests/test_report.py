@@ -19,6 +19,7 @@ from PIL import Image
 from twostage import paths
 from twostage.config import load_params
 from twostage.plan import report_inputs
+from twostage.report import figures
 from twostage.report.build import build_report
 
 SMOKE = "params/profiles/smoke.yaml"
@@ -198,3 +199,24 @@ def test_latent_scale_figure_draws_only_logs_with_nll_and_spread(tmp_path: Path)
     assert figures.plot_latent_scale({"absorbing": logs["absorbing"]}, tmp_path) == []
     [figure] = figures.plot_latent_scale(logs, tmp_path)
     assert figure.src == "figures/latent-scale.png" and (tmp_path / "latent-scale.png").is_file()
+
+
+def test_one_reconstruction_grid_per_autoencoder(report):
+    p, root = report
+    page = (root / "index.html").read_text()
+    srcs = [s.split('"')[0] for s in page.split('<img src="')[1:]]
+    for ae in p.target_autoencoders():
+        assert srcs.count(f"figures/recon-{ae}.png") == 1
+        assert f"figures/recon_grid-{ae}.png" not in srcs
+
+
+def test_training_curves_skip_columns_without_values():
+    log = pd.DataFrame(
+        {
+            "step": [1, 2],
+            "loss": [1.0, 0.5],
+            "val_mse": [float("nan"), 0.1],
+            "val_elbo_nats": [float("nan"), float("nan")],  # a plain autoencoder has none
+        }
+    )
+    assert figures._value_columns(log) == (["loss"], ["val_mse"])

@@ -16,7 +16,7 @@ import yaml
 
 from twostage import paths
 from twostage.artifacts import atomic_path
-from twostage.config import Params
+from twostage.config import CONTINUOUS_AUTOENCODERS, Params
 from twostage.plan import absorbing_priors
 from twostage.report import collect, figures
 from twostage.report.figures import Figure, copy_image
@@ -56,12 +56,21 @@ def _autoencoder_sections(p: Params, fig_dir: Path) -> tuple[list[Section], list
     """One subsection per autoencoder with every picture it has; plus its training curve."""
     sections, curves = [], []
     for ae in p.target_autoencoders():
+        extra = collect.ae_eval_files(ae)
+        # The evaluation's grid shows the same originals/reconstructions layout as the
+        # training stage's: show one of them, the evaluation's when it exists.
+        if collect.optional(extra["recon_grid"]):
+            recon, recon_caption = extra["recon_grid"], "the evaluation images"
+        else:
+            recon, recon_caption = paths.autoencoder(ae)["recon"], "validation images"
+        continuous = p.autoencoder(ae)["kind"] in CONTINUOUS_AUTOENCODERS
         blocks = [
             copy_image(
-                paths.autoencoder(ae)["recon"],
+                recon,
                 fig_dir,
                 f"recon-{ae}.png",
-                f"Autoencoder {ae}: validation originals (odd rows), reconstructions (even rows)",
+                f"Autoencoder {ae}: {recon_caption}, originals (odd rows) and "
+                "reconstructions (even rows)",
             ),
             copy_image(
                 paths.calibration(ae)["grid"],
@@ -70,15 +79,15 @@ def _autoencoder_sections(p: Params, fig_dir: Path) -> tuple[list[Section], list
                 collect.bad_model_caption(p, ae),
             ),
         ]
-        extra = collect.ae_eval_files(ae)
-        for key, caption in (
-            ("recon_grid", "reconstructions of the evaluation images"),
-            ("usage", "how often each code is used"),
-        ):
-            if collect.optional(extra[key]):
-                blocks.append(
-                    copy_image(extra[key], fig_dir, f"{key}-{ae}.png", f"{ae}: {caption}")
-                )
+        if collect.optional(extra["usage"]):
+            usage_caption = (
+                "spread (std over validation images) of each latent dimension"
+                if continuous
+                else "how often each code is used"
+            )
+            blocks.append(
+                copy_image(extra["usage"], fig_dir, f"usage-{ae}.png", f"{ae}: {usage_caption}")
+            )
         sections.append(Section(f"Autoencoder {ae}", blocks, level=3))
         dst = fig_dir / f"curve-{ae}.png"
         if figures.plot_curve(paths.autoencoder(ae)["curve"], dst, ae):

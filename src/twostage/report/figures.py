@@ -138,7 +138,13 @@ def plot_quality_vs_time(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> lis
 
 def _value_columns(log: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(training columns, validation columns) of a training log: ``val_*`` are validation."""
-    cols = [c for c in log.columns if c != "step" and pd.api.types.is_numeric_dtype(log[c])]
+    # A column with no value at all (e.g. an ELBO the plain autoencoder does not have) gets
+    # no empty panel.
+    cols = [
+        c
+        for c in log.columns
+        if c != "step" and pd.api.types.is_numeric_dtype(log[c]) and log[c].notna().any()
+    ]
     val = [c for c in cols if c.startswith("val")]
     train = [c for c in ("loss",) if c in cols] or [c for c in cols if c not in val][:1]
     return train, val
