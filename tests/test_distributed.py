@@ -239,8 +239,9 @@ def test_two_processes_train_like_one(tmp_path, repo, tool_env, name):
     for column in single:
         # Adam divides by the gradient's size, so float-order noise on gradients that are
         # ~0 (a bias right before a norm) grows a little step after step. GLF's latent
-        # spread (~0.02, in eval mode: the running means trail those biases) feels it most.
-        rtol = 3e-2 if column == "latent_std" else 1e-3
+        # spread (~0.02, in eval mode: the running means trail those biases) feels it most;
+        # the batch latents' spread (global over the ranks, equal at the first steps) next.
+        rtol = {"val_latent_std": 3e-2, "latent_std": 1e-2}.get(column, 1e-3)
         np.testing.assert_allclose(double[column], single[column], rtol=rtol, err_msg=column)
     a, b = _checkpoint(runs[1], name), _checkpoint(runs[2], name)
     if name == "glf_mnist":

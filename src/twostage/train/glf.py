@@ -77,6 +77,18 @@ def glf_loss(
     return beta * recon + nll, recon, nll
 
 
+def global_latent_std(z: torch.Tensor, ctx: distributed.Context) -> float:
+    """Mean over dimensions of the latents' std over the *global* batch.
+
+    Under torchrun each rank holds an equal slice; a slice's spread is not the batch's
+    (it is smaller on average), so the first two moments are averaged over the ranks.
+    """
+    moments = ctx.mean(torch.stack([z.mean(0), (z * z).mean(0)]).double())
+    n = z.shape[0] * ctx.world_size
+    variance = (moments[1] - moments[0] ** 2).clamp_min(0) * n / (n - 1)
+    return float(variance.sqrt().mean())
+
+
 def weights_finite(*modules: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for m in modules for t in m.state_dict().values())
 
@@ -165,8 +177,7 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        # Collapse of the latents shows here (the mean over ranks of each slice's spread).
-        row["latent_std"] = float(ctx.means(latent_std=z_batch[0].std(0).mean())["latent_std"])
+        row["latent_std"] = global_latent_std(z_batch[0], ctx)  # collapse shows here
         # Validation decides nothing here (the last weights are kept): rank 0 alone runs it.
         if step in eval_at and ctx.is_main:
             z_val = encode_all(ae, val_images, device)
