@@ -55,7 +55,7 @@ def mean_log_prob(prior: torch.nn.Module, z: torch.Tensor, batch_size: int = 102
     return total / len(z)
 
 
-def _prior_checkpoint(spec: dict, dim: int, state_dict: dict, step: int) -> dict:
+def prior_checkpoint(spec: dict, dim: int, state_dict: dict, step: int) -> dict:
     return {
         "kind": spec["kind"],
         "spec": spec,
@@ -107,7 +107,7 @@ def train_flow(p: Params, name: str) -> dict:
     train_time = time.perf_counter() - start
 
     out = paths.prior(name)
-    save_torch(out["model"], _prior_checkpoint(spec, dim, best.weights, best.step))
+    save_torch(out["model"], prior_checkpoint(spec, dim, best.weights, best.step))
     log.write(out["curve"])
     metrics = {
         "flow_val_nll_bits_per_dim": best.val,
@@ -141,7 +141,7 @@ def train_gmm(p: Params, name: str) -> dict:
     train_ll, val_ll = mean_log_prob(gmm, z_train), mean_log_prob(gmm, z_val)
     val_bits = bits_per_dim(val_ll, dim)
     out = paths.prior(name)
-    save_torch(out["model"], _prior_checkpoint(spec, dim, gmm.state_dict(), 1))
+    save_torch(out["model"], prior_checkpoint(spec, dim, gmm.state_dict(), 1))
     log = CurveLog(["loss", "val_bits"])  # EM has no steps: one row, the fitted model
     log.add(1, loss=-train_ll / dim, val_bits=val_bits)
     log.write(out["curve"])
@@ -177,7 +177,7 @@ def vae_prior(p: Params, name: str) -> dict:
     prior = StandardNormalPrior(dim)
     val_bits = bits_per_dim(mean_log_prob(prior, z_val), dim)
     out = paths.prior(name)
-    save_torch(out["model"], _prior_checkpoint(spec, dim, prior.state_dict(), 0))
+    save_torch(out["model"], prior_checkpoint(spec, dim, prior.state_dict(), 0))
     log = CurveLog(["loss", "val_bits"])
     log.add(1, loss=-elbo["val_elbo_nats"], val_bits=val_bits)
     log.write(out["curve"])

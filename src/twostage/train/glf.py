@@ -31,28 +31,20 @@ import logging
 import math
 import time
 
-import numpy as np
 import torch
 
 from twostage import paths
-from twostage.artifacts import save_torch, write_json
+from twostage.artifacts import write_json
 from twostage.config import Params
-from twostage.data.prepare import load_split
 from twostage.images import to_tensor
 from twostage.models.autoencoders.continuous import ContinuousAutoencoder, squared_error
 from twostage.models.priors.flow import CouplingFlow
-from twostage.runtime import pick_device, seed_everything
+from twostage.runtime import pick_device
 from twostage.train import distributed
-from twostage.train.common import (
-    CurveLog,
-    InfiniteBatches,
-    check_finite,
-    evaluation_steps,
-    step_progress,
-)
-from twostage.train.continuous import autoencoder_checkpoint, reconstruction_metrics
+from twostage.train.common import CurveLog, check_finite, evaluation_steps, step_progress
+from twostage.train.continuous import reconstruction_metrics
 from twostage.train.continuous_prior import bits_per_dim, mean_log_prob
-from twostage.train.resume import ResumableState, fingerprint
+from twostage.train.joint import encode_all, joint_setup, save_joint
 
 logger = logging.getLogger("twostage")
 
@@ -93,17 +85,6 @@ def weights_finite(*modules: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for m in modules for t in m.state_dict().values())
 
 
-@torch.no_grad()
-def encode_all(ae: ContinuousAutoencoder, images: np.ndarray, device: torch.device) -> torch.Tensor:
-    was_training = ae.training
-    ae.eval()
-    z = torch.cat(
-        [ae.encode(to_tensor(images[i : i + 256], device)) for i in range(0, len(images), 256)]
-    )
-    ae.train(was_training)
-    return z
-
-
 def train_glf(p: Params, name: str) -> dict:
     ctx = distributed.init(p)
     try:
@@ -113,27 +94,12 @@ def train_glf(p: Params, name: str) -> dict:
 
 
 def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
-    spec = p.prior(name)
-    ae_spec = p.autoencoder(spec["autoencoder"])
-    ds_spec = p.dataset(ae_spec["dataset"])
     device = ctx.device(pick_device(p["device"]))
-    gen = seed_everything(p["seed"])
-    train_images, _ = load_split(ae_spec["dataset"], "train")
-    val_images, _ = load_split(ae_spec["dataset"], "val")
-    dim = ae_spec["latent_dim"]
-
-    ae = ContinuousAutoencoder(ae_spec, ds_spec["channels"], ds_spec["resolution"]).to(device)
-    flow = CouplingFlow(dim, spec["blocks"], spec["hidden"], spec["layers"]).to(device)
-    # One optimiser; weight decay on the flow only, as in the paper.
-    opt = torch.optim.Adam(
-        [
-            {"params": ae.parameters(), "weight_decay": 0.0},
-            {"params": flow.parameters(), "weight_decay": spec["weight_decay"]},
-        ],
-        lr=spec["lr"],
+    log = CurveLog(
+        ["loss", "recon", "nll", "latent_std", "val_bits", "val_mse", "val_psnr", "val_latent_std"]
     )
-    batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
-    train_x = torch.from_numpy(train_images)
+    joint = joint_setup(p, name, device, log)
+    spec, ae, flow, dim, val_images = joint.spec, joint.ae, joint.flow, joint.dim, joint.val_images
     beta, stop_gradient = spec["beta"], spec["stop_gradient"]
     z_batch: list[torch.Tensor] = []  # the batch's latents, filled by glf_loss
     loss_of = distributed.loss_module(
@@ -142,25 +108,14 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
         device,
         lambda m, x: glf_loss(m["ae"], m["flow"], x, beta, stop_gradient, z_batch),
     )
-    log = CurveLog(
-        ["loss", "recon", "nll", "latent_std", "val_bits", "val_mse", "val_psnr", "val_latent_std"]
-    )
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
-    resume = ResumableState(
-        "train_prior",
-        name,
-        fingerprint(spec, ae_spec, ds_spec, p["seed"]),
-        p["checkpoint_every"],
-        parts={"ae": ae, "flow": flow, "optimizer": opt, "batches": batches, "log": log},
-        generators=(gen,),
-    )
-    first = resume.restore()
+    first = joint.resume.restore()
 
     start = time.perf_counter()
     diverged_at = None
     progress = step_progress(first, spec["steps"], f"glf {name}", disable=not ctx.is_main)
     for step in progress:
-        x = to_tensor(train_x[ctx.shard(batches.next_indices())].numpy(), device)
+        x = to_tensor(joint.train_x[ctx.shard(joint.batches.next_indices())].numpy(), device)
         z_batch.clear()
         loss, recon, nll = loss_of(x)
         # Averaged over ranks: the global batch's terms; every rank stops alike.
@@ -174,9 +129,9 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
             log.add(step, **row)
             break
         check_finite(step, **row)
-        opt.zero_grad(set_to_none=True)
+        joint.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        joint.opt.step()
         row["latent_std"] = global_latent_std(z_batch[0], ctx)  # collapse shows here
         # Validation decides nothing here (the last weights are kept): rank 0 alone runs it.
         if step in eval_at and ctx.is_main:
@@ -187,7 +142,7 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
             progress.set_postfix(val_bits=f"{row['val_bits']:.3f}", psnr=f"{row['val_psnr']:.2f}")
         log.add(step, **row)
         if ctx.is_main:
-            resume.save_if_due(step, spec["steps"])
+            joint.resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
     ctx.check_replicas(ae, flow)
     if not ctx.is_main:  # only rank 0 evaluates and writes artifacts
@@ -196,23 +151,15 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
     if diverged_at is not None:
         progress.close()
         logger.warning("glf %s: loss not finite at step %d; stopped there", name, diverged_at)
+    trained_steps = spec["steps"] if diverged_at is None else diverged_at - 1
     # The last weights, not the best: the latents move, so earlier NLLs are not comparable.
     ae.eval()
     flow.eval()
     z_val = encode_all(ae, val_images, device)
-    val_bits = bits_per_dim(mean_log_prob(flow, z_val), dim)
+    val_log_prob = mean_log_prob(flow, z_val)
+    val_bits = bits_per_dim(val_log_prob, dim)
     out = paths.prior(name)
-    save_torch(
-        out["model"],
-        {
-            "kind": "glf",
-            "spec": spec,
-            "latent_dim": dim,
-            "step": spec["steps"] if diverged_at is None else diverged_at - 1,
-            "state_dict": flow.state_dict(),
-            "autoencoder": autoencoder_checkpoint(ae_spec, ds_spec, ae),
-        },
-    )
+    save_joint(out["model"], joint, trained_steps)
     log.write(out["curve"])
     metrics = {
         "flow_val_nll_bits_per_dim": val_bits,
@@ -222,17 +169,17 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
         "glf_val_latent_std": float(z_val.std(0).mean()),
         # The flow's NLL of the validation latents in nats per vector: the quantity the
         # regularized variant drives towards −∞ by shrinking the latents.
-        "glf_val_flow_nll_nats": -mean_log_prob(flow, z_val),
+        "glf_val_flow_nll_nats": -val_log_prob,
         "stop_gradient": spec["stop_gradient"],
         "latent_dim": dim,
         "steps": spec["steps"],
         "processes": ctx.world_size,
-        "trained_steps": spec["steps"] if diverged_at is None else diverged_at - 1,
+        "trained_steps": trained_steps,
         **({} if diverged_at is None else {"diverged_at_step": diverged_at}),
         "parameters": sum(q.numel() for q in [*ae.parameters(), *flow.parameters()]),
         "train_time_s": train_time,
         "device": str(device),
     }
     write_json(out["metrics"], metrics)
-    resume.clear()
+    joint.resume.clear()
     return metrics

@@ -25,24 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from twostage import paths
-from twostage.artifacts import save_torch, write_json
+from twostage.artifacts import write_json
 from twostage.config import Params
-from twostage.data.prepare import load_split
 from twostage.images import to_tensor
 from twostage.models.autoencoders.continuous import ContinuousAutoencoder
 from twostage.models.priors.flow import CouplingFlow
-from twostage.runtime import pick_device, seed_everything
-from twostage.train.common import (
-    CurveLog,
-    InfiniteBatches,
-    check_finite,
-    evaluation_steps,
-    step_progress,
-)
-from twostage.train.continuous import autoencoder_checkpoint, reconstruction_metrics
+from twostage.runtime import pick_device
+from twostage.train.common import CurveLog, check_finite, evaluation_steps, step_progress
+from twostage.train.continuous import reconstruction_metrics
 from twostage.train.continuous_prior import bits_per_dim, mean_log_prob
-from twostage.train.glf import encode_all
-from twostage.train.resume import ResumableState, fingerprint
+from twostage.train.joint import encode_all, joint_setup, save_joint
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -116,50 +108,26 @@ def vae_flow_elbo(
 
 
 def train_vae_flow(p: Params, name: str) -> dict:
-    spec = p.prior(name)
-    ae_spec = p.autoencoder(spec["autoencoder"])
-    ds_spec = p.dataset(ae_spec["dataset"])
     device = pick_device(p["device"])
-    gen = seed_everything(p["seed"])
-    train_images, _ = load_split(ae_spec["dataset"], "train")
-    val_images, _ = load_split(ae_spec["dataset"], "val")
-    dim = ae_spec["latent_dim"]
-
-    vae = ContinuousAutoencoder(ae_spec, ds_spec["channels"], ds_spec["resolution"]).to(device)
-    flow = CouplingFlow(dim, spec["blocks"], spec["hidden"], spec["layers"]).to(device)
-    opt = torch.optim.Adam(
-        [
-            {"params": vae.parameters(), "weight_decay": 0.0},
-            {"params": flow.parameters(), "weight_decay": spec["weight_decay"]},
-        ],
-        lr=spec["lr"],
-    )
-    batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
     noise_gen = torch.Generator(device=device).manual_seed(p["seed"] + 1)  # posterior draws
-    train_x = torch.from_numpy(train_images)
     log = CurveLog(
         ["loss", "recon", "kl", "log_q", "log_prior", "val_elbo_nats", "val_mse", "val_psnr"]
     )
+    joint = joint_setup(p, name, device, log, ae_key="vae", generators=(noise_gen,))
+    spec, vae, flow, dim, val_images = joint.spec, joint.ae, joint.flow, joint.dim, joint.val_images
+    beta = joint.ae_spec["beta"]
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
-    resume = ResumableState(
-        "train_prior",
-        name,
-        fingerprint(spec, ae_spec, ds_spec, p["seed"]),
-        p["checkpoint_every"],
-        parts={"vae": vae, "flow": flow, "optimizer": opt, "batches": batches, "log": log},
-        generators=(gen, noise_gen),
-    )
-    first = resume.restore()
+    first = joint.resume.restore()
 
     start = time.perf_counter()
     progress = step_progress(first, spec["steps"], f"vae_flow {name}")
     for step in progress:
-        x = to_tensor(train_x[batches.next_indices()].numpy(), device)
-        loss, terms = vae_flow_loss(vae, flow, x, ae_spec["beta"], noise_gen)
+        x = to_tensor(joint.train_x[joint.batches.next_indices()].numpy(), device)
+        loss, terms = vae_flow_loss(vae, flow, x, beta, noise_gen)
         check_finite(step, loss=loss, **terms)
-        opt.zero_grad(set_to_none=True)
+        joint.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        joint.opt.step()
         row = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
         if step in eval_at:
             row["val_elbo_nats"] = vae_flow_elbo(vae, flow, val_images, device, p["seed"])[
@@ -168,7 +136,7 @@ def train_vae_flow(p: Params, name: str) -> dict:
             row.update(reconstruction_metrics(vae, val_images, device))
             progress.set_postfix(elbo=f"{row['val_elbo_nats']:.1f}", psnr=f"{row['val_psnr']:.2f}")
         log.add(step, **row)
-        resume.save_if_due(step, spec["steps"])
+        joint.resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
 
     # The last weights, as GLF: the latents move with the prior, so earlier ELBOs
@@ -179,17 +147,7 @@ def train_vae_flow(p: Params, name: str) -> dict:
     z_val = encode_all(vae, val_images, device)  # posterior means
     val_bits = bits_per_dim(mean_log_prob(flow, z_val), dim)
     out = paths.prior(name)
-    save_torch(
-        out["model"],
-        {
-            "kind": "vae_flow",
-            "spec": spec,
-            "latent_dim": dim,
-            "step": spec["steps"],
-            "state_dict": flow.state_dict(),
-            "autoencoder": autoencoder_checkpoint(ae_spec, ds_spec, vae),
-        },
-    )
+    save_joint(out["model"], joint, spec["steps"])
     log.write(out["curve"])
     metrics = {
         # The same keys as the plain VAE's prior stage (vae_prior), so the report compares them.
@@ -206,5 +164,5 @@ def train_vae_flow(p: Params, name: str) -> dict:
         "device": str(device),
     }
     write_json(out["metrics"], metrics)
-    resume.clear()
+    joint.resume.clear()
     return metrics
