@@ -15,6 +15,7 @@ import pytest
 from twostage.artifacts import load_torch
 from twostage.config import load_params
 from twostage.plan import jobs
+from twostage.runtime import cpu_has_native_bf16
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +95,10 @@ def test_each_run_samples_with_its_own_sampler(snakemake_project: Path):
     assert confidence.shape == random_order.shape and not np.array_equal(confidence, random_order)
     stats = json.loads((samples / "absorbing_confidence/stats.json").read_text())
     assert stats["sampler"] == "confidence" and stats["network_calls_per_sample"] == 4
+    # The smoke profile asks this run for bf16: used exactly where the CPU has it natively.
+    assert stats["cpu_bf16"] is cpu_has_native_bf16()
+    plain = json.loads((samples / "absorbing_steps-s4-t0p8/stats.json").read_text())
+    assert plain["cpu_bf16"] is False
 
 
 def test_continuous_priors_go_through_the_dag(snakemake_project: Path):

@@ -66,6 +66,22 @@ def test_autoregressive_sampler_contract_and_top_k():
         model.sample(1, steps=4)
 
 
+def test_bf16_autocast_keeps_the_logits_in_float32():
+    # The blocks' matmuls run in bf16 (the speed-up); the head's output feeds the sampling
+    # softmax and stays float32, close to the float32 network's.
+    model = _absorbing()
+    z = torch.randint(0, 8, (4, 16), generator=torch.Generator().manual_seed(0))
+    block_dtypes = []
+    model.denoiser.blocks[0].mlp.register_forward_hook(lambda m, i, o: block_dtypes.append(o.dtype))
+    with torch.no_grad():
+        exact = model.denoiser(z)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.denoiser(z)
+    assert block_dtypes == [torch.float32, torch.bfloat16]
+    assert mixed.dtype == torch.float32
+    assert torch.allclose(mixed, exact, atol=0.05) and not torch.equal(mixed, exact)
+
+
 @pytest.mark.parametrize("sampler", ["random", "confidence"])
 @pytest.mark.parametrize("steps", [1, 3, 16])
 def test_every_absorbing_sampler_fills_all_tokens_in_steps_calls(sampler, steps):

@@ -118,4 +118,10 @@ class Transformer(nn.Module):
             cache.extend({} for _ in self.blocks)
         for i, block in enumerate(self.blocks):
             x = block(x, None if cache is None else cache[i])
-        return self.head(self.ln_f(x))
+        h = self.ln_f(x)
+        if torch.is_autocast_enabled("cpu"):
+            # bf16 logits would be off by ~0.4 % of their size, enough to skew the sampling
+            # softmax; the head is ~2 % of the FLOPs, so it stays in float32.
+            with torch.autocast("cpu", enabled=False):
+                return self.head(h.float())
+        return self.head(h)
