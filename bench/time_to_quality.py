@@ -104,6 +104,13 @@ def variants(spec: dict, threads: int) -> list[tuple[str, dict, int, dict, bool]
         (f"batch {2 * b}", {"batch_size": 2 * b}, threads, {}, False),
         (f"lr {2 * spec['lr']:g}", {"lr": 2 * spec["lr"]}, threads, {}, False),
         ("torch.compile (default mode)", {}, threads, {}, True),
+        # Loss weighting (the default is the paper's reweighted ELBO; validation is always
+        # the ELBO, so the threshold means the same for each).
+        *[
+            (f"loss {loss}", {"loss_type": loss}, threads, {}, False)
+            for loss in ("elbo", "reweighted_elbo", "mlm")
+            if loss != spec["loss_type"]
+        ],
     ]
 
 
