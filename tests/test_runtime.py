@@ -131,3 +131,24 @@ def test_prior_training_autocasts_to_bf16_only_where_native(
     assert seen == ref_seen and metrics["cpu_bf16_used"] is False
     assert rows == ref_rows
     assert metrics["val_bits_per_token"] == ref_metrics["val_bits_per_token"]
+
+
+def test_attention_stays_float32_under_cpu_bf16_autocast(monkeypatch):
+    """CPU flash attention is slower in bf16 than in float32: only the linear layers cast."""
+    from twostage.models.priors.transformer import Transformer
+
+    seen, real = [], torch.nn.functional.scaled_dot_product_attention
+
+    def attention(q, k, v, **kwargs):
+        seen.append(q.dtype)
+        return real(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
+    net = Transformer(9, 8, 4, n_layer=1, n_head=2, n_embd=8)
+    tokens = torch.randint(0, 9, (2, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = net(tokens)
+    assert seen == [torch.float32] and logits.dtype == torch.bfloat16
+    seen.clear()
+    net(tokens)  # without autocast: untouched
+    assert seen == [torch.float32]
