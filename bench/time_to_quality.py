@@ -19,6 +19,8 @@ is the median over the chunks after the first, "1st chunk s" the first chunk's t
 The "bf16 autocast" variant sets the prior key ``cpu_bf16`` and wraps the training
 forward exactly as train/prior.py does (``runtime.cpu_bf16_autocast``: only on a CPU with
 native bf16, else it is the float32 default again, and says so). Validation stays float32.
+The "cosine lr" variant sets ``lr_schedule: cosine`` (decay to 10 % of lr over the prior's
+``steps`` budget, after the same warm-up); the shape variants change ``n_layer``/``n_embd``.
 
 Achieved GFLOP/s uses the same count as bench/prior_step.py (nanoGPT's 6·N per token plus
 attention) against 2048³ float32 and bf16 matmuls timed in the same run, between chunks;
@@ -44,7 +46,7 @@ from prior_step import flops_per_step, matmul_gflops  # noqa: E402
 from twostage.config import load_params  # noqa: E402
 from twostage.data.latents import load_tokens  # noqa: E402
 from twostage.models.priors import build_prior  # noqa: E402
-from twostage.train.common import InfiniteBatches, set_lr, warmup_lr  # noqa: E402
+from twostage.train.common import InfiniteBatches, scheduled_lr, set_lr  # noqa: E402
 from twostage.train.prior import validation_bound  # noqa: E402
 
 
@@ -78,7 +80,15 @@ class Run:
         start = time.perf_counter()
         for _ in range(n):
             self.step += 1
-            set_lr(self.opt, warmup_lr(self.step - 1, self.spec["lr"], self.spec["warmup_steps"]))
+            s = self.spec
+            lr = scheduled_lr(
+                self.step - 1,
+                s["lr"],
+                s["warmup_steps"],
+                s["steps"],
+                s.get("lr_schedule", "constant"),
+            )
+            set_lr(self.opt, lr)
             z0 = self.tokens[self.batches.next_indices()]
             with runtime.cpu_bf16_autocast(torch.device("cpu"), self.spec.get("cpu_bf16", False)):
                 loss, _ = self.loss(z0, generator=self.step_gen)
@@ -114,6 +124,16 @@ def variants(spec: dict, threads: int) -> list[tuple[str, dict, int, dict, bool]
         (f"lr {2 * spec['lr']:g}", {"lr": 2 * spec["lr"]}, threads, {}, False),
         ("torch.compile (default mode)", {}, threads, {}, True),
         ("bf16 autocast (cpu_bf16)", {"cpu_bf16": True}, threads, {}, False),
+        (
+            f"cosine lr to 10 % at step {spec['steps']}",
+            {"lr_schedule": "cosine"},
+            threads,
+            {},
+            False,
+        ),
+        ("3 layers", {"n_layer": 3}, threads, {}, False),
+        ("n_embd 96", {"n_embd": 96}, threads, {}, False),
+        ("n_embd 192", {"n_embd": 192}, threads, {}, False),
     ]
 
 

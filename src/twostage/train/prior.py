@@ -27,9 +27,9 @@ from twostage.train.common import (
     InfiniteBatches,
     NonFiniteGuard,
     evaluation_steps,
+    scheduled_lr,
     set_lr,
     step_progress,
-    warmup_lr,
 )
 from twostage.train.resume import ResumableState, fingerprint
 
@@ -128,6 +128,7 @@ def _train_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     # it changes the numerics; emulated bf16 would be slower than float32, so it is off
     # there). Validation stays float32, so the bound is comparable either way.
     bf16_requested = spec.get("cpu_bf16", False)
+    lr_schedule = spec.get("lr_schedule", "constant")
     bf16 = cpu_bf16_enabled(device, bf16_requested)
     if bf16_requested and device.type == "cpu" and not bf16 and ctx.is_main:
         logger.info("prior %s: cpu_bf16 requested, but this CPU lacks native bf16: float32", name)
@@ -158,7 +159,7 @@ def _train_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     start = time.perf_counter()
     progress = step_progress(first, spec["steps"], f"prior {name}", disable=not ctx.is_main)
     for step in progress:
-        lr = warmup_lr(step - 1, spec["lr"], spec["warmup_steps"])
+        lr = scheduled_lr(step - 1, spec["lr"], spec["warmup_steps"], spec["steps"], lr_schedule)
         set_lr(opt, lr)
         z0 = train_tokens[ctx.shard(batches.next_indices())].to(device)
         with (
