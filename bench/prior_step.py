@@ -71,8 +71,8 @@ def make_step(spec: dict, codebook: int, length: int, batch: int, optimizer: dic
     return step
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 3) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int = 2048, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):

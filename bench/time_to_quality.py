@@ -16,8 +16,15 @@ The last variant wraps ``model.loss`` in ``torch.compile`` (default mode): its c
 happens in its first timed chunk, so it counts in the time to threshold; "steady ms/step"
 is the median over the chunks after the first, "1st chunk s" the first chunk's time.
 
+The "bf16 autocast" variant sets the prior key ``cpu_bf16`` and wraps the training
+forward exactly as train/prior.py does (``runtime.cpu_bf16_autocast``: only on a CPU with
+native bf16, else it is the float32 default again, and says so). Validation stays float32.
+The "cosine lr" variant sets ``lr_schedule: cosine`` (decay to 10 % of lr over the prior's
+``steps`` budget, after the same warm-up); the shape variants change ``n_layer``/``n_embd``.
+
 Achieved GFLOP/s uses the same count as bench/prior_step.py (nanoGPT's 6·N per token plus
-attention) against a 2048³ float32 matmul timed in the same run, between chunks.
+attention) against 2048³ float32 and bf16 matmuls timed in the same run, between chunks;
+"% of peak" is against the peak of the dtype the variant's matmuls run in.
 """
 
 from __future__ import annotations
@@ -31,13 +38,15 @@ from pathlib import Path
 
 import torch
 
+from twostage import runtime
+
 sys.path.insert(0, str(Path(__file__).parent))
 from prior_step import flops_per_step, matmul_gflops  # noqa: E402
 
 from twostage.config import load_params  # noqa: E402
 from twostage.data.latents import load_tokens  # noqa: E402
 from twostage.models.priors import build_prior  # noqa: E402
-from twostage.train.common import InfiniteBatches, set_lr, warmup_lr  # noqa: E402
+from twostage.train.common import InfiniteBatches, scheduled_lr, set_lr  # noqa: E402
 from twostage.train.prior import validation_bound  # noqa: E402
 
 
@@ -61,6 +70,7 @@ class Run:
             len(tokens), spec["batch_size"], torch.Generator().manual_seed(seed)
         )
         self.step_gen = torch.Generator().manual_seed(seed + 1)
+        self.bf16 = runtime.cpu_bf16_enabled(torch.device("cpu"), spec.get("cpu_bf16", False))
         self.step, self.seconds, self.reached, self.curve = 0, 0.0, None, []
         self.chunks: list[tuple[int, float]] = []  # (steps, seconds) of each timed chunk
         self.flops = flops_per_step(self.model, spec, spec["batch_size"])
@@ -70,9 +80,18 @@ class Run:
         start = time.perf_counter()
         for _ in range(n):
             self.step += 1
-            set_lr(self.opt, warmup_lr(self.step - 1, self.spec["lr"], self.spec["warmup_steps"]))
+            s = self.spec
+            lr = scheduled_lr(
+                self.step - 1,
+                s["lr"],
+                s["warmup_steps"],
+                s["steps"],
+                s.get("lr_schedule", "constant"),
+            )
+            set_lr(self.opt, lr)
             z0 = self.tokens[self.batches.next_indices()]
-            loss, _ = self.loss(z0, generator=self.step_gen)
+            with runtime.cpu_bf16_autocast(torch.device("cpu"), self.spec.get("cpu_bf16", False)):
+                loss, _ = self.loss(z0, generator=self.step_gen)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -104,6 +123,17 @@ def variants(spec: dict, threads: int) -> list[tuple[str, dict, int, dict, bool]
         (f"batch {2 * b}", {"batch_size": 2 * b}, threads, {}, False),
         (f"lr {2 * spec['lr']:g}", {"lr": 2 * spec["lr"]}, threads, {}, False),
         ("torch.compile (default mode)", {}, threads, {}, True),
+        ("bf16 autocast (cpu_bf16)", {"cpu_bf16": True}, threads, {}, False),
+        (
+            f"cosine lr to 10 % at step {spec['steps']}",
+            {"lr_schedule": "cosine"},
+            threads,
+            {},
+            False,
+        ),
+        ("3 layers", {"n_layer": 3}, threads, {}, False),
+        ("n_embd 96", {"n_embd": 96}, threads, {}, False),
+        ("n_embd 192", {"n_embd": 192}, threads, {}, False),
         # Loss weighting (the default is the paper's reweighted ELBO; validation is always
         # the ELBO, so the threshold means the same for each).
         *[
@@ -141,14 +171,20 @@ def main() -> None:
         Run(label, {**spec, **change}, tokens, val, codebook, p["seed"], n, opt, comp)
         for label, change, n, opt, comp in chosen
     ]
+    torch.set_num_threads(threads)
+    if any(r.spec.get("cpu_bf16") and not r.bf16 for r in runs):
+        print("this CPU lacks native bf16: the bf16 variant runs in float32", file=sys.stderr)
     peaks, loads = [matmul_gflops()], [os.getloadavg()[0]]
+    bf16_peaks = [matmul_gflops(dtype=torch.bfloat16)]
     while any(r.reached is None and r.step < args.max_steps for r in runs):
         for r in runs:
             if r.reached is None and r.step < args.max_steps:
                 r.train(args.chunk)
                 if r.step % args.eval_every == 0:
                     r.validate(args.threshold)
+        torch.set_num_threads(threads)
         peaks.append(matmul_gflops())
+        bf16_peaks.append(matmul_gflops(dtype=torch.bfloat16))
         loads.append(os.getloadavg()[0])
         print(
             " | ".join(
@@ -158,7 +194,8 @@ def main() -> None:
             file=sys.stderr,
         )
 
-    peak = statistics.median(peaks)
+    peak, bf16_peak = statistics.median(peaks), statistics.median(bf16_peaks)
+    cpu = "native bf16" if runtime.cpu_has_native_bf16() else "no native bf16"
     print(
         f"prior {args.prior}: {spec['n_layer']} layers × {spec['n_embd']} wide, "
         f"{tokens.shape[1]} tokens, K = {codebook}, {len(tokens)} training sequences; "
@@ -166,30 +203,35 @@ def main() -> None:
         f"{args.eval_every} steps, interleaved chunks of {args.chunk}); torch "
         f"{torch.__version__}; load average {min(loads):.1f}–{max(loads):.1f} "
         f"(median {statistics.median(loads):.1f}); 2048³ fp32 matmul in the same run: "
-        f"{peak:.1f} GFLOP/s (median of {len(peaks)}, range {min(peaks):.1f}–{max(peaks):.1f})\n"
+        f"{peak:.1f} GFLOP/s (median of {len(peaks)}, range {min(peaks):.1f}–{max(peaks):.1f}); "
+        f"2048³ bf16 matmul ({cpu}): {bf16_peak:.1f} GFLOP/s (range "
+        f"{min(bf16_peaks):.1f}–{max(bf16_peaks):.1f}); {threads} torch thread(s)\n"
     )
     print(
         "| variant | steps to threshold | train s to threshold | time ratio | ms/step | "
-        "steady ms/step | 1st chunk s | GFLOP/s | % of matmul | val ELBO there |"
+        "steady ms/step | 1st chunk s | GFLOP/s | % of peak | val ELBO there |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = runs[0].reached[1] if runs[0].reached else None
     for r in runs:
         ms = 1e3 * r.seconds / r.step
         gflops = r.flops / (ms / 1e3) / 1e9
+        share = f"{100 * gflops / (bf16_peak if r.bf16 else peak):.0f}%" + (
+            " bf16" if r.bf16 else ""
+        )
         extra = f"{r.steady_ms():.1f} | {r.chunks[0][1]:.1f}"
         if r.reached:
             step, sec, v = r.reached
             ratio = f"{sec / base:.2f}" if base else "–"
             print(
                 f"| {r.label} | {step} | {sec:.1f} | {ratio} | {ms:.1f} | {extra} | {gflops:.1f} | "
-                f"{100 * gflops / peak:.0f}% | {v:.3f} |"
+                f"{share} | {v:.3f} |"
             )
         else:
             last = r.curve[-1][2] if r.curve else float("nan")
             print(
                 f"| {r.label} | not reached in {r.step} | > {r.seconds:.1f} | – | {ms:.1f} | "
-                f"{extra} | {gflops:.1f} | {100 * gflops / peak:.0f}% | {last:.3f} (last) |"
+                f"{extra} | {gflops:.1f} | {share} | {last:.3f} (last) |"
             )
     print("\nValidation curves (step: train seconds, val ELBO):")
     for r in runs:

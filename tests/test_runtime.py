@@ -1,9 +1,16 @@
 """CPU bf16 autocast: used only where requested, on CPU, and native to the processor."""
 
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
-from twostage import runtime
+from twostage import cli, runtime
 
 
 @pytest.fixture
@@ -47,3 +54,101 @@ def test_the_autocast_context_changes_the_matmul_dtype(native_bf16):
     native_bf16(False)
     with runtime.cpu_bf16_autocast(torch.device("cpu"), True):
         assert (a @ a.T).dtype == torch.float32
+
+
+PROFILE = "params/profiles/bf16-test.yaml"
+TINY_PRIOR = (
+    "priors:\n"
+    "  absorbing_mnist: {n_layer: 1, n_embd: 16, n_head: 2, steps: 6, eval_every: 3,"
+    " warmup_steps: 2, batch_size: 16, val_elbo_samples: 1, cpu_bf16: %s}\n"
+)
+LINEAR_FORWARD = torch.nn.Linear.forward
+
+
+@pytest.fixture
+def project(tmp_path: Path, repo: Path, monkeypatch) -> Path:
+    """Params plus random token grids: enough for `twostage train-prior` alone."""
+    shutil.copytree(repo / "params", tmp_path / "params")
+    rng = np.random.default_rng(0)
+    latents = tmp_path / "results/latents/vq_mnist"
+    latents.mkdir(parents=True)
+    for split, n in (("train", 64), ("val", 16)):
+        np.save(latents / f"{split}.npy", rng.integers(0, 128, (n, 4, 4)).astype(np.int16))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TWOSTAGE_THREADS", "1")
+    return tmp_path
+
+
+def _train(project: Path, monkeypatch, cpu_bf16: bool) -> tuple[dict, list[str], set]:
+    """Train the tiny prior; (metrics, train_log rows, dtypes of (training, Linear output))."""
+    seen: set[tuple[bool, torch.dtype]] = set()
+
+    def forward(self, x):
+        out = LINEAR_FORWARD(self, x)
+        seen.add((self.training, out.dtype))
+        return out
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", forward)
+    (project / PROFILE).write_text(TINY_PRIOR % str(cpu_bf16).lower())
+    assert cli.main(["--profile", PROFILE, "train-prior", "absorbing_mnist"]) == 0
+    out = project / "results/priors/absorbing_mnist"
+    metrics = json.loads((out / "metrics.json").read_text())
+    return metrics, (out / "train_log.csv").read_text().splitlines(), seen
+
+
+def _column(rows: list[str], name: str) -> list[float]:
+    header = rows[0].split(",")
+    return [
+        float(r.split(",")[header.index(name)])
+        for r in rows[1:]
+        if r.split(",")[header.index(name)]
+    ]
+
+
+def test_prior_training_autocasts_to_bf16_only_where_native(
+    project, monkeypatch, native_bf16, caplog
+):
+    native_bf16(True)  # native, but not requested: float32
+    ref_metrics, ref_rows, ref_seen = _train(project, monkeypatch, cpu_bf16=False)
+    assert ref_seen == {(True, torch.float32), (False, torch.float32)}
+    assert ref_metrics["cpu_bf16_used"] is False
+
+    # Requested and native: the training matmuls run in bf16, validation in float32,
+    # and the losses stay close to float32's (bf16 keeps ~3 significant digits).
+    metrics, rows, seen = _train(project, monkeypatch, cpu_bf16=True)
+    assert seen == {(True, torch.bfloat16), (False, torch.float32)}
+    assert metrics["cpu_bf16_used"] is True
+    losses, ref_losses = _column(rows, "loss"), _column(ref_rows, "loss")
+    assert all(math.isfinite(x) for x in losses)
+    assert losses == pytest.approx(ref_losses, rel=2e-3)
+    assert _column(rows, "val_bits") == pytest.approx(_column(ref_rows, "val_bits"), rel=1e-3)
+
+    # Requested on a CPU without native bf16: float32, identical to not requesting it.
+    native_bf16(False)
+    with caplog.at_level(logging.INFO, logger="twostage"):
+        metrics, rows, seen = _train(project, monkeypatch, cpu_bf16=True)
+    assert "cpu_bf16 requested, but this CPU lacks native bf16" in caplog.text
+    assert seen == ref_seen and metrics["cpu_bf16_used"] is False
+    assert rows == ref_rows
+    assert metrics["val_bits_per_token"] == ref_metrics["val_bits_per_token"]
+
+
+def test_attention_stays_float32_under_cpu_bf16_autocast(monkeypatch):
+    """CPU flash attention is slower in bf16 than in float32: only the linear layers cast."""
+    from twostage.models.priors.transformer import Transformer
+
+    seen, real = [], torch.nn.functional.scaled_dot_product_attention
+
+    def attention(q, k, v, **kwargs):
+        seen.append(q.dtype)
+        return real(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
+    net = Transformer(9, 8, 4, n_layer=1, n_head=2, n_embd=8)
+    tokens = torch.randint(0, 9, (2, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = net(tokens)
+    assert seen == [torch.float32] and logits.dtype == torch.bfloat16
+    seen.clear()
+    net(tokens)  # without autocast: untouched
+    assert seen == [torch.float32]

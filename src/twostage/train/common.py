@@ -55,6 +55,32 @@ def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
     return base_lr * min(1.0, (step + 1) / warmup_steps)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_lr(
+    step: int,
+    base_lr: float,
+    warmup_steps: int,
+    total_steps: int,
+    schedule: str = "constant",
+    final_fraction: float = 0.1,
+) -> float:
+    """The learning rate at 0-based ``step``: linear warm-up, then ``schedule``.
+
+    ``constant`` keeps ``base_lr`` (the reference's schedule); ``cosine`` decays it along
+    half a cosine to ``final_fraction`` · ``base_lr`` at the last of ``total_steps``.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+    if schedule == "constant" or step < warmup_steps:
+        return warmup_lr(step, base_lr, warmup_steps)
+    progress = min(1.0, (step + 1 - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base_lr * (
+        final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+    )
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr

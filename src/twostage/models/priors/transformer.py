@@ -30,9 +30,17 @@ class SelfAttention(nn.Module):
                 v = torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
         causal = self.causal and n > 1
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
-        )
+        dropout = self.dropout if self.training else 0.0
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # Under CPU bf16 autocast (the priors' cpu_bf16) attention stays float32: the
+            # CPU flash-attention kernel is slower in bf16 (its backward ~12x at 16 tokens,
+            # 32 per head; bench/BENCHMARKS.md), while the linear layers gain ~2x.
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), is_causal=causal, dropout_p=dropout
+                )
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
 
