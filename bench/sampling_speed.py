@@ -51,6 +51,7 @@ def draw(prior, ae, n: int, batch: int, seed: int, **options):
     stage's ``cpu_bf16`` does.
     """
     bf16 = options.pop("bf16", False)
+    decoder_bf16 = options.pop("decoder_bf16", False)
     gen = torch.Generator().manual_seed(seed)
     side = ae.token_side
     images, seconds, prior_seconds = [], 0.0, 0.0
@@ -61,7 +62,8 @@ def draw(prior, ae, n: int, batch: int, seed: int, **options):
             with cpu_bf16_autocast(CPU, bf16):
                 tokens = prior.sample(b, generator=gen, **options)
             t1 = time.perf_counter()
-            decoded = ae.decode(tokens.view(b, side, side))
+            with cpu_bf16_autocast(CPU, decoder_bf16):
+                decoded = ae.decode(tokens.view(b, side, side)).float()
         t2 = time.perf_counter()
         seconds += t2 - t0
         prior_seconds += t1 - t0
@@ -92,6 +94,10 @@ def configurations(
         label = "full chain" if steps == length else f"{steps} steps"
         options = {**full, "steps": steps, "bf16": True}
         rows.append((f"absorbing, random, {label}, bf16", "absorbing", options))
+    for steps in bf16_steps or []:
+        label = "full chain" if steps == length else f"{steps} steps"
+        options = {**full, "steps": steps, "bf16": True, "decoder_bf16": True}
+        rows.append((f"absorbing, random, {label}, bf16 + bf16 decoder", "absorbing", options))
     ar = {"temperature": temperature}
     rows.append(("autoregressive, KV cache", "autoregressive", {**ar, "use_cache": True}))
     if bf16_steps:

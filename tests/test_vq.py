@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from twostage.models.autoencoders.vq import VectorQuantizer, VQAutoencoder
+from twostage.models.autoencoders.vq import GroupNorm, VectorQuantizer, VQAutoencoder
 from twostage.train.autoencoder import codebook_stats
 
 
@@ -57,3 +57,19 @@ def test_codebook_stats_known_answer():
     stats = codebook_stats(torch.tensor([0, 0, 1, 1]), codebook_size=4)
     assert stats["codebook_used"] == 2
     assert abs(stats["codebook_perplexity"] - 2.0) < 1e-9  # two equally used codes
+
+
+def test_group_norm_is_torchs_in_float32_and_normalises_bf16_in_float32():
+    torch.manual_seed(0)
+    ours, plain = GroupNorm(4, 8, eps=1e-6), torch.nn.GroupNorm(4, 8, eps=1e-6)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2), ours.bias.uniform_(-1, 1)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 8, 5, 5) * 4 + 3
+    assert torch.equal(ours(x), plain(x))
+    # A bf16 activation (CPU autocast): statistics in float32, result back in bf16, so it
+    # is the float32 result rounded once (bf16 has 8 significant bits).
+    x16 = x.bfloat16()
+    y = ours(x16)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, plain(x16.float()).bfloat16())
