@@ -134,6 +134,7 @@ def variants(spec: dict, threads: int) -> list[tuple[str, dict, int, dict, bool]
         ("3 layers", {"n_layer": 3}, threads, {}, False),
         ("n_embd 96", {"n_embd": 96}, threads, {}, False),
         ("n_embd 192", {"n_embd": 192}, threads, {}, False),
+        ("bf16 + cosine lr", {"cpu_bf16": True, "lr_schedule": "cosine"}, threads, {}, False),
         # Loss weighting (the default is the paper's reweighted ELBO; validation is always
         # the ELBO, so the threshold means the same for each).
         *[
