@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root and an environment where the CLI tools resolve."""
+"""Shared fixtures: the repository root, an environment where the CLI tools resolve, and
+a tiny project to train a prior in."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,3 +115,17 @@ def render_in_browser(chromium: str):
         return json.loads(html.unescape(found.group(1)))
 
     return render
+
+
+@pytest.fixture
+def token_grid_project(tmp_path: Path, repo: Path, monkeypatch) -> Path:
+    """A copy of params/ plus random 4×4 token grids: enough for `twostage train-prior`."""
+    shutil.copytree(repo / "params", tmp_path / "params")
+    rng = np.random.default_rng(0)
+    latents = tmp_path / "results/latents/vq_mnist"
+    latents.mkdir(parents=True)
+    for split, n in (("train", 64), ("val", 16)):
+        np.save(latents / f"{split}.npy", rng.integers(0, 128, (n, 4, 4)).astype(np.int16))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TWOSTAGE_THREADS", "1")
+    return tmp_path

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -45,20 +43,6 @@ def test_zero_budget_stops_at_the_first_bad_step():
         NonFiniteGuard().finite(3, loss=float("inf"), l1=0.1)
 
 
-@pytest.fixture
-def project(tmp_path: Path, repo: Path, monkeypatch) -> Path:
-    """Params plus random token grids: enough for `twostage train-prior` alone."""
-    shutil.copytree(repo / "params", tmp_path / "params")
-    rng = np.random.default_rng(0)
-    latents = tmp_path / "results/latents/vq_mnist"
-    latents.mkdir(parents=True)
-    for split, n in (("train", 64), ("val", 16)):
-        np.save(latents / f"{split}.npy", rng.integers(0, 128, (n, 4, 4)).astype(np.int16))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TWOSTAGE_THREADS", "1")
-    return tmp_path
-
-
 def _poison(monkeypatch, bad_calls: set[int]) -> None:
     """Make the prior's training loss NaN on the given (1-based) training calls."""
     real_loss, calls = AutoregressivePrior.loss, [0]
@@ -75,15 +59,17 @@ def _poison(monkeypatch, bad_calls: set[int]) -> None:
     monkeypatch.setattr(AutoregressivePrior, "loss", loss)
 
 
-def _train(project: Path, skip: int) -> int:
+def _train(token_grid_project: Path, skip: int) -> int:
     extra = f", skip_nonfinite_steps: {skip}" if skip else ""
-    (project / PROFILE).write_text(TINY_PRIOR % extra)
+    (token_grid_project / PROFILE).write_text(TINY_PRIOR % extra)
     return cli.main(["--profile", PROFILE, "train-prior", "autoregressive_mnist"])
 
 
-def test_nan_loss_stops_keeps_state_and_resumes_with_a_skip_budget(project, monkeypatch, capsys):
+def test_nan_loss_stops_keeps_state_and_resumes_with_a_skip_budget(
+    token_grid_project, monkeypatch, capsys
+):
     _poison(monkeypatch, bad_calls={8})
-    assert _train(project, skip=0) == 3
+    assert _train(token_grid_project, skip=0) == 3
     err = capsys.readouterr().err
     assert "twostage: error: non-finite loss at step 8: loss=nan, elbo=nan" in err
     assert "Traceback" not in err
@@ -93,7 +79,7 @@ def test_nan_loss_stops_keeps_state_and_resumes_with_a_skip_budget(project, monk
     # Allow one bad step: the rerun resumes at step 6 (the budget is not in the
     # state's fingerprint), skips step 8 (the 3rd call now) and finishes.
     _poison(monkeypatch, bad_calls={3})
-    assert _train(project, skip=1) == 0
+    assert _train(token_grid_project, skip=1) == 0
     metrics = json.loads((OUT / "metrics.json").read_text())
     assert metrics["skipped_nonfinite_steps"] == 1 and math.isfinite(metrics["val_bits_per_token"])
     rows = (OUT / "train_log.csv").read_text().splitlines()

@@ -3,10 +3,8 @@
 import json
 import logging
 import math
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -65,21 +63,7 @@ TINY_PRIOR = (
 LINEAR_FORWARD = torch.nn.Linear.forward
 
 
-@pytest.fixture
-def project(tmp_path: Path, repo: Path, monkeypatch) -> Path:
-    """Params plus random token grids: enough for `twostage train-prior` alone."""
-    shutil.copytree(repo / "params", tmp_path / "params")
-    rng = np.random.default_rng(0)
-    latents = tmp_path / "results/latents/vq_mnist"
-    latents.mkdir(parents=True)
-    for split, n in (("train", 64), ("val", 16)):
-        np.save(latents / f"{split}.npy", rng.integers(0, 128, (n, 4, 4)).astype(np.int16))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TWOSTAGE_THREADS", "1")
-    return tmp_path
-
-
-def _train(project: Path, monkeypatch, cpu_bf16: bool) -> tuple[dict, list[str], set]:
+def _train(token_grid_project: Path, monkeypatch, cpu_bf16: bool) -> tuple[dict, list[str], set]:
     """Train the tiny prior; (metrics, train_log rows, dtypes of (training, Linear output))."""
     seen: set[tuple[bool, torch.dtype]] = set()
 
@@ -89,9 +73,9 @@ def _train(project: Path, monkeypatch, cpu_bf16: bool) -> tuple[dict, list[str],
         return out
 
     monkeypatch.setattr(torch.nn.Linear, "forward", forward)
-    (project / PROFILE).write_text(TINY_PRIOR % str(cpu_bf16).lower())
+    (token_grid_project / PROFILE).write_text(TINY_PRIOR % str(cpu_bf16).lower())
     assert cli.main(["--profile", PROFILE, "train-prior", "absorbing_mnist"]) == 0
-    out = project / "results/priors/absorbing_mnist"
+    out = token_grid_project / "results/priors/absorbing_mnist"
     metrics = json.loads((out / "metrics.json").read_text())
     return metrics, (out / "train_log.csv").read_text().splitlines(), seen
 
@@ -106,17 +90,17 @@ def _column(rows: list[str], name: str) -> list[float]:
 
 
 def test_prior_training_autocasts_to_bf16_only_where_native(
-    project, monkeypatch, native_bf16, caplog
+    token_grid_project, monkeypatch, native_bf16, caplog
 ):
     native_bf16(True)  # native, but not requested: float32
-    ref_metrics, ref_rows, ref_seen = _train(project, monkeypatch, cpu_bf16=False)
+    ref_metrics, ref_rows, ref_seen = _train(token_grid_project, monkeypatch, cpu_bf16=False)
     assert ref_seen == {(True, torch.float32), (False, torch.float32)}
     assert ref_metrics["cpu_bf16_used"] is False
 
     # Requested and native: the training matmuls run in bf16 (all but the head, whose
     # logits stay float32), validation in float32, and the losses stay close to float32's
     # (bf16 keeps ~3 significant digits).
-    metrics, rows, seen = _train(project, monkeypatch, cpu_bf16=True)
+    metrics, rows, seen = _train(token_grid_project, monkeypatch, cpu_bf16=True)
     assert seen == {(True, torch.bfloat16), (True, torch.float32), (False, torch.float32)}
     assert metrics["cpu_bf16_used"] is True
     losses, ref_losses = _column(rows, "loss"), _column(ref_rows, "loss")
@@ -127,7 +111,7 @@ def test_prior_training_autocasts_to_bf16_only_where_native(
     # Requested on a CPU without native bf16: float32, identical to not requesting it.
     native_bf16(False)
     with caplog.at_level(logging.INFO, logger="twostage"):
-        metrics, rows, seen = _train(project, monkeypatch, cpu_bf16=True)
+        metrics, rows, seen = _train(token_grid_project, monkeypatch, cpu_bf16=True)
     assert "cpu_bf16 requested, but this CPU lacks native bf16" in caplog.text
     assert seen == ref_seen and metrics["cpu_bf16_used"] is False
     assert rows == ref_rows
