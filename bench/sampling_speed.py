@@ -76,6 +76,7 @@ def configurations(
     temperature: float,
     random_steps: list[int] | None = None,
     bf16_steps: list[int] | None = None,
+    even_steps: list[int] | None = None,
 ) -> list[tuple[str, str, dict]]:
     """(label, prior kind, sample() options); the first is the reference."""
     full = {"steps": length, "temperature": temperature, "sampler": "random"}
@@ -98,6 +99,14 @@ def configurations(
         label = "full chain" if steps == length else f"{steps} steps"
         options = {**full, "steps": steps, "bf16": True, "decoder_bf16": True}
         rows.append((f"absorbing, random, {label}, bf16 + bf16 decoder", "absorbing", options))
+    for steps in even_steps or []:
+        options = {**full, "steps": steps, "sampler": "even"}
+        rows.append((f"absorbing, even, {steps} steps", "absorbing", options))
+        if bf16_steps:  # what `sampler: even` with `cpu_bf16: true` does
+            options = {**options, "bf16": True, "decoder_bf16": True}
+            rows.append(
+                (f"absorbing, even, {steps} steps, bf16 + bf16 decoder", "absorbing", options)
+            )
     ar = {"temperature": temperature}
     rows.append(("autoregressive, KV cache", "autoregressive", {**ar, "use_cache": True}))
     if bf16_steps:
@@ -123,6 +132,9 @@ def main() -> None:
     parser.add_argument(
         "--bf16-steps", default="", help="e.g. 16,8,4: rows with the prior in bf16 autocast"
     )
+    parser.add_argument(
+        "--even-steps", default="", help="e.g. 4,3: rows of the even sampler (and in bf16)"
+    )
     parser.add_argument("--skip", default="", help="skip rows whose label contains any of a,b")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -145,7 +157,10 @@ def main() -> None:
     bf16_steps = [int(x) for x in args.bf16_steps.split(",")] if args.bf16_steps else None
     if bf16_steps and not cpu_has_native_bf16():
         parser.error("--bf16-steps: this CPU has no native bf16 (emulated bf16 is slower)")
-    configs = configurations(absorbing.length, args.temperature, random_steps, bf16_steps)
+    even_steps = [int(x) for x in args.even_steps.split(",")] if args.even_steps else None
+    configs = configurations(
+        absorbing.length, args.temperature, random_steps, bf16_steps, even_steps
+    )
     skip = [x for x in args.skip.split(",") if x]
     configs = [c for c in configs if not any(x in c[0] for x in skip)]
     # A small untimed draw first: one-time costs (thread pools, lazy kernels) must not

@@ -128,6 +128,37 @@ def test_compact_sampling_returns_the_plain_samplers_tokens_with_less_work(sampl
         assert sum(rows) < 0.75 * plain_rows
 
 
+@pytest.mark.parametrize(("steps", "expected"), [(4, [4, 4, 4, 4]), (3, [6, 5, 5]), (1, [16])])
+def test_even_sampler_reveals_its_share_each_step(steps, expected):
+    # ⌈m/t⌉ of the m still-masked tokens at t = steps, …, 1, in every row, all filled at
+    # the end; the compact path gives the plain path's tokens (the reveal mask is drawn
+    # before the network, as in the paper's sampler).
+    model = _absorbing()
+    masked: list = []
+    real_reveal_tokens = model._reveal_tokens
+
+    def spy(z, reveal, drawn):
+        masked.append(reveal.sum(1).tolist())
+        return real_reveal_tokens(z, reveal, drawn)
+
+    model._reveal_tokens = spy
+    plain = model.sample(
+        5, steps, sampler="even", generator=torch.Generator().manual_seed(3), compact=False
+    )
+    assert masked == [[n] * 5 for n in expected]
+    assert not (plain == model.mask_id).any()
+    compact = model.sample(5, steps, sampler="even", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(compact, plain)
+
+
+def test_even_sampler_shares_out_a_partly_known_grid():
+    model = _absorbing()
+    start = torch.full((2, 16), model.mask_id)
+    start[0, :9] = 1  # 7 masked: 4 then 3; the other row: 8 then 8
+    reveal = model._reveal(start, 2, torch.Generator().manual_seed(0), even=True)
+    assert reveal.sum(1).tolist() == [4, 8] and not reveal[0, :9].any()
+
+
 def test_confidence_schedule_reveals_a_cosine_shaped_count():
     model = _absorbing()
     masked_counts = []

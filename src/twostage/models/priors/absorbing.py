@@ -23,7 +23,9 @@ from torch import nn
 from twostage.models.priors.transformer import Transformer
 
 LOSS_TYPES = ("reweighted_elbo", "elbo", "mlm")
-SAMPLERS = ("random", "confidence")
+SAMPLERS = ("random", "even", "confidence")
+# Samplers whose reveal mask does not depend on the network (so it can be drawn first).
+RANDOM_ORDER = ("random", "even")
 
 
 class AbsorbingDiffusion(nn.Module):
@@ -90,14 +92,23 @@ class AbsorbingDiffusion(nn.Module):
         b, n, k = probs.shape
         return torch.multinomial(probs.reshape(-1, k), 1, generator=generator).view(b, n)
 
-    def _reveal(self, z, t, generator):
-        """Which still-masked tokens the paper's reverse step reveals at t: each w.p. 1/t.
+    def _reveal(self, z, t, generator, even: bool = False):
+        """Which still-masked tokens the reverse step reveals at t.
 
-        Drawn before the network is called: it does not depend on the probabilities, so
-        rows that reveal nothing need no network call (``compact`` sampling).
+        The paper's step reveals each w.p. 1/t, so the count per step varies (16 tokens in
+        4 steps: Binomial(16, 1/4) first, sometimes 8 at once). ``even`` reveals exactly
+        ⌈m/t⌉ of a row's m masked tokens, a uniformly random subset (the smallest of the
+        same uniforms), so no step reveals more than its share. Drawn before the network is
+        called: it does not depend on the probabilities, so rows that reveal nothing need
+        no network call (``compact`` sampling).
         """
         u = torch.rand(z.shape, generator=generator, device=z.device)
-        return (z == self.mask_id) & (u < 1.0 / t)
+        masked = z == self.mask_id
+        if not even:
+            return masked & (u < 1.0 / t)
+        count = (masked.sum(1) + t - 1) // t
+        rank = torch.where(masked, u, 2.0).argsort(1).argsort(1)
+        return masked & (rank < count[:, None])
 
     @staticmethod
     def _draw_at(probs, reveal, generator):
@@ -114,9 +125,10 @@ class AbsorbingDiffusion(nn.Module):
         drawn = torch.searchsorted(cdf, target, right=True).squeeze(-1)
         return drawn.clamp_max(probs.shape[-1] - 1)
 
-    def _random_step(self, z, probs, t, generator):
-        """The paper's reverse step: each still-masked token is revealed with probability 1/t."""
-        reveal = self._reveal(z, t, generator)
+    def _random_step(self, z, probs, t, generator, even: bool = False):
+        """The paper's reverse step: each still-masked token is revealed with probability 1/t
+        (``even``: exactly ⌈m/t⌉ of the m masked, see ``_reveal``)."""
+        reveal = self._reveal(z, t, generator, even)
         return self._reveal_tokens(z, reveal, self._draw_at(probs, reveal, generator))
 
     @staticmethod
@@ -162,9 +174,10 @@ class AbsorbingDiffusion(nn.Module):
 
         ``random`` (the paper): at t = S, …, 1 each still-masked token is revealed
         with probability 1/t, its value drawn from softmax(logits / τ); t = 1
-        reveals the rest. ``confidence``: every step draws all masked tokens and
-        keeps the least confident masked, their number following a cosine
-        schedule to zero (``choice_temperature``: MaskGIT's noise on the ordering).
+        reveals the rest. ``even``: the same, but each step reveals exactly ⌈m/t⌉ of
+        the m masked tokens (a random subset). ``confidence``: every step draws all
+        masked tokens and keeps the least confident masked, their number following a
+        cosine schedule to zero (``choice_temperature``: MaskGIT's noise on the ordering).
         ``init`` (B × L, mask token where unknown) starts from a partly known
         grid: unmasked tokens are never changed (inpainting).
         ``compact=False`` calls the network on the whole batch at every step (exactly
@@ -193,8 +206,8 @@ class AbsorbingDiffusion(nn.Module):
             )
         for i, t in enumerate(range(steps, 0, -1)):
             probs = self.probabilities(z, temperature)
-            if sampler == "random":
-                z = self._random_step(z, probs, t, generator)
+            if sampler in RANDOM_ORDER:
+                z = self._random_step(z, probs, t, generator, even=sampler == "even")
             else:
                 z = self._confidence_step(
                     z, probs, i + 1, steps, initial_masked, generator, choice_temperature
@@ -210,8 +223,8 @@ class AbsorbingDiffusion(nn.Module):
 
         The network's output for a row depends only on that row's grid, so (1) a row
         whose grid has not changed since its last evaluation reuses those
-        probabilities: in the ``random`` sampler a token is revealed at step t with
-        probability 1/t independently of the network, so the reveal mask is drawn
+        probabilities: in the ``random`` and ``even`` samplers which tokens are revealed
+        at step t does not depend on the network, so the reveal mask is drawn
         first and only rows that reveal something and changed since are evaluated
         (with steps = tokens, about 1 − 1/e of the rows per step); (2) rows that are
         entirely masked (every row at the first step unless ``init``) share one
@@ -221,8 +234,8 @@ class AbsorbingDiffusion(nn.Module):
         probs = None
         stale = torch.ones(b, dtype=torch.bool, device=z.device)  # grid changed since evaluated
         for i, t in enumerate(range(steps, 0, -1)):
-            if sampler == "random":
-                reveal = self._reveal(z, t, generator)
+            if sampler in RANDOM_ORDER:
+                reveal = self._reveal(z, t, generator, even=sampler == "even")
                 need = stale & reveal.any(1)
             else:
                 need = stale
@@ -232,7 +245,7 @@ class AbsorbingDiffusion(nn.Module):
                     probs = fresh.new_empty((b, *fresh.shape[1:]))
                 probs[need] = fresh
                 stale &= ~need
-            if sampler == "random":
+            if sampler in RANDOM_ORDER:
                 z = self._reveal_tokens(z, reveal, self._draw_at(probs, reveal, generator))
                 stale |= reveal.any(1)
             else:
