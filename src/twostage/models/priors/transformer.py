@@ -7,9 +7,19 @@ key/value ``cache`` lets sampling feed one new token per call.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def float32_under_cpu_autocast(fn, *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn(*tensors)``, in float32 when CPU (bf16) autocast is on, else unchanged."""
+    if tensors[0].device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return fn(*(t.float() for t in tensors))
+    return fn(*tensors)
 
 
 class SelfAttention(nn.Module):
@@ -31,16 +41,11 @@ class SelfAttention(nn.Module):
             cache["k"], cache["v"] = k, v
         causal = self.causal and n > 1
         dropout = self.dropout if self.training else 0.0
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # Under CPU bf16 autocast (the priors' cpu_bf16) attention stays float32: the
-            # CPU flash-attention kernel is slower in bf16 (its backward ~12x at 16 tokens,
-            # 32 per head; bench/BENCHMARKS.md), while the linear layers gain ~2x.
-            with torch.autocast("cpu", enabled=False):
-                y = F.scaled_dot_product_attention(
-                    q.float(), k.float(), v.float(), is_causal=causal, dropout_p=dropout
-                )
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
+        # Under CPU bf16 autocast (cpu_bf16) attention stays float32: the CPU flash-attention
+        # kernel is slower in bf16 (its backward ~12x at 16 tokens, 32 per head;
+        # bench/BENCHMARKS.md), while the linear layers gain ~2x.
+        attention = partial(F.scaled_dot_product_attention, is_causal=causal, dropout_p=dropout)
+        y = float32_under_cpu_autocast(attention, q, k, v)
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
 
@@ -126,10 +131,6 @@ class Transformer(nn.Module):
             cache.extend({} for _ in self.blocks)
         for i, block in enumerate(self.blocks):
             x = block(x, None if cache is None else cache[i])
-        h = self.ln_f(x)
-        if torch.is_autocast_enabled("cpu"):
-            # bf16 logits would be off by ~0.4 % of their size, enough to skew the sampling
-            # softmax; the head is ~2 % of the FLOPs, so it stays in float32.
-            with torch.autocast("cpu", enabled=False):
-                return self.head(h.float())
-        return self.head(h)
+        # bf16 logits would be off by ~0.4 % of their size, enough to skew the sampling
+        # softmax; the head is ~2 % of the FLOPs, so it stays in float32.
+        return float32_under_cpu_autocast(self.head, self.ln_f(x))
