@@ -55,13 +55,8 @@ def _train(params) -> tuple[dict, dict]:
     return metrics, ckpt
 
 
-def test_glf_saves_flow_and_autoencoder_and_resumes_identically(project: Path, monkeypatch):
-    params = load_params(["params/profiles/tiny.yaml"])
-    clean_metrics, clean = _train(params)
-    assert set(clean["autoencoder"]) >= {"spec", "state_dict", "channels", "resolution"}
-    assert read_json(paths.prior("glf_mnist")["metrics"])["stop_gradient"] is True
-
-    # Interrupt: stop right after the state of step 4 is saved, then rerun.
+def _interrupt_then_rerun(monkeypatch, train):
+    """Run ``train`` until its first saved resumable state, kill it there, then rerun it."""
     original_save = ResumableState.save
 
     def save_then_die(self, step, **objects):
@@ -70,9 +65,19 @@ def test_glf_saves_flow_and_autoencoder_and_resumes_identically(project: Path, m
 
     monkeypatch.setattr(ResumableState, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        _train(params)
+        train()
     monkeypatch.setattr(ResumableState, "save", original_save)
-    resumed_metrics, resumed = _train(params)
+    return train()
+
+
+def test_glf_saves_flow_and_autoencoder_and_resumes_identically(project: Path, monkeypatch):
+    params = load_params(["params/profiles/tiny.yaml"])
+    clean_metrics, clean = _train(params)
+    assert set(clean["autoencoder"]) >= {"spec", "state_dict", "channels", "resolution"}
+    assert read_json(paths.prior("glf_mnist")["metrics"])["stop_gradient"] is True
+
+    # Interrupt: stop right after the state of step 4 is saved, then rerun.
+    resumed_metrics, resumed = _interrupt_then_rerun(monkeypatch, lambda: _train(params))
 
     for name, tensor in clean["state_dict"].items():
         assert torch.equal(tensor, resumed["state_dict"][name]), name
@@ -106,17 +111,7 @@ def test_vae_flow_trains_jointly_saves_its_vae_and_resumes_identically(project: 
     for key, tensor in clean["autoencoder"]["state_dict"].items():
         assert torch.equal(decoder.state_dict()[key], tensor), key
 
-    original_save = ResumableState.save
-
-    def save_then_die(self, step, **objects):
-        original_save(self, step, **objects)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(ResumableState, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train()
-    monkeypatch.setattr(ResumableState, "save", original_save)
-    resumed_metrics, resumed = train()
+    resumed_metrics, resumed = _interrupt_then_rerun(monkeypatch, train)
     for key, tensor in clean["state_dict"].items():
         assert torch.equal(tensor, resumed["state_dict"][key]), key
     for key, tensor in clean["autoencoder"]["state_dict"].items():
