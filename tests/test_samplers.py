@@ -82,7 +82,7 @@ def test_bf16_autocast_keeps_the_logits_in_float32():
     assert torch.allclose(mixed, exact, atol=0.05) and not torch.equal(mixed, exact)
 
 
-@pytest.mark.parametrize("sampler", ["random", "confidence"])
+@pytest.mark.parametrize("sampler", ["random", "even", "cosine", "confidence"])
 @pytest.mark.parametrize("steps", [1, 3, 16])
 def test_every_absorbing_sampler_fills_all_tokens_in_steps_calls(sampler, steps):
     model = _absorbing()
@@ -94,7 +94,7 @@ def test_every_absorbing_sampler_fills_all_tokens_in_steps_calls(sampler, steps)
 
 
 @pytest.mark.parametrize("init", [False, True])
-@pytest.mark.parametrize("sampler", ["random", "confidence"])
+@pytest.mark.parametrize("sampler", ["random", "cosine", "confidence"])
 @pytest.mark.parametrize("steps", [1, 3, 8, 16])
 def test_compact_sampling_returns_the_plain_samplers_tokens_with_less_work(sampler, steps, init):
     """The default (compact) path skips rows whose grid did not change and evaluates the
@@ -155,8 +155,47 @@ def test_even_sampler_shares_out_a_partly_known_grid():
     model = _absorbing()
     start = torch.full((2, 16), model.mask_id)
     start[0, :9] = 1  # 7 masked: 4 then 3; the other row: 8 then 8
-    reveal = model._reveal(start, 2, torch.Generator().manual_seed(0), even=True)
+    reveal = model._reveal(start, 2, torch.Generator().manual_seed(0), "even")
     assert reveal.sum(1).tolist() == [4, 8] and not reveal[0, :9].any()
+
+
+@pytest.mark.parametrize(
+    "steps, expected",
+    [
+        (4, [2, 3, 5, 6]),  # still masked after each step: ⌊16 cos(π/2 · s/4)⌋ = 14, 11, 6, 0
+        (5, [1, 3, 3, 5, 4]),  # 15, 12, 9, 4, 0
+        (1, [16]),
+    ],
+)
+def test_cosine_sampler_reveals_the_cosine_count_each_step(steps, expected):
+    # Exactly MaskGIT's cosine count per step in the paper's random order; the compact
+    # path gives the plain path's tokens.
+    model = _absorbing()
+    revealed: list = []
+    real_reveal_tokens = model._reveal_tokens
+
+    def spy(z, reveal, drawn):
+        revealed.append(reveal.sum(1).tolist())
+        return real_reveal_tokens(z, reveal, drawn)
+
+    model._reveal_tokens = spy
+    plain = model.sample(
+        5, steps, sampler="cosine", generator=torch.Generator().manual_seed(3), compact=False
+    )
+    assert revealed == [[n] * 5 for n in expected]
+    assert not (plain == model.mask_id).any()
+    compact = model.sample(5, steps, sampler="cosine", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(compact, plain)
+
+
+def test_cosine_sampler_follows_each_rows_own_masked_count():
+    model = _absorbing()
+    start = torch.full((2, 16), model.mask_id)
+    start[0, :8] = 1  # 8 masked: ⌊8 cos(π/8)⌋ = 7 stay, so 1 revealed; the other row 16 → 2
+    reveal = model._reveal(
+        start, 4, torch.Generator().manual_seed(0), "cosine", 4, (start == model.mask_id).sum(1)
+    )
+    assert reveal.sum(1).tolist() == [1, 2] and not reveal[0, :8].any()
 
 
 def test_confidence_schedule_reveals_a_cosine_shaped_count():

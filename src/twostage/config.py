@@ -280,7 +280,8 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
                 _fail(
                     origin,
                     ("runs", name, "sampler"),
-                    f"prior {run['prior']!r} is {kind}, use sampler random, even or confidence",
+                    f"prior {run['prior']!r} is {kind}, "
+                    "use sampler random, even, cosine or confidence",
                 )
             if "top_k" in run:
                 _fail(origin, ("runs", name, "top_k"), "top_k applies to autoregressive priors")
@@ -366,7 +367,7 @@ def _check_continuous(data: dict[str, Any], origin: dict) -> None:
             hint = (
                 "sampler: ancestral (and no steps)"
                 if kind in CONTINUOUS_PRIORS
-                else "a token sampler (random, even, confidence or autoregressive)"
+                else "a token sampler (random, even, cosine, confidence or autoregressive)"
             )
             _fail(
                 origin,

@@ -23,9 +23,17 @@ from torch import nn
 from twostage.models.priors.transformer import Transformer
 
 LOSS_TYPES = ("reweighted_elbo", "elbo", "mlm")
-SAMPLERS = ("random", "even", "confidence")
+SAMPLERS = ("random", "even", "cosine", "confidence")
 # Samplers whose reveal mask does not depend on the network (so it can be drawn first).
-RANDOM_ORDER = ("random", "even")
+RANDOM_ORDER = ("random", "even", "cosine")
+
+
+def cosine_still_masked(initial_masked: torch.Tensor, step: int, steps: int) -> torch.Tensor:
+    """MaskGIT's schedule: after step ``step`` of ``steps``, ⌊m₀·cos(π/2 · step/steps)⌋ of a
+    row's m₀ initially masked tokens are still masked (none after the last step)."""
+    if step == steps:  # cos(π/2) is 6e-17 in floating point, not 0
+        return torch.zeros_like(initial_masked)
+    return torch.floor(initial_masked * math.cos(math.pi / 2 * step / steps)).long()
 
 
 class AbsorbingDiffusion(nn.Module):
@@ -92,21 +100,27 @@ class AbsorbingDiffusion(nn.Module):
         b, n, k = probs.shape
         return torch.multinomial(probs.reshape(-1, k), 1, generator=generator).view(b, n)
 
-    def _reveal(self, z, t, generator, even: bool = False):
-        """Which still-masked tokens the reverse step reveals at t.
+    def _reveal(self, z, t, generator, sampler="random", steps=None, initial_masked=None):
+        """Which still-masked tokens the reverse step reveals at t (of ``steps``).
 
-        The paper's step reveals each w.p. 1/t, so the count per step varies (16 tokens in
-        4 steps: Binomial(16, 1/4) first, sometimes 8 at once). ``even`` reveals exactly
-        ⌈m/t⌉ of a row's m masked tokens, a uniformly random subset (the smallest of the
-        same uniforms), so no step reveals more than its share. Drawn before the network is
-        called: it does not depend on the probabilities, so rows that reveal nothing need
-        no network call (``compact`` sampling).
+        The paper's step (``random``) reveals each w.p. 1/t, so the count per step varies
+        (16 tokens in 4 steps: Binomial(16, 1/4) first, sometimes 8 at once). ``even``
+        reveals exactly ⌈m/t⌉ of a row's m masked tokens; ``cosine`` exactly as many as
+        MaskGIT's cosine schedule says (few first, when the tokens revealed together are
+        drawn from little context, more later; ``initial_masked`` is each row's m₀).
+        Both pick a uniformly random subset (the smallest of the same uniforms). Drawn
+        before the network is called: it does not depend on the probabilities, so rows
+        that reveal nothing need no network call (``compact`` sampling).
         """
         u = torch.rand(z.shape, generator=generator, device=z.device)
         masked = z == self.mask_id
-        if not even:
+        if sampler == "random":
             return masked & (u < 1.0 / t)
-        count = (masked.sum(1) + t - 1) // t
+        still_masked = masked.sum(1)
+        if sampler == "even":
+            count = (still_masked + t - 1) // t
+        else:
+            count = still_masked - cosine_still_masked(initial_masked, steps - t + 1, steps)
         rank = torch.where(masked, u, 2.0).argsort(1).argsort(1)
         return masked & (rank < count[:, None])
 
@@ -125,10 +139,12 @@ class AbsorbingDiffusion(nn.Module):
         drawn = torch.searchsorted(cdf, target, right=True).squeeze(-1)
         return drawn.clamp_max(probs.shape[-1] - 1)
 
-    def _random_step(self, z, probs, t, generator, even: bool = False):
+    def _random_step(
+        self, z, probs, t, generator, sampler="random", steps=None, initial_masked=None
+    ):
         """The paper's reverse step: each still-masked token is revealed with probability 1/t
-        (``even``: exactly ⌈m/t⌉ of the m masked, see ``_reveal``)."""
-        reveal = self._reveal(z, t, generator, even)
+        (``even``, ``cosine``: an exact count, see ``_reveal``)."""
+        reveal = self._reveal(z, t, generator, sampler, steps, initial_masked)
         return self._reveal_tokens(z, reveal, self._draw_at(probs, reveal, generator))
 
     @staticmethod
@@ -150,7 +166,7 @@ class AbsorbingDiffusion(nn.Module):
         u = torch.rand(z.shape, generator=generator, device=z.device).clamp(1e-12, 1 - 1e-12)
         confidence = confidence + choice_temp * (1 - step / steps) * -torch.log(-torch.log(u))
         confidence = torch.where(masked, confidence, torch.full_like(confidence, math.inf))
-        keep_masked = torch.floor(initial_masked * math.cos(math.pi / 2 * step / steps)).long()
+        keep_masked = cosine_still_masked(initial_masked, step, steps)
         # Rank positions by confidence; the keep_masked least confident stay masked.
         rank = confidence.argsort(dim=1).argsort(dim=1)
         stay = masked & (rank < keep_masked[:, None])
@@ -175,7 +191,8 @@ class AbsorbingDiffusion(nn.Module):
         ``random`` (the paper): at t = S, …, 1 each still-masked token is revealed
         with probability 1/t, its value drawn from softmax(logits / τ); t = 1
         reveals the rest. ``even``: the same, but each step reveals exactly ⌈m/t⌉ of
-        the m masked tokens (a random subset). ``confidence``: every step draws all
+        the m masked tokens (a random subset); ``cosine``: exactly the count of MaskGIT's
+        cosine schedule (few first). ``confidence``: every step draws all
         masked tokens and keeps the least confident masked, their number following a
         cosine schedule to zero (``choice_temperature``: MaskGIT's noise on the ordering).
         ``init`` (B × L, mask token where unknown) starts from a partly known
@@ -207,7 +224,7 @@ class AbsorbingDiffusion(nn.Module):
         for i, t in enumerate(range(steps, 0, -1)):
             probs = self.probabilities(z, temperature)
             if sampler in RANDOM_ORDER:
-                z = self._random_step(z, probs, t, generator, even=sampler == "even")
+                z = self._random_step(z, probs, t, generator, sampler, steps, initial_masked)
             else:
                 z = self._confidence_step(
                     z, probs, i + 1, steps, initial_masked, generator, choice_temperature
@@ -223,8 +240,8 @@ class AbsorbingDiffusion(nn.Module):
 
         The network's output for a row depends only on that row's grid, so (1) a row
         whose grid has not changed since its last evaluation reuses those
-        probabilities: in the ``random`` and ``even`` samplers which tokens are revealed
-        at step t does not depend on the network, so the reveal mask is drawn
+        probabilities: in the ``random``, ``even`` and ``cosine`` samplers which tokens
+        are revealed at step t does not depend on the network, so the reveal mask is drawn
         first and only rows that reveal something and changed since are evaluated
         (with steps = tokens, about 1 − 1/e of the rows per step); (2) rows that are
         entirely masked (every row at the first step unless ``init``) share one
@@ -235,7 +252,7 @@ class AbsorbingDiffusion(nn.Module):
         stale = torch.ones(b, dtype=torch.bool, device=z.device)  # grid changed since evaluated
         for i, t in enumerate(range(steps, 0, -1)):
             if sampler in RANDOM_ORDER:
-                reveal = self._reveal(z, t, generator, even=sampler == "even")
+                reveal = self._reveal(z, t, generator, sampler, steps, initial_masked)
                 need = stale & reveal.any(1)
             else:
                 need = stale
