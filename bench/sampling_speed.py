@@ -37,6 +37,8 @@ from twostage.config import load_params
 from twostage.evaluate import cache
 from twostage.evaluate.features import primary_extractor
 from twostage.evaluate.frechet import frechet_distance_from_features
+from twostage.evaluate.prdc import compute_prdc
+from twostage.evaluate.protocol import real_subset
 from twostage.images import to_uint8
 from twostage.runtime import cpu_bf16_autocast, cpu_has_native_bf16
 from twostage.sample.sampler import load_models
@@ -77,6 +79,8 @@ def configurations(
     random_steps: list[int] | None = None,
     bf16_steps: list[int] | None = None,
     even_steps: list[int] | None = None,
+    temperatures: list[float] | None = None,
+    cosine_steps: list[int] | None = None,
 ) -> list[tuple[str, str, dict]]:
     """(label, prior kind, sample() options); the first is the reference."""
     full = {"steps": length, "temperature": temperature, "sampler": "random"}
@@ -99,14 +103,29 @@ def configurations(
         label = "full chain" if steps == length else f"{steps} steps"
         options = {**full, "steps": steps, "bf16": True, "decoder_bf16": True}
         rows.append((f"absorbing, random, {label}, bf16 + bf16 decoder", "absorbing", options))
-    for steps in even_steps or []:
-        options = {**full, "steps": steps, "sampler": "even"}
-        rows.append((f"absorbing, even, {steps} steps", "absorbing", options))
-        if bf16_steps:  # what `sampler: even` with `cpu_bf16: true` does
+    exact_counts = [("even", s) for s in even_steps or []]
+    exact_counts += [("cosine", s) for s in cosine_steps or []]
+    for sampler, steps in exact_counts:
+        options = {**full, "steps": steps, "sampler": sampler}
+        rows.append((f"absorbing, {sampler}, {steps} steps", "absorbing", options))
+        if bf16_steps:  # what the sampler with `cpu_bf16: true` does
             options = {**options, "bf16": True, "decoder_bf16": True}
-            rows.append(
-                (f"absorbing, even, {steps} steps, bf16 + bf16 decoder", "absorbing", options)
+            label = f"absorbing, {sampler}, {steps} steps, bf16 + bf16 decoder"
+            rows.append((label, "absorbing", options))
+    # Another temperature changes the distribution, not the cost: the full chain at that
+    # temperature is drawn too, so each fast row can be read against the full chain at
+    # its own temperature as well as against the reference's.
+    for tau in temperatures or []:
+        options = {**full, "temperature": tau}
+        rows.append((f"absorbing, random, full chain, τ {tau}", "absorbing", options))
+        for sampler, steps in exact_counts:
+            options = {**full, "temperature": tau, "steps": steps, "sampler": sampler}
+            if bf16_steps:
+                options = {**options, "bf16": True, "decoder_bf16": True}
+            label = f"absorbing, {sampler}, {steps} steps, τ {tau}" + (
+                ", bf16 + bf16 decoder" if bf16_steps else ""
             )
+            rows.append((label, "absorbing", options))
     ar = {"temperature": temperature}
     rows.append(("autoregressive, KV cache", "autoregressive", {**ar, "use_cache": True}))
     if bf16_steps:
@@ -135,6 +154,14 @@ def main() -> None:
     parser.add_argument(
         "--even-steps", default="", help="e.g. 4,3: rows of the even sampler (and in bf16)"
     )
+    parser.add_argument(
+        "--cosine-steps", default="", help="e.g. 5,4: rows of the cosine-count sampler (and bf16)"
+    )
+    parser.add_argument(
+        "--temperatures",
+        default="",
+        help="e.g. 0.7,1.0: the full chain and the --even/--cosine-steps rows at those τ",
+    )
     parser.add_argument("--skip", default="", help="skip rows whose label contains any of a,b")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -150,16 +177,29 @@ def main() -> None:
     extractor = primary_extractor(p, dataset, torch.device("cpu"))
     real = cache.load_train_features(p, dataset, extractor)
 
-    def fd(images: np.ndarray) -> float:
-        return frechet_distance_from_features(extractor(images), real)
+    nearest_k = p["evaluation"]["nearest_k"]
+
+    def quality(images: np.ndarray) -> tuple[float, dict]:
+        """FD against all real training features, PRDC against an equal-sized subset."""
+        features = extractor(images)
+        prdc = compute_prdc(real_subset(real, len(features), args.seed), features, nearest_k)
+        return frechet_distance_from_features(features, real), prdc
 
     random_steps = [int(x) for x in args.random_steps.split(",")] if args.random_steps else None
     bf16_steps = [int(x) for x in args.bf16_steps.split(",")] if args.bf16_steps else None
     if bf16_steps and not cpu_has_native_bf16():
         parser.error("--bf16-steps: this CPU has no native bf16 (emulated bf16 is slower)")
     even_steps = [int(x) for x in args.even_steps.split(",")] if args.even_steps else None
+    cosine_steps = [int(x) for x in args.cosine_steps.split(",")] if args.cosine_steps else None
+    temperatures = [float(x) for x in args.temperatures.split(",")] if args.temperatures else None
     configs = configurations(
-        absorbing.length, args.temperature, random_steps, bf16_steps, even_steps
+        absorbing.length,
+        args.temperature,
+        random_steps,
+        bf16_steps,
+        even_steps,
+        temperatures,
+        cosine_steps,
     )
     skip = [x for x in args.skip.split(",") if x]
     configs = [c for c in configs if not any(x in c[0] for x in skip)]
@@ -170,6 +210,7 @@ def main() -> None:
     times: dict[str, list] = {label: [] for label, _, _ in configs}
     loads: dict[str, list] = {label: [] for label, _, _ in configs}
     fds: dict[str, float] = {}
+    prdcs: dict[str, dict] = {}
     for r in range(args.rounds):
         for label, kind, options in configs:
             loads[label].append(os.getloadavg()[0])
@@ -178,14 +219,17 @@ def main() -> None:
             )
             times[label].append((seconds, prior_seconds))
             if r == 0:
-                fds[label] = fd(images)
+                fds[label], prdcs[label] = quality(images)
     ref_label, _, ref_options = configs[0]
     # Compact sampling returns the plain path's very tokens, only sooner.
     noise_options = {**ref_options, "compact": True}
     noise = [
-        fd(draw(absorbing, ae, args.n, args.batch, args.seed + 1 + i, **noise_options)[0])
+        quality(draw(absorbing, ae, args.n, args.batch, args.seed + 1 + i, **noise_options)[0])[0]
         for i in range(args.noise_seeds)
     ]
+
+    def prdc_cell(m: dict) -> str:
+        return " / ".join(f"{m[key]:.3f}" for key in ("precision", "recall", "density", "coverage"))
 
     def median(values):
         return float(np.median(values))
@@ -204,10 +248,10 @@ def main() -> None:
         f"{ref_fd:.3f}.\n"
     )
     print(
-        "| sampler | images/s | speed-up | prior share | FD | FD ratio | load | "
+        "| sampler | images/s | speed-up | prior share | FD | FD ratio | P / R / D / C | load | "
         "≥4× and FD ≤ 1.05× |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|:---:|")
+    print("|---|---:|---:|---:|---:|---:|:---|---:|:---:|")
     for label, kind, _ in configs:
         seconds = median([s for s, _ in times[label]])
         share = median([q / s for s, q in times[label]])
@@ -218,7 +262,7 @@ def main() -> None:
         load = f"{min(loads[label]):.1f}–{max(loads[label]):.1f}"
         print(
             f"| {label} | {rate:.1f} | {rate / ref_rate:.2f}× | {share:.0%} | "
-            f"{fds[label]:.3f} | {fds[label] / ref_fd:.3f} | {load} | "
+            f"{fds[label]:.3f} | {fds[label] / ref_fd:.3f} | {prdc_cell(prdcs[label])} | {load} | "
             f"{met if label != ref_label else 'reference'} |"
         )
 
