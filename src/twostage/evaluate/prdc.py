@@ -388,13 +388,22 @@ def _merge_smallest(
         values, part_mask = block[:, part], mask[:, part]
         np.less(values, best[target, -1, None], out=part_mask)
         if np.count_nonzero(part_mask) <= 2 * keep * n_rows:
-            local_rows, local_cols = np.nonzero(part_mask)
+            local_rows, local_cols = _nonzero(part_mask)
             found = values[local_rows, local_cols]
         else:  # rows still filling up: each row's keep smallest of the part
             local_rows, local_cols, found = _smallest_per_row(values, keep)
         if len(found):
             cols = local_cols + col_start + part.start
             _fold(best, best_index, local_rows + row_start, cols, found)
+
+
+def _nonzero(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a 2-D mask (sorted by row), via the ~10x faster flatnonzero."""
+    if mask.T.flags.c_contiguous and not mask.flags.c_contiguous:  # a transposed view
+        cols, rows = np.divmod(np.flatnonzero(mask.T), mask.shape[0])
+        order = np.argsort(rows, kind="stable")
+        return rows[order], cols[order]
+    return np.divmod(np.flatnonzero(mask), mask.shape[1])
 
 
 def _smallest_per_row(block: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -534,7 +543,7 @@ def _cross_decisions(
         other = other_buffer[: sq.size].reshape(sq.shape)
         np.less_equal(sq, real_high[rows, None], out=near)
         near |= np.less_equal(sq, fake_high[None, cols], out=other)
-        local_i, local_j = np.nonzero(near)
+        local_i, local_j = _nonzero(near)
         i, j = local_i + rows.start, local_j + cols.start
         near_sq = sq[local_i, local_j]
         # Is fake j inside the ball of real i (precision, density, coverage)?
