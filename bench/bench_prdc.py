@@ -14,11 +14,18 @@ The parent also reads ``RUSAGE_CHILDREN`` after each worker (the largest peak of
 child so far, so it is only informative in increasing-size order) as a cross-check,
 and records the 1-minute load average before each worker: the machine is shared.
 
+The worker also reports whether torch got imported (ours must not import it on the
+CPU: ~350 MiB of RSS).
+
+``--threads N`` sets OMP/OPENBLAS/MKL_NUM_THREADS for the workers, so both sides' BLAS
+use N threads (the reference still runs sklearn with ``n_jobs=8`` Python threads on top;
+pin the whole run to cores with ``taskset`` to bound what it can use).
+
 The parent asserts that both implementations return identical numbers (``==``) and
 prints a markdown table.
 
-    python bench/bench_prdc.py --sizes 5000,10000,20000
-    python bench/bench_prdc.py --sizes 50000 --impls twostage     # ours alone
+    taskset -c 1 python bench/bench_prdc.py --threads 1 --sizes 5000,10000,20000
+    taskset -c 1 python bench/bench_prdc.py --threads 1 --sizes 50000 --impls twostage
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 IMPLEMENTATIONS = ("twostage", "prdc")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,9 +55,12 @@ def make_features(n: int, dim: int, dtype: str, seed: int) -> tuple[np.ndarray, 
     four metrics away from 0 and 1, so the comparisons are actually exercised.
     """
     rng = np.random.default_rng(seed)
-    real = rng.standard_normal((n, dim)).astype(dtype)
-    fake = (1.01 * rng.standard_normal((n, dim))).astype(dtype)
-    return real, fake
+    # Built in place (the same numbers as ``(1.01 * z).astype(dtype)``), so that no
+    # full-size temporary of the harness's own sets either side's peak RSS.
+    real = rng.standard_normal((n, dim)).astype(dtype, copy=False)
+    fake = rng.standard_normal((n, dim))
+    fake *= 1.01
+    return real, fake.astype(dtype, copy=False)
 
 
 def peak_rss_mib() -> float:
@@ -81,6 +92,7 @@ def worker(impl: str, n: int, dim: int, dtype: str, k: int, chunk_size: int, see
     seconds = time.perf_counter() - start
     peak = peak_rss_mib()
     return {
+        "torch_imported": "torch" in sys.modules,
         "seconds": seconds,
         "peak_mib": peak,
         "delta_mib": peak - baseline,
@@ -107,19 +119,37 @@ def run_in_subprocess(impl: str, n: int, args: argparse.Namespace) -> dict:
         "--seed",
         str(args.seed),
     ]
+    env = dict(os.environ)
+    if args.threads:
+        env.update({name: str(args.threads) for name in THREAD_VARIABLES})
     load = os.getloadavg()[0]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO, env=env)
     stats = json.loads(out.stdout.strip().splitlines()[-1])
     stats["load"] = load
     stats["children_peak_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return stats
 
 
+def settings(args: argparse.Namespace) -> str:
+    threads = args.threads or os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    return (
+        f"dim={args.dim}, dtype={args.dtype}, k={args.k}, chunk_size={args.chunk_size}, "
+        f"BLAS threads={threads}"
+    )
+
+
+def torch_note(rows: list[dict], args: argparse.Namespace) -> str:
+    imported = {impl: any(row[impl]["torch_imported"] for row in rows) for impl in args.impls}
+    return "torch imported: " + ", ".join(
+        f"{impl} {'yes' if flag else 'no'}" for impl, flag in imported.items()
+    )
+
+
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     if len(args.impls) == 1:
         return single_table(rows, args)
     lines = [
-        f"dim={args.dim}, dtype={args.dtype}, k={args.k}, chunk_size={args.chunk_size}",
+        settings(args),
         "",
         "| N = M | twostage time (s) | prdc time (s) | speed-up | "
         "twostage peak RSS (MiB) | prdc peak RSS (MiB) | "
@@ -140,14 +170,13 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
             f"{'yes' if row['identical'] else 'NO'} | "
             f"{' / '.join(f'{value:.4f}' for value in ours['result'].values())} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", torch_note(rows, args)])
 
 
 def single_table(rows: list[dict], args: argparse.Namespace) -> str:
     (impl,) = args.impls
     lines = [
-        f"{impl} alone; dim={args.dim}, dtype={args.dtype}, k={args.k}, "
-        f"chunk_size={args.chunk_size}",
+        f"{impl} alone; {settings(args)}",
         "",
         "| N = M | time (s) | peak RSS (MiB) | Δ peak (MiB) | load | P / R / D / C |",
         "|---:|---:|---:|---:|---:|:---|",
@@ -159,7 +188,7 @@ def single_table(rows: list[dict], args: argparse.Namespace) -> str:
             f"{stats['delta_mib']:.0f} | {stats['load']:.1f} | "
             f"{' / '.join(f'{value:.4f}' for value in stats['result'].values())} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", torch_note(rows, args)])
 
 
 def parse_args() -> argparse.Namespace:
@@ -178,6 +207,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--chunk-size", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="BLAS/OpenMP threads for both sides' workers (default: the environment's)",
+    )
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import prdc
@@ -111,6 +115,36 @@ def test_accepts_torch_device_object():
     assert compute_prdc(real, fake, 3, device=torch.device("cpu")) == compute_prdc(real, fake, 3)
 
 
+def test_cpu_path_does_not_import_torch():
+    # On the CPU the metric is numpy alone: importing torch would cost ~350 MiB of RSS,
+    # more than the whole computation at 5k samples. A fresh interpreter shows it.
+    src = str(Path(prdc_module.__file__).resolve().parents[2])
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from twostage.evaluate.prdc import compute_prdc\n"
+        "rng = np.random.default_rng(0)\n"
+        "result = compute_prdc(rng.standard_normal((80, 16)), rng.standard_normal((70, 16)))\n"
+        "assert set(result) == {'precision', 'recall', 'density', 'coverage'}, result\n"
+        "assert 'torch' not in sys.modules, 'compute_prdc on the CPU imported torch'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_device_product_matches_reference(monkeypatch):
+    # The screening products on a torch device (CUDA in use) go through _DeviceProduct;
+    # on the CPU device it runs here, so its plumbing is checked without a GPU.
+    monkeypatch.setattr(
+        prdc_module, "_product_for", lambda device: prdc_module._DeviceProduct(device)
+    )
+    real, fake = gaussian_sets(32, 150, 140, 32, np.float32)
+    assert_same(compute_prdc(real, fake, 3, chunk_size=40), reference(real, fake, 3))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_reference():
     real, fake = gaussian_sets(31, 300, 280, 64, np.float32)
@@ -155,6 +189,16 @@ def test_exact_fallbacks_match_reference(monkeypatch, dtype):
     monkeypatch.setattr(prdc_module, "_THRESHOLD_SLACK", 1e3)
     real, fake = gaussian_sets(40, 130, 120, 32, dtype)
     assert_same(compute_prdc(real, fake, 3, chunk_size=50), reference(real, fake, 3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("tile", "chunk_size"), [(7, 20), (16, 16), (5, 64), (64, 7), (9, 1000)])
+def test_tile_edges_match_reference(monkeypatch, tile, chunk_size, dtype):
+    # Tiles narrower or wider than the row blocks, dividing them or not: the diagonal
+    # squares, the transposed merges and each row's first (fully sorted) part all vary.
+    monkeypatch.setattr(prdc_module, "_TILE", tile)
+    real, fake = gaussian_sets(45, 110, 95, 16, dtype)
+    assert_same(compute_prdc(real, fake, 3, chunk_size=chunk_size), reference(real, fake, 3))
 
 
 def test_no_spare_candidates_matches_reference(monkeypatch):
