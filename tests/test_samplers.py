@@ -128,48 +128,23 @@ def test_compact_sampling_returns_the_plain_samplers_tokens_with_less_work(sampl
         assert sum(rows) < 0.75 * plain_rows
 
 
-@pytest.mark.parametrize(("steps", "expected"), [(4, [4, 4, 4, 4]), (3, [6, 5, 5]), (1, [16])])
-def test_even_sampler_reveals_its_share_each_step(steps, expected):
-    # ⌈m/t⌉ of the m still-masked tokens at t = steps, …, 1, in every row, all filled at
-    # the end; the compact path gives the plain path's tokens (the reveal mask is drawn
-    # before the network, as in the paper's sampler).
-    model = _absorbing()
-    masked: list = []
-    real_reveal_tokens = model._reveal_tokens
-
-    def spy(z, reveal, drawn):
-        masked.append(reveal.sum(1).tolist())
-        return real_reveal_tokens(z, reveal, drawn)
-
-    model._reveal_tokens = spy
-    plain = model.sample(
-        5, steps, sampler="even", generator=torch.Generator().manual_seed(3), compact=False
-    )
-    assert masked == [[n] * 5 for n in expected]
-    assert not (plain == model.mask_id).any()
-    compact = model.sample(5, steps, sampler="even", generator=torch.Generator().manual_seed(3))
-    assert torch.equal(compact, plain)
-
-
-def test_even_sampler_shares_out_a_partly_known_grid():
-    model = _absorbing()
-    start = torch.full((2, 16), model.mask_id)
-    start[0, :9] = 1  # 7 masked: 4 then 3; the other row: 8 then 8
-    reveal = model._reveal(start, 2, torch.Generator().manual_seed(0), "even")
-    assert reveal.sum(1).tolist() == [4, 8] and not reveal[0, :9].any()
-
-
 @pytest.mark.parametrize(
-    "steps, expected",
+    ("sampler", "steps", "expected"),
     [
-        (4, [2, 3, 5, 6]),  # still masked after each step: ⌊16 cos(π/2 · s/4)⌋ = 14, 11, 6, 0
-        (5, [1, 3, 3, 5, 4]),  # 15, 12, 9, 4, 0
-        (1, [16]),
+        # even: ⌈m/t⌉ of the m still-masked tokens at t = steps, …, 1
+        ("even", 4, [4, 4, 4, 4]),
+        ("even", 3, [6, 5, 5]),
+        ("even", 1, [16]),
+        # cosine: still masked after step s of S is ⌊16 cos(π/2 · s/S)⌋ = 14, 11, 6, 0 …
+        ("cosine", 4, [2, 3, 5, 6]),
+        ("cosine", 5, [1, 3, 3, 5, 4]),  # … and 15, 12, 9, 4, 0
+        ("cosine", 1, [16]),
     ],
 )
-def test_cosine_sampler_reveals_the_cosine_count_each_step(steps, expected):
-    # Exactly MaskGIT's cosine count per step in the paper's random order; the compact
-    # path gives the plain path's tokens.
+def test_exact_count_samplers_reveal_their_count_each_step(sampler, steps, expected):
+    # The count in every row at every step, all filled at the end; the compact path gives
+    # the plain path's tokens (the reveal mask is drawn before the network, as in the
+    # paper's sampler).
     model = _absorbing()
     revealed: list = []
     real_reveal_tokens = model._reveal_tokens
@@ -180,12 +155,20 @@ def test_cosine_sampler_reveals_the_cosine_count_each_step(steps, expected):
 
     model._reveal_tokens = spy
     plain = model.sample(
-        5, steps, sampler="cosine", generator=torch.Generator().manual_seed(3), compact=False
+        5, steps, sampler=sampler, generator=torch.Generator().manual_seed(3), compact=False
     )
     assert revealed == [[n] * 5 for n in expected]
     assert not (plain == model.mask_id).any()
-    compact = model.sample(5, steps, sampler="cosine", generator=torch.Generator().manual_seed(3))
+    compact = model.sample(5, steps, sampler=sampler, generator=torch.Generator().manual_seed(3))
     assert torch.equal(compact, plain)
+
+
+def test_even_sampler_shares_out_a_partly_known_grid():
+    model = _absorbing()
+    start = torch.full((2, 16), model.mask_id)
+    start[0, :9] = 1  # 7 masked: 4 then 3; the other row: 8 then 8
+    reveal = model._reveal(start, 2, torch.Generator().manual_seed(0), "even")
+    assert reveal.sum(1).tolist() == [4, 8] and not reveal[0, :9].any()
 
 
 def test_cosine_sampler_follows_each_rows_own_masked_count():
