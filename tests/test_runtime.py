@@ -137,3 +137,45 @@ def test_attention_stays_float32_under_cpu_bf16_autocast(monkeypatch):
     seen.clear()
     net(tokens)  # without autocast: untouched
     assert seen == [torch.float32]
+
+
+@pytest.mark.parametrize(("causal", "new", "total"), [(False, 6, 6), (True, 6, 6), (True, 2, 6)])
+def test_bf16_sampling_attention_matches_float32_attention(causal, new, total):
+    """Sampling's bf16 attention (bf16 matmuls, float32 softmax) is the float32 kernel's
+    attention up to bf16 rounding, with the causal mask placed after the cached keys."""
+    from twostage.models.priors.transformer import bf16_inference_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 2, total, 16, generator=gen)[:, :, total - new :]
+    k, v = (torch.randn(3, 2, total, 16, generator=gen) for _ in range(2))
+    if causal and new < total:  # query i is position total - new + i: sees keys up to it
+        mask = torch.ones(new, total, dtype=torch.bool).tril(total - new)
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    else:
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    got = bf16_inference_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), causal)
+    assert got.dtype == torch.bfloat16
+    assert torch.allclose(got.float(), expected, atol=0.05, rtol=0.02)
+    if causal:  # the first query sees only the keys up to its own position
+        only_past = torch.nn.functional.scaled_dot_product_attention(
+            q[:, :, :1], k[:, :, : total - new + 1], v[:, :, : total - new + 1]
+        )
+        assert torch.allclose(got[:, :, :1].float(), only_past, atol=0.05, rtol=0.02)
+
+
+def test_sampling_under_cpu_bf16_autocast_uses_bf16_attention(monkeypatch):
+    from twostage.models.priors import transformer
+
+    calls = []
+    real = transformer.bf16_inference_attention
+    monkeypatch.setattr(
+        transformer, "bf16_inference_attention", lambda *a: calls.append(a[0].dtype) or real(*a)
+    )
+    net = transformer.Transformer(9, 8, 4, n_layer=1, n_head=2, n_embd=8)
+    tokens = torch.randint(0, 9, (2, 4))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = net(tokens)
+    assert calls == [torch.bfloat16] and logits.dtype == torch.float32
+    with torch.no_grad():
+        net(tokens)  # float32 sampling: the flash kernel, as before
+    assert calls == [torch.bfloat16]
