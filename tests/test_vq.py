@@ -78,20 +78,20 @@ def test_group_norm_is_torchs_in_float32_and_normalises_bf16_in_float32():
 
 @pytest.mark.parametrize("side", [4, 16, 32])
 def test_group_norm_keeps_channels_last_and_matches_torchs(side):
-    # A decoded token grid runs channels-last; small ones are normalised in the standard
-    # layout (faster on CPU) and handed back channels-last, large ones as they are.
+    # A decoded token grid runs channels-last; when sampling, small ones are normalised in
+    # the standard layout (faster on CPU) and handed back channels-last, large ones as they are.
     torch.manual_seed(0)
     ours, plain = GroupNorm(8, 8, eps=1e-6), torch.nn.GroupNorm(8, 8, eps=1e-6)
     with torch.no_grad():
         ours.weight.uniform_(0.5, 2), ours.bias.uniform_(-1, 1)
     plain.load_state_dict(ours.state_dict())
     x = (torch.randn(3, 8, side, side) * 4 + 3).contiguous(memory_format=torch.channels_last)
-    for inp in (x, x.bfloat16()):
-        y = ours(inp)
-        assert y.dtype == inp.dtype
-        assert y.is_contiguous(memory_format=torch.channels_last)
-        expected = plain(inp.float().contiguous())
-        assert torch.allclose(y.float(), expected, atol=2e-2 if inp is not x else 1e-5)
-    x.requires_grad_(True)
-    ours(x).square().sum().backward()  # differentiable through the layout copies
-    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with torch.no_grad():
+        for inp in (x, x.bfloat16()):
+            y = ours(inp)
+            assert y.dtype == inp.dtype
+            assert y.is_contiguous(memory_format=torch.channels_last)
+            expected = plain(inp.float().contiguous())
+            assert torch.allclose(y.float(), expected, atol=2e-2 if inp is not x else 1e-5)
+    # Training (gradients on) keeps torch's own path, bit for bit.
+    assert torch.equal(ours(x), plain(x))
