@@ -23,10 +23,10 @@ __all__ = ["Decoder", "Encoder", "VQAutoencoder", "VectorQuantizer"]
 # Up to this many pixels per channel, a channels-last activation is normalised in the
 # standard layout when no gradients are taken (decoding samples; training keeps torch's
 # path, whose rounding the data-parallel tests pin): PyTorch's CPU GroupNorm kernel for
-# channels-last inputs is ~10-20x
-# slower there (250 x 32 x 16 x 16: 16 ms against 0.9 ms contiguous; 8 x 8: 4.0 vs 0.3),
-# while at 32 x 32 it is as fast as the standard one and the two layout copies would cost
-# more than they save (bench/BENCHMARKS.md, "Sampling at equal quality").
+# channels-last inputs is ~10-20x slower there (250 x 32 x 16 x 16: 16 ms against 0.9 ms
+# contiguous; 8 x 8: 4.0 vs 0.3), while at 32 x 32 it is as fast as the standard one and
+# the two layout copies would cost more than they save (bench/BENCHMARKS.md, "Sampling at
+# equal quality").
 _STANDARD_LAYOUT_MAX_PIXELS = 16 * 16
 
 
