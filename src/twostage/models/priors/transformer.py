@@ -65,6 +65,7 @@ class SelfAttention(nn.Module):
             x.device.type == "cpu"
             and torch.is_autocast_enabled("cpu")
             and not torch.is_grad_enabled()
+            and not dropout  # bf16_inference_attention has no dropout
         ):
             y = bf16_inference_attention(q, k, v, causal)
         else:
