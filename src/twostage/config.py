@@ -245,6 +245,19 @@ def _check_references(data: dict[str, Any], origin: dict) -> None:
             continue
         if prior["n_embd"] % prior["n_head"]:
             _fail(origin, ("priors", name, "n_head"), "n_embd must be divisible by n_head")
+        if prior.get("select_by") == "sample_fd" and not prior.get("sample_fd_images", 0):
+            _fail(
+                origin,
+                ("priors", name, "select_by"),
+                "sample_fd needs the sample it selects by: set sample_fd_images > 0",
+            )
+        steps = prior.get("sample_fd_steps")
+        if steps is not None and steps > token_count(data, name):
+            _fail(
+                origin,
+                ("priors", name, "sample_fd_steps"),
+                f"{steps} reverse steps exceed the {token_count(data, name)} tokens per image",
+            )
 
 
 def _check_sampling(data: dict[str, Any], origin: dict) -> None:

@@ -167,16 +167,39 @@ def glf_params(p: Params, prior: str) -> ParamKeys:
     return [("params/autoencoders.yaml", f"autoencoders.{p.autoencoder_of_prior(prior)}")]
 
 
+def sample_fd_deps(p: Params, prior: str) -> tuple[list[str], ParamKeys]:
+    """What a token prior's sample-quality validation (``sample_fd_images``) reads: its
+    decoder, and the primary extractor's network and real training features."""
+    spec = p.prior(prior)
+    if not spec.get("sample_fd_images", 0):
+        return [], []
+    ae = spec["autoencoder"]
+    dataset = p.dataset_of_autoencoder(ae)
+    name = p["evaluation"]["extractor"]
+    feats = paths.features(dataset, name)
+    deps = [paths.autoencoder(ae)["model"], feats["train"], feats["key"]]
+    deps += [paths.data(dataset)["manifest"], *_weights_deps(p, [name])]
+    if name == "classifier":
+        deps.append(paths.classifier(dataset)["model"])
+    return deps, [("params/evaluation.yaml", "evaluation.extractor")]
+
+
 def train_prior_job(p: Params, prior: str) -> Job:
     lat, out = paths.latents(p.autoencoder_of_prior(prior)), paths.prior(prior)
+    fd_deps, fd_params = sample_fd_deps(p, prior)
     return Job(
         "train_prior",
         prior,
-        deps=[lat["train"], lat["val"], *continuous_prior_deps(p, prior)],
+        deps=[lat["train"], lat["val"], *continuous_prior_deps(p, prior), *fd_deps],
         outs=[out["model"]],
         metrics=[out["metrics"]],
         plots=[out["curve"]],
-        params=[("params/priors.yaml", f"priors.{prior}"), *GLOBAL_KEYS, *glf_params(p, prior)],
+        params=[
+            ("params/priors.yaml", f"priors.{prior}"),
+            *GLOBAL_KEYS,
+            *glf_params(p, prior),
+            *fd_params,
+        ],
     )
 
 

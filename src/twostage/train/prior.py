@@ -1,9 +1,12 @@
 """Stage 2: train a prior (absorbing diffusion or autoregressive) on the cached token grids.
 
-The checkpoint kept is the one with the best validation bound (the ELBO for
-the absorbing prior, the exact NLL for the autoregressive one), which is how
-the paper stops training before the prior over-fits. With ``ema_decay`` > 0 the
-exponential moving average of the weights is what gets validated and saved.
+The checkpoint kept is, by default, the one with the best validation bound (the ELBO
+for the absorbing prior, the exact NLL for the autoregressive one), which is how the
+paper stops training before the prior over-fits. With ``sample_fd_images`` > 0 every
+evaluation also scores a small decoded sample (train/sample_quality.py), and
+``select_by: sample_fd`` keeps the checkpoint whose sample scored best instead. With
+``ema_decay`` > 0 the exponential moving average of the weights is what gets validated
+and saved.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from twostage.train.common import (
     step_progress,
 )
 from twostage.train.resume import ResumableState, fingerprint
+from twostage.train.sample_quality import SampleFD
 
 logger = logging.getLogger("twostage")
 
@@ -78,21 +82,25 @@ class EMA:
 
 
 class BestCheckpoint:
-    """The weights with the lowest validation bound so far (the paper's early stopping)."""
+    """The weights with the lowest selection score so far (the paper's early stopping).
+
+    ``val`` is that score; ``values`` keeps the other numbers logged at the same step.
+    """
 
     def __init__(self):
-        self.val, self.step, self.weights = math.inf, 0, None
+        self.val, self.step, self.weights, self.values = math.inf, 0, None, {}
 
-    def update(self, val: float, step: int, model: torch.nn.Module) -> None:
+    def update(self, val: float, step: int, model: torch.nn.Module, **values: float) -> None:
         if val < self.val:
-            self.val, self.step = val, step
+            self.val, self.step, self.values = val, step, values
             self.weights = copy.deepcopy(model.state_dict())
 
     def state_dict(self) -> dict:
-        return {"val": self.val, "step": self.step, "weights": self.weights}
+        return {"val": self.val, "step": self.step, "weights": self.weights, "values": self.values}
 
     def load_state_dict(self, state: dict) -> None:
         self.val, self.step, self.weights = state["val"], state["step"], state["weights"]
+        self.values = state.get("values", {})
 
 
 def train_prior(p: Params, name: str) -> dict:
@@ -138,7 +146,9 @@ def _train_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     step_gen = torch.Generator(device=device).manual_seed(p["seed"] + 1 + 7919 * ctx.rank)
     guard = NonFiniteGuard(spec.get("skip_nonfinite_steps", 0))
     loss_of = distributed.loss_module(model, ctx, device)
-    log = CurveLog(["loss", "elbo", "lr", "val_bits"])
+    sample_fd = SampleFD(p, name, device, p["seed"]) if spec.get("sample_fd_images") else None
+    select_by = spec.get("select_by", "val_bound")
+    log = CurveLog(["loss", "elbo", "lr", "val_bits", *(["val_sample_fd"] if sample_fd else [])])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
     best = BestCheckpoint()
     parts = {"model": model, "optimizer": opt, "scaler": scaler, "batches": batches, "log": log}
@@ -181,17 +191,26 @@ def _train_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
             evaluated = ema.model if ema is not None else model
             val = validation_bound(evaluated, val_tokens, val_samples, device)
             row["val_bits"] = val
-            progress.set_postfix(val_bound=f"{val:.3f}")
-            best.update(val, step, evaluated)
+            if sample_fd is not None:
+                row["val_sample_fd"] = sample_fd(evaluated)
+            progress.set_postfix(
+                val_bound=f"{val:.3f}",
+                **({"sample_fd": f"{row['val_sample_fd']:.1f}"} if sample_fd else {}),
+            )
+            score = row["val_sample_fd"] if select_by == "sample_fd" else val
+            best.update(score, step, evaluated, **row)
         log.add(step, **row)
         if ctx.is_main:
             resume.save_if_due(step, spec["steps"])
     train_time = time.perf_counter() - start
     metrics = {
         # An upper bound on the NLL for the absorbing prior, the exact NLL for the autoregressive.
-        "val_bits_per_token": best.val,
+        "val_bits_per_token": best.values["val_bits"],
         "val_bound": "elbo" if spec["kind"] == "absorbing" else "exact_nll",
         "best_step": best.step,
+        "selected_by": select_by,
+        **({"val_sample_fd": best.values["val_sample_fd"]} if sample_fd else {}),
+        **({"sample_fd_images": spec["sample_fd_images"]} if sample_fd else {}),
         "final_train_loss": log.rows[-1]["loss"],
         "steps": spec["steps"],
         "skipped_nonfinite_steps": len(guard.skipped),
