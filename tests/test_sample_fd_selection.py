@@ -67,7 +67,9 @@ def test_sample_fd_is_logged_and_selects_the_best_logged_checkpoint(
     for key, value in ckpt["state_dict"].items():
         assert torch.equal(value, kept[key]), key
     # The weights did change between evaluations, so keeping step 4 is a real choice.
-    assert not torch.equal(kept["denoiser.head.weight"], FakeSampleFD.last.calls[3]["denoiser.head.weight"])
+    assert not torch.equal(
+        kept["denoiser.head.weight"], FakeSampleFD.last.calls[3]["denoiser.head.weight"]
+    )
 
 
 def test_val_bound_selection_ignores_the_sample_fd(token_grid_project, monkeypatch):

@@ -1,0 +1,70 @@
+"""The parity bench's own pieces, with known answers (the reference checkout is not needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "reference_parity.py"
+
+
+@pytest.fixture(scope="module")
+def parity():
+    spec = importlib.util.spec_from_file_location("reference_parity", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_full_sum_elbo_of_a_uniform_denoiser_is_log2_k(parity):
+    """Every masked token costs ln K, and E[#masked at t] / t = L / T: the sum is log2 K."""
+    k, length = 32, 16
+    tokens = torch.randint(0, k, (4000, length), generator=torch.Generator().manual_seed(0))
+
+    def uniform(z):
+        return torch.zeros(*z.shape, k)
+
+    bits = parity.full_sum_elbo(uniform, tokens, mask_id=k, seed=3)
+    assert bits == pytest.approx(math.log2(k), rel=0.01)
+
+
+def test_full_sum_elbo_of_a_perfect_denoiser_is_zero_and_masks_depend_on_seed_only(parity):
+    k = 8
+    tokens = torch.randint(0, k, (50, 16), generator=torch.Generator().manual_seed(1))
+
+    def oracle(z):  # knows the clean grid: one-hot logits of the truth
+        return 50.0 * torch.nn.functional.one_hot(tokens[: len(z)], k).float()
+
+    assert parity.full_sum_elbo(oracle, tokens, mask_id=k, seed=0, batch_size=50) < 1e-10
+
+    def noisy(z):
+        return torch.nn.functional.one_hot(tokens[: len(z)], k).float()
+
+    first = parity.full_sum_elbo(noisy, tokens, mask_id=k, seed=5, batch_size=50)
+    assert parity.full_sum_elbo(noisy, tokens, mask_id=k, seed=5, batch_size=50) == first
+    assert parity.full_sum_elbo(noisy, tokens, mask_id=k, seed=6, batch_size=50) != first
+
+
+def test_cuda_device_arguments_are_redirected(parity):
+    redirect = parity._DeviceRedirect(torch, "cpu")
+    x = redirect.ones((2, 3), device="cuda")
+    assert x.device.type == "cpu" and x.shape == (2, 3)
+    assert redirect.zeros_like(x, device="cuda").device.type == "cpu"
+    assert redirect.long is torch.long and redirect.Tensor is torch.Tensor
+    assert isinstance(x, redirect.Tensor)
+
+
+def test_interval_is_the_student_t_interval(parity):
+    mean, sd, half = parity.interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert mean == 3.0 and sd == pytest.approx(math.sqrt(2.5))
+    # t(0.975, 4) = 2.7764451
+    assert half == pytest.approx(2.7764451 * math.sqrt(2.5) / math.sqrt(5), rel=1e-6)
+    p_better = parity.welch_not_worse([1.0, 1.1, 0.9], [2.0, 2.1, 1.9])
+    p_worse = parity.welch_not_worse([2.0, 2.1, 1.9], [1.0, 1.1, 0.9])
+    assert p_better < 0.01 < 0.99 < p_worse
+    assert np.isnan(parity.interval([4.0])[1])
