@@ -44,8 +44,10 @@ def stage_cmd(stage):
     )
 
 
-# Threads asked for by training/sampling jobs; Snakemake caps it at --cores.
-TRAINING_THREADS = 8
+# Threads of a training or sampling job: half of --cores, so that two such jobs run side
+# by side (these small models gain less from a second thread than from a second job);
+# 8 where no core count is given (cluster executors: the threads each job requests).
+TRAINING_THREADS = max(1, (workflow._cores or 16) // 2)
 
 # Software of every rule (used with --sdm conda; the venv route needs nothing).
 TWOSTAGE_ENV = "../envs/twostage.yaml"
