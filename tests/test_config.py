@@ -27,7 +27,13 @@ def _edit(root: Path, file: str, mutate) -> None:
 def test_repository_params_and_smoke_profile_are_valid(repo: Path):
     base = load_params(root=repo)
     smoke = load_params(["params/profiles/smoke.yaml"], root=repo)
-    assert smoke["targets"] and set(smoke["targets"]) <= set(base["targets"])
+    sweeps = load_params(["params/profiles/sweeps.yaml"], root=repo)
+    # The smoke run builds the runs and sweeps of the sweeps profile (with fewer steps in
+    # its step sweep), which adds to the default set.
+    assert set(base["targets"]) < set(sweeps["targets"])
+    assert set(smoke["targets"]) <= set(sweeps["targets"])
+    names = [{p.sweep_of.get(r, r) for r in p["targets"]} for p in (smoke, sweeps)]
+    assert names[0] == names[1]
     # The profile overrides values and leaves the rest of the entry in place.
     assert smoke.autoencoder("vq_mnist")["steps"] < base.autoencoder("vq_mnist")["steps"]
     assert smoke.autoencoder("vq_mnist")["beta"] == base.autoencoder("vq_mnist")["beta"]
@@ -118,7 +124,8 @@ def test_continuous_sweeps_expand_over_temperature_only(params_root: Path):
         "temperature": 0.6,
     }
     assert params.sweep_of["glf_temperature-t0p8"] == "glf_temperature"
-    assert {"glf_temperature-t0p6", "rae_gmm_temperature-t0p8"} <= set(params["targets"])
+    swept = load_params(["params/profiles/sweeps.yaml"], root=params_root)["targets"]
+    assert {"glf_temperature-t0p6", "rae_gmm_temperature-t0p8"} <= set(swept)
     _edit(
         params_root, "evaluation.yaml", lambda d: d["sweeps"]["glf_temperature"].update(steps=[4])
     )
