@@ -8,7 +8,7 @@ measured interleaved (round-robin, ``--rounds`` times) so a shared machine's loa
 all of them alike; each row is the median over rounds, and ratios are against the
 first row (the code as it is). Also measures a float32 matmul of the same shapes'
 scale (2048³) in the same run: GFLOP/s of the step against that peak is what shows
-kernel regressions (NOTES.md: ~91 GFLOP/s on 2 idle cores).
+kernel regressions.
 
 FLOPs per step are counted as nanoGPT's estimate does: 6·N per token for the N
 non-embedding weights (forward + backward), plus 12·layers·tokens·width per token

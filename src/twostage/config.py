@@ -27,7 +27,7 @@ BASE_PARAM_FILES = (
 )
 
 
-# Kinds working with latent vectors instead of token grids (METHODS.md §5).
+# Kinds working with latent vectors instead of token grids (docs/methods.md, "Continuous latents").
 CONTINUOUS_AUTOENCODERS = ("ae", "rae", "vae")
 CONTINUOUS_PRIORS = ("flow", "glf", "gmm", "vae_prior", "vae_flow")
 # Priors whose train_prior job trains its own autoencoder (of its entry's architecture)

@@ -1,4 +1,4 @@
-"""Where every artifact lives, addressed by name (DESIGN.md "Data flow and artifacts").
+"""Where every artifact lives, addressed by name (docs/architecture.md, "Stages and artifacts").
 
 The Snakefile rules, the DVC pipeline generator and the stages all take their
 paths from here, so the three never disagree about a file name.

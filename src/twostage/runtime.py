@@ -36,7 +36,7 @@ def set_threads() -> None:
 
 
 # CPU flags of the instructions that multiply bf16 natively. Without them PyTorch
-# emulates bf16 matmuls, far slower than float32 (NOTES.md measured this on an AVX2 CPU).
+# emulates bf16 matmuls, far slower than float32.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

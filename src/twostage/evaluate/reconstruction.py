@@ -1,4 +1,4 @@
-"""Stage-1 reconstruction evaluation (METHODS.md §6, Table 4.5) and codebook health.
+"""Stage-1 reconstruction evaluation (Table 4.5; docs/methods.md) and codebook health.
 
 Every validation image goes through the trained autoencoder; the metrics are
 pixel MSE / PSNR on the saved uint8 scale, LPIPS-VGG when its backbone is

@@ -1,4 +1,4 @@
-"""What an absorbing prior can do beyond sampling (METHODS.md §3).
+"""What an absorbing prior can do beyond sampling (docs/methods.md, "Reverse samplers").
 
 * Inpainting: mask the tokens under a region of real images, set t to the
   number of masked tokens and continue the reverse process; tokens outside the

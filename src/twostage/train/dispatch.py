@@ -1,7 +1,7 @@
 """Route a training stage to the trainer of the params entry's ``kind``.
 
 VQ autoencoders and token priors keep their own trainers; the continuous
-family (METHODS.md §5) has its own modules, imported only when used.
+family has its own modules, imported only when used.
 """
 
 from __future__ import annotations

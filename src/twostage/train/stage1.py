@@ -1,4 +1,4 @@
-"""One optimisation step of the stage-1 VQ(-GAN) (METHODS.md §2, eq. 4.2 and 4.12).
+"""One optimisation step of the stage-1 VQ(-GAN) (eq. 4.2 and 4.12; docs/methods.md, "Stage 1").
 
 Every option of ``params/autoencoders.yaml`` beyond the plain VQ autoencoder is
 off unless set, and then this step is exactly L1 + codebook + commitment:

@@ -1,4 +1,4 @@
-"""VAE with a flow prior, trained jointly (METHODS.md §5, GLF chapter eq. 3.4).
+"""VAE with a flow prior, trained jointly (GLF chapter eq. 3.4; docs/methods.md).
 
     ELBO(x) = E_q[log p(x|z)] + E_q[log p_flow(z)] − E_q[log q(z|x)]
 

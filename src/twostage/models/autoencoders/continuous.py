@@ -1,4 +1,4 @@
-"""Continuous-latent autoencoders (METHODS.md §5): deterministic AE, RAE and VAE.
+"""Continuous-latent autoencoders (docs/methods.md): deterministic AE, RAE and VAE.
 
 The networks follow the InfoGAN-style MNIST architecture the GLF paper uses:
 strided 4×4 convolutions then a fully-connected layer down to a latent vector,

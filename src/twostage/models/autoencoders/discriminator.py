@@ -1,4 +1,4 @@
-"""The VQ-GAN's adversarial part (METHODS.md §2, eq. 4.12): a PatchGAN
+"""The VQ-GAN's adversarial part (eq. 4.12; docs/methods.md, "Stage 1"): a PatchGAN
 discriminator, the hinge loss and the adaptive generator weight λ."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage-1 quantizers (METHODS.md §2): nearest-neighbour (eq. 4.1) and Gumbel-softmax.
+"""Stage-1 quantizers (docs/methods.md): nearest-neighbour (eq. 4.1) and Gumbel-softmax.
 
 Both map an encoder output B×D×H×W to (z_q, loss, indices) and share ``codes`` /
 ``lookup``, so the autoencoder, the latents stage and the samplers need not know

@@ -1,4 +1,4 @@
-"""VQ autoencoder (METHODS.md §2): conv encoder → quantizer → conv decoder.
+"""VQ autoencoder (docs/methods.md, "Stage 1"): conv encoder → quantizer → conv decoder.
 
 The architecture follows the VQ-GAN used by Unleashing Transformers: residual
 blocks with GroupNorm and swish, one down-sample per channel multiplier after

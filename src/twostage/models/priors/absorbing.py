@@ -1,4 +1,4 @@
-"""Absorbing (masked) discrete diffusion over token grids (METHODS.md §3).
+"""Absorbing (masked) discrete diffusion over token grids (docs/methods.md).
 
 Forward process: at time t ∈ {1..T} tokens are replaced by the mask token
 m = K: each independently with probability t/T (``random`` schedule, the

@@ -1,4 +1,4 @@
-"""Autoregressive baseline (METHODS.md §4): the same Transformer with a causal mask.
+"""Autoregressive baseline (docs/methods.md): the same Transformer with a causal mask.
 
 Tokens are modelled in raster order, p(z) = Π_i p(z_i | z_<i), so the
 validation NLL is exact. Input position i sees a start token followed by

@@ -1,4 +1,4 @@
-"""Gaussian mixture prior over continuous latents (the RAE's ex-post density, METHODS.md §5).
+"""Gaussian mixture prior over continuous latents (the RAE's ex-post density; docs/methods.md).
 
 scikit-learn fits it (EM); what is kept are plain arrays (weights, means and
 full covariance Cholesky factors) as buffers of a torch module, so the
