@@ -218,6 +218,40 @@ def test_evaluate_run_records_protocol_and_refuses_stale_features(project):
         evaluate_run(p, "autoregressive")
 
 
+class _PerfectAutoencoder(torch.nn.Module):
+    """Decodes an image's encoding back to the very image; a latent vector to a fixed
+    projection of it (the calibration's bad model)."""
+
+    latent_dim = 4
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.randn(4, 32 * 32, generator=torch.Generator().manual_seed(0))
+
+    def encode(self, x):
+        return x
+
+    def decode(self, z):
+        return z if z.dim() == 4 else torch.tanh(z @ self.proj).view(-1, 1, 32, 32)
+
+
+def test_stage1_ceiling_of_a_perfect_autoencoder_is_the_calibration_floor(project, monkeypatch):
+    from twostage.evaluate import reconstruction, stages
+
+    p, _ = project
+    p.data["evaluation"]["n_samples"] = 20  # of 30 validation images: both rows take the first 20
+    extract_real_features(p, "mnist5k")
+    for module in (reconstruction, stages):
+        monkeypatch.setattr(module, "load_autoencoder", lambda *args: _PerfectAutoencoder())
+    floor = stages.calibrate(p, "ae_mnist")["real_val_vs_train"]
+    recon = reconstruction.evaluate_reconstruction(p, "ae_mnist")
+    assert recon["mse"] == 0 and recon["n_images"] == 30
+    # Same images, same protocol: the ceiling of a lossless stage 1 is the floor, exactly.
+    assert recon["decoded_val_vs_train"] == floor
+    assert floor["protocol"]["n_fake"] == 20 and floor["protocol"]["reference"] == "train"
+    assert {"fd_classifier", "precision", "recall", "density", "coverage"} <= set(floor)
+
+
 def test_plan_extracts_every_extractor_and_depends_on_its_weights(repo):
     from twostage.plan import evaluate_job, extract_features_job, neighbours_job
 
@@ -235,3 +269,15 @@ def test_plan_extracts_every_extractor_and_depends_on_its_weights(repo):
     assert not any(
         d.startswith("resources/") for d in neighbours_job(default, "autoregressive").deps
     )
+
+
+def test_reconstruction_evaluation_reads_everything_the_calibration_floor_reads(repo):
+    from twostage.plan import calibrate_job, evaluate_reconstruction_job
+
+    weights = "resources/weights/weights-inception-2015-12-05-6726825d.pth"
+    p = _params(repo, extractor="inception", weights={"inception": weights})
+    floor, ceiling = calibrate_job(p, "vq_mnist"), evaluate_reconstruction_job(p, "vq_mnist")
+    # The stage-1 ceiling is scored like the floor: a change to any of its inputs reruns both.
+    assert set(floor.deps) <= set(ceiling.deps) and weights in ceiling.deps
+    assert set(floor.params) <= set(ceiling.params)
+    assert len(ceiling.deps) == len(set(ceiling.deps))

@@ -66,5 +66,9 @@ def test_evaluate_reconstruction_stage(tmp_path: Path, repo: Path, tool_env: dic
     assert metrics["codebook_size"] == 32 and 1 <= metrics["used_codes"] <= 32
     assert 1 <= metrics["perplexity"] <= metrics["used_codes"] + 1e-9
     assert metrics["fd_classifier"] > 0 and 0 < metrics["mse"] < 1
+    # The stage-1 ceiling row: the reconstructions scored like the calibration rows.
+    ceiling = metrics["decoded_val_vs_train"]
+    assert ceiling["fd_classifier"] > 0 and ceiling["protocol"]["reference"] == "train"
+    assert all(0 <= ceiling[k] <= 1 for k in ("precision", "recall", "coverage"))
     for picture in ("usage.png", "recon_grid.png"):
         assert (out / picture).stat().st_size > 0

@@ -21,9 +21,16 @@ from twostage.config import load_params
 from twostage.plan import report_inputs
 from twostage.report import figures
 from twostage.report.build import build_report
+from twostage.report.collect import CEILING_ROW
+from twostage.report.convergence import MARKER
 
 SMOKE = "params/profiles/smoke.yaml"
 HOSTILE = '<script>alert("x")</script>'
+# Models whose every validation column still improves at the last evaluation; every other
+# model's columns were best at an earlier one. glf_mnist is a joint prior: its runs decode
+# with its own autoencoder, so ae_mnist's flag must not reach their marker.
+IMPROVING = {("autoencoder", "vq_mnist"), ("autoencoder", "ae_mnist"), ("prior", "glf_mnist")}
+CEILING = {"fd_classifier": 50.0, "precision": 0.7, "recall": 0.6, "density": 0.875}
 
 
 def _png(path: Path, seed: int) -> None:
@@ -39,6 +46,15 @@ def fd_of(i: int) -> float:
     return 100.0 + 10 * i  # run i of the targets gets this Fréchet distance
 
 
+def train_log(improving: bool) -> str:
+    """Every validation column a trainer writes; losses fall (ELBOs rise) to the end or not."""
+    last3 = (2.0, 1.0) if improving else (1.0, 2.0)  # evaluations at steps 3 and 4
+    rows = ["step,loss,val_mse,val_bits,val_elbo_nats,codebook_used", "1,2.0,,,,"]
+    for step, v, codes in ((2, 3.0, 7), *zip((3, 4), last3, (8, 9), strict=True)):
+        rows.append(f"{step},{1 / step},{v},{v},{-v},{codes}")
+    return "\n".join(rows) + "\n"
+
+
 def write_artifacts(p, root: Path) -> None:
     """Every input of the report job, plus optional files other stages write when enabled."""
     runs = list(p["targets"])
@@ -48,8 +64,8 @@ def write_artifacts(p, root: Path) -> None:
         if f.endswith(".png"):
             _png(path, i)
         elif f.endswith("train_log.csv"):
-            val = "val_psnr" if "/autoencoders/" in f else "val_bits"
-            path.write_text(f"step,loss,{val},codebook_used\n1,2.0,,\n2,1.5,3.0,7\n3,1.0,2.0,9\n")
+            role = "autoencoder" if "/autoencoders/" in f else "prior"
+            path.write_text(train_log((role, path.parent.name) in IMPROVING))
     for ae in p.target_autoencoders():
         metrics = {"val_psnr": 21.5, "codebook_used": 9, "train_time_s": 3.0, "device": HOSTILE}
         _json(root / paths.autoencoder(ae)["metrics"], metrics)
@@ -58,6 +74,8 @@ def write_artifacts(p, root: Path) -> None:
             "random_tokens": {"fd_classifier": 900.0, "precision": 0.1, "recall": 0.0},
         }
         _json(root / paths.calibration(ae)["metrics"], cal)
+        recon = {"psnr": 20.0, "decoded_val_vs_train": {**CEILING, "protocol": {"n_fake": 10}}}
+        _json(root / paths.reconstruction(ae)["metrics"], recon)
     for ds in p.target_datasets():
         manifest = {"source": "mnist5k", "counts": {"train": 8}, "sha256": {"train": "abc123"}}
         _json(root / paths.data(ds)["manifest"], manifest)
@@ -100,7 +118,8 @@ def report(tmp_path_factory, repo: Path) -> tuple:
     ae = p.target_autoencoders()[0]
     ae_eval = tmp_path / f"results/eval/autoencoders/{ae}"
     ae_eval.mkdir(parents=True, exist_ok=True)
-    _json(ae_eval / "metrics.json", {"lpips": 0.375, "psnr": 22.0})
+    recon = json.loads((ae_eval / "metrics.json").read_text())
+    _json(ae_eval / "metrics.json", {**recon, "lpips": 0.375, "psnr": 22.0})
     _png(ae_eval / "usage.png", 7)
     bench = tmp_path / f"results/benchmarks/train_prior/{p.target_priors()[0]}.tsv"
     bench.parent.mkdir(parents=True, exist_ok=True)
@@ -128,8 +147,13 @@ def test_runs_table_has_every_run_metric_and_calibration_row(report):
     first = p["targets"][0]
     assert runs.loc[first, "fid"] == 12.5 and runs["fid"].isna().sum() == len(runs) - 1
     calibration = table[table["run"].str.startswith("calibration")]
-    n_ae = len(p.target_autoencoders())  # two calibration rows per autoencoder
-    assert sorted(calibration["fd_classifier"]) == [5.0] * n_ae + [900.0] * n_ae
+    # Three reference rows per autoencoder, best to worst: floor, stage-1 ceiling, bad model.
+    for ae in p.target_autoencoders():
+        assert list(calibration[calibration["autoencoder"] == ae]["fd_classifier"]) == [
+            5.0,
+            50.0,
+            900.0,
+        ]
     # The bad-model row says what was decoded: random tokens, or N(0, I) latents.
     bad = calibration[calibration["fd_classifier"] == 900.0].set_index("autoencoder")["run"]
     continuous = {ae for ae in p.target_autoencoders() if p.autoencoder(ae)["kind"] != "vq"}
@@ -137,6 +161,59 @@ def test_runs_table_has_every_run_metric_and_calibration_row(report):
     for ae, label in bad.items():
         assert ("N(0, I) latents" if ae in continuous else "random tokens") in label, (ae, label)
     assert "protocol" not in table and "prior.val_bound" not in table  # numbers only
+
+
+def test_stage1_ceiling_row_once_per_autoencoder(report):
+    p, root = report
+    table = pd.read_csv(root / "tables/runs.csv")
+    ceiling = table[table["run"] == CEILING_ROW].set_index("autoencoder")
+    # VQ and continuous autoencoders alike, once each, with the numbers of its file.
+    assert sorted(ceiling.index) == sorted(p.target_autoencoders())
+    for key, value in CEILING.items():
+        assert (ceiling[key] == value).all(), key
+    assert ceiling["prior"].isna().all()  # a reference row: no run, no sweep figure
+    for page in ("index.html", "report.md"):
+        assert (root / page).read_text().count(CEILING_ROW) == len(p.target_autoencoders())
+
+
+def test_models_still_improving_are_flagged(report):
+    p, root = report
+    conv = pd.read_csv(root / "tables/convergence.csv")
+    # Every trained model has at least one validation curve with all its evaluations.
+    models = {("autoencoder", ae) for ae in p.target_autoencoders()}
+    models |= {("prior", pr) for pr in p.target_priors()}
+    assert set(zip(conv["role"], conv["model"], strict=True)) == models
+    assert (conv["n_evals"] == 3).all()
+    flagged = conv[conv["still_improving"]]
+    assert set(zip(flagged["role"], flagged["model"], strict=True)) == IMPROVING
+    aes = pd.read_csv(root / "tables/autoencoders.csv").set_index("autoencoder")
+    assert set(aes.index[aes["still_improving"]]) == {m for r, m in IMPROVING if r == "autoencoder"}
+
+    runs = pd.read_csv(root / "tables/runs.csv").set_index("run")
+    note = runs["convergence"].fillna("")
+    for run in p["targets"]:
+        prior = p.prior_of_run(run)
+        ae = p.autoencoder_of_prior(prior)
+        assert runs.loc[run, "prior.still_improving"] == (("prior", prior) in IMPROVING)
+        assert runs.loc[run, "ae.still_improving"] == (("autoencoder", ae) in IMPROVING)
+        expected = {"vq_mnist": "autoencoder vq_mnist (val_mse)", "glf_mnist": "prior glf_mnist"}
+        want = expected.get(ae) or expected.get(prior)
+        if want:
+            assert note[run].startswith(MARKER) and want in note[run], (run, note[run])
+        else:  # glf_regularized: its ae_mnist namesake still improves, but it has its own
+            assert note[run] == "", (run, note[run])
+    assert "autoencoder" not in note["glf"]
+    # The ceiling row of a still-improving autoencoder carries the marker too.
+    assert note[CEILING_ROW].str.startswith(MARKER).sum() == 2
+
+    page = (root / "index.html").read_text()
+    section = page.split('id="autoencoder-vq-mnist"')[1].split("<h")[0]
+    assert MARKER in section
+    assert MARKER not in page.split('id="autoencoder-rae-mnist"')[1].split("<h")[0]
+    assert f"Prior glf_mnist: training loss and validation bound – {MARKER}" in page
+    assert "Prior absorbing_mnist: training loss and validation bound<" in page
+    assert MARKER in page.split('id="run-autoregressive"')[1].split("<h")[0]
+    assert MARKER not in page.split('id="run-rae-gmm"')[1].split("<h")[0]
 
 
 def test_sweep_csv_and_wall_times(report):

@@ -318,27 +318,35 @@ def calibrate_job(p: Params, ae: str) -> Job:
 
 
 def evaluate_reconstruction_job(p: Params, ae: str) -> Job:
+    """Reconstruction metrics, and the stage-1 ceiling row scored like the calibration rows."""
     ds = p.dataset_of_autoencoder(ae)
     out = paths.reconstruction(ae)
-    extractor = paths.features(ds, p["evaluation"]["extractor"])
+    primary = p["evaluation"]["extractor"]
+    extractor = paths.features(ds, primary)
     weights = p.autoencoder(ae).get("perceptual_weights")  # LPIPS backbone, when named
     return Job(
         "evaluate_reconstruction",
         ae,
-        deps=[
-            paths.data(ds)["val"],
-            paths.autoencoder(ae)["model"],
-            paths.classifier(ds)["model"],
-            extractor["val"],
-            *([weights] if weights else []),
-        ],
+        # Each file once: the LPIPS backbone can be the primary extractor's weights file.
+        deps=list(
+            dict.fromkeys(
+                [
+                    paths.data(ds)["val"],
+                    paths.autoencoder(ae)["model"],
+                    paths.classifier(ds)["model"],
+                    extractor["val"],
+                    # The ceiling's real reference, checked against the dataset's manifest.
+                    extractor["train"],
+                    extractor["key"],
+                    paths.data(ds)["manifest"],
+                    *_weights_deps(p, [primary]),
+                    *([weights] if weights else []),
+                ]
+            )
+        ),
         outs=[out["usage"], out["grid"]],
         metrics=[out["metrics"]],
-        params=[
-            ("params/autoencoders.yaml", f"autoencoders.{ae}"),
-            ("params/evaluation.yaml", "evaluation.extractor"),
-            *GLOBAL_KEYS,
-        ],
+        params=[("params/autoencoders.yaml", f"autoencoders.{ae}"), *_eval_keys()],
     )
 
 

@@ -6,6 +6,11 @@ available offline (else null, with the reason), the Fréchet distance between
 reconstructions and originals under the evaluation feature extractor, and the
 codebook's used-code count and perplexity, with a usage plot and a grid of
 originals above their reconstructions.
+
+The same reconstructions also give the stage-1 ceiling (``decoded_val_vs_train``):
+scored by the protocol's :func:`score` exactly like the calibration floor (the first
+``evaluation.n_samples`` validation images against the training features), so the two
+rows differ only by the autoencoder: what stage 1 costs before any prior is involved.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from twostage import paths  # noqa: E402
 from twostage.artifacts import atomic_path, write_json  # noqa: E402
 from twostage.config import Params  # noqa: E402
 from twostage.data.prepare import load_split  # noqa: E402
+from twostage.evaluate.cache import load_train_features  # noqa: E402
 from twostage.evaluate.features import primary_extractor  # noqa: E402
 from twostage.evaluate.frechet import frechet_distance_from_features  # noqa: E402
+from twostage.evaluate.protocol import score  # noqa: E402
 from twostage.images import save_grid, to_tensor, to_uint8  # noqa: E402
 from twostage.models.autoencoders import is_continuous, load_autoencoder  # noqa: E402
 from twostage.models.autoencoders.perceptual import (  # noqa: E402
@@ -105,6 +112,23 @@ def save_pairs_grid(path: str, originals: np.ndarray, recons: np.ndarray, n: int
     save_grid(path, np.concatenate(rows), ncol=min(8, len(pick)))
 
 
+def stage1_ceiling(p: Params, dataset: str, extractor, recon_features: np.ndarray) -> dict:
+    """FD + PRDC of the reconstructed validation images against the training features.
+
+    The calibration floor scores the first ``n_samples`` real validation images; these
+    are the reconstructions of the same images, under the same protocol.
+    """
+    ev = p["evaluation"]
+    return score(
+        recon_features[: ev["n_samples"]],
+        load_train_features(p, dataset, extractor),
+        extractor.name,
+        ev["nearest_k"],
+        p["seed"],
+        extractor.info(),
+    )
+
+
 def evaluate_reconstruction(p: Params, ae_name: str) -> dict:
     spec = p.autoencoder(ae_name)
     dataset = p.dataset_of_autoencoder(ae_name)
@@ -123,7 +147,9 @@ def evaluate_reconstruction(p: Params, ae_name: str) -> dict:
         metrics["lpips"], metrics["lpips_unavailable"] = None, problem
     extractor = primary_extractor(p, dataset, device)
     real = np.load(paths.features(dataset, extractor.name)["val"])
-    metrics[extractor.metric_key] = frechet_distance_from_features(extractor(recons), real)
+    recon_features = extractor(recons)
+    metrics[extractor.metric_key] = frechet_distance_from_features(recon_features, real)
+    metrics["decoded_val_vs_train"] = stage1_ceiling(p, dataset, extractor, recon_features)
     metrics["n_images"] = len(originals)
     out = paths.reconstruction(ae_name)
     if is_continuous(spec):  # latent vectors, no codebook: the usage plot says so

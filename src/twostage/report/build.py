@@ -18,7 +18,7 @@ from twostage import paths
 from twostage.artifacts import atomic_path
 from twostage.config import CONTINUOUS_AUTOENCODERS, Params
 from twostage.plan import absorbing_priors
-from twostage.report import collect, figures
+from twostage.report import collect, convergence, figures
 from twostage.report.figures import Figure, copy_image
 from twostage.report.page import Section, Table, Text, render_html, render_markdown
 from twostage.report.provenance import provenance, stage_params
@@ -47,12 +47,35 @@ def _intro(p: Params) -> str:
         f"Feature extractor: {ext} ({note}). Each run: {ev['n_samples']} samples; FD against all "
         f"training images, PRDC (k={ev['nearest_k']}) against an equal-sized training subset. "
         "The calibration rows give the scale: a good model sits near the floor, far from the "
-        "bad model (decoded random tokens, or N(0, I) latents for a continuous autoencoder). "
-        "Columns prefixed prior. and ae. come from the run's prior and autoencoder."
+        "bad model (decoded random tokens, or N(0, I) latents for a continuous autoencoder); "
+        "the stage-1 ceiling row scores the autoencoder's reconstructions of the same "
+        "validation images as the floor, what stage 1 costs before any prior. "
+        "Columns prefixed prior. and ae. come from the run's prior and autoencoder. "
+        f"{convergence.MARKER} marks a model whose validation curve had not settled when its "
+        "training stopped (see Convergence)."
     )
 
 
-def _autoencoder_sections(p: Params, fig_dir: Path) -> tuple[list[Section], list[Figure]]:
+def _convergence_text() -> str:
+    return (
+        f"One row per validation curve of each trained model. {convergence.MARKER} (column "
+        "still_improving) when the last evaluation is the best of all and beats the best "
+        f"evaluation before the last {convergence.TAIL_FRACTION:.0%} of the evaluations by more "
+        f"than {convergence.TOLERANCE:.0%} of the curve's range (window_improvement > "
+        f"{convergence.TOLERANCE:g} × range). A model with a single evaluation (a fitted GMM, "
+        "a scored VAE prior) is never flagged."
+    )
+
+
+def _flagged(conv: pd.DataFrame, role: str, model: str) -> str:
+    """The marker and the improving columns, to append to a caption; "" if none improved."""
+    cols = collect.improving_curves(conv, role, model)
+    return f" – {convergence.MARKER} ({', '.join(cols)})" if cols else ""
+
+
+def _autoencoder_sections(
+    p: Params, conv: pd.DataFrame, fig_dir: Path
+) -> tuple[list[Section], list[Figure]]:
     """One subsection per autoencoder with every picture it has; plus its training curve."""
     sections, curves = [], []
     for ae in p.target_autoencoders():
@@ -64,7 +87,9 @@ def _autoencoder_sections(p: Params, fig_dir: Path) -> tuple[list[Section], list
         else:
             recon, recon_caption = paths.autoencoder(ae)["recon"], "validation images"
         continuous = p.autoencoder(ae)["kind"] in CONTINUOUS_AUTOENCODERS
-        blocks = [
+        note = collect.improving_note(conv, [("autoencoder", ae)])
+        blocks: list = [Text(note)] if note else []
+        blocks += [
             copy_image(
                 recon,
                 fig_dir,
@@ -91,13 +116,16 @@ def _autoencoder_sections(p: Params, fig_dir: Path) -> tuple[list[Section], list
         sections.append(Section(f"Autoencoder {ae}", blocks, level=3))
         dst = fig_dir / f"curve-{ae}.png"
         if figures.plot_curve(paths.autoencoder(ae)["curve"], dst, ae):
-            curves.append(
-                Figure(f"Autoencoder {ae}: training loss and validation", f"figures/{dst.name}")
+            caption = f"Autoencoder {ae}: training loss and validation" + _flagged(
+                conv, "autoencoder", ae
             )
+            curves.append(Figure(caption, f"figures/{dst.name}"))
     return sections, curves
 
 
-def _prior_figures(p: Params, fig_dir: Path) -> tuple[list[Figure], list[Figure]]:
+def _prior_figures(
+    p: Params, conv: pd.DataFrame, fig_dir: Path
+) -> tuple[list[Figure], list[Figure]]:
     """(inpainting and large-sample grids, training curves) of the priors."""
     grids, curves = [], []
     for prior in absorbing_priors(p):
@@ -120,9 +148,10 @@ def _prior_figures(p: Params, fig_dir: Path) -> tuple[list[Figure], list[Figure]
     for prior in p.target_priors():
         dst = fig_dir / f"curve-{prior}.png"
         if figures.plot_curve(paths.prior(prior)["curve"], dst, prior):
-            curves.append(
-                Figure(f"Prior {prior}: training loss and validation bound", f"figures/{dst.name}")
+            caption = f"Prior {prior}: training loss and validation bound" + _flagged(
+                conv, "prior", prior
             )
+            curves.append(Figure(caption, f"figures/{dst.name}"))
     return grids, curves
 
 
@@ -131,8 +160,10 @@ def _run_sections(p: Params, table: pd.DataFrame, fig_dir: Path) -> list[Section
     sections = []
     for run in p["targets"]:
         row = table[table["run"] == run].iloc[0].dropna()
+        note = row.pop("convergence") if "convergence" in row else ""  # a line of its own
         metrics = pd.DataFrame({"metric": row.index, "value": row.values})
-        blocks = [
+        blocks: list = [Text(note)] if note else []
+        blocks += [
             Text(_yaml({"settings": p.run(run)}), code=True),
             Table(metrics),
             copy_image(
@@ -159,14 +190,16 @@ def build_report(p: Params) -> str:
     fig_dir.mkdir(parents=True, exist_ok=True)
     fd_col = f"fd_{p['evaluation']['extractor']}"
 
-    runs = collect.runs_table(p)
-    aes = collect.autoencoders_table(p)
+    conv = collect.convergence_table(p)
+    runs = collect.runs_table(p, conv)
+    aes = collect.autoencoders_table(p, conv)
     times = collect.wall_times(p)
     sweep = figures.fd_vs_steps_rows(runs, fd_col)
     stages = stage_params(p)
     prov = provenance(p)
     _write_csv(runs, Path(out["table"]))
     _write_csv(aes, tab_dir / "autoencoders.csv")
+    _write_csv(conv, tab_dir / "convergence.csv")
     _write_csv(times, tab_dir / "wall_times.csv")
     _write_csv(sweep, Path(out["fd_vs_steps"]))
 
@@ -178,13 +211,17 @@ def build_report(p: Params) -> str:
     comparisons += figures.plot_latent_scale(
         {prior: Path(paths.prior(prior)["curve"]) for prior in p.target_priors()}, fig_dir
     )
-    ae_sections, ae_curves = _autoencoder_sections(p, fig_dir)
-    prior_grids, prior_curves = _prior_figures(p, fig_dir)
+    ae_sections, ae_curves = _autoencoder_sections(p, conv, fig_dir)
+    prior_grids, prior_curves = _prior_figures(p, conv, fig_dir)
 
     sections = [
         Section("Runs", [Table(runs, csv="tables/runs.csv")]),
         Section("Autoencoders", [Table(aes, csv="tables/autoencoders.csv")]),
         *ae_sections,
+        Section(
+            "Convergence",
+            [Text(_convergence_text()), Table(conv, csv="tables/convergence.csv")],
+        ),
         Section("Comparisons", comparisons or [Text("No sweep in the targets varies a setting.")]),
         Section("Training curves", ae_curves + prior_curves),
         Section("Priors: inpainting and large samples", prior_grids),

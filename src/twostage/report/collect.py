@@ -16,7 +16,8 @@ import pandas as pd
 
 from twostage import paths
 from twostage.artifacts import read_json
-from twostage.config import CONTINUOUS_AUTOENCODERS, Params
+from twostage.config import CONTINUOUS_AUTOENCODERS, JOINT_PRIORS, Params
+from twostage.report import convergence
 
 # Calibration rows of every autoencoder: key in calibration/metrics.json → row label.
 CALIBRATION_ROWS = {
@@ -29,6 +30,14 @@ CONTINUOUS_CALIBRATION_ROWS = {
     **CALIBRATION_ROWS,
     "random_tokens": "calibration: decoded N(0, I) latents (bad model)",
 }
+
+
+# The stage-1 ceiling: the autoencoder's reconstructions of the validation images, scored
+# like the calibration rows (key in eval/autoencoders/<ae>/metrics.json → row label).
+CEILING_KEY = "decoded_val_vs_train"
+CEILING_ROW = "calibration: decoded validation encodings (stage-1 ceiling)"
+# Best to worst: the floor, what stage 1 alone gives, what a prior that learned nothing gives.
+REFERENCE_ORDER = ("real_val_vs_train", CEILING_KEY, "random_tokens")
 
 
 def calibration_rows(p: Params, ae: str) -> dict[str, str]:
@@ -85,24 +94,64 @@ def autoencoder_metrics(ae: str) -> dict[str, float]:
     return out
 
 
-def runs_table(p: Params) -> pd.DataFrame:
+def convergence_table(p: Params) -> pd.DataFrame:
+    """One row per validation curve of every trained model: was it still improving?"""
+    models = [("autoencoder", ae, p.autoencoder(ae)["kind"]) for ae in p.target_autoencoders()]
+    models += [("prior", pr, p.prior(pr)["kind"]) for pr in p.target_priors()]
+    rows = []
+    for role, name, kind in models:
+        curve = paths.autoencoder(name) if role == "autoencoder" else paths.prior(name)
+        for status in convergence.model_curves(curve["curve"], kind):
+            rows.append({"role": role, "model": name, "kind": kind, **status})
+    return pd.DataFrame(rows)
+
+
+def improving_curves(conv: pd.DataFrame, role: str, model: str) -> list[str]:
+    """Validation columns of ``model`` that were still improving at its last evaluation."""
+    if conv.empty:
+        return []
+    hit = conv[(conv["role"] == role) & (conv["model"] == model) & conv["still_improving"]]
+    return list(hit["column"])
+
+
+def improving_note(conv: pd.DataFrame, models: list[tuple[str, str]]) -> str:
+    """The marker naming which of ``models`` ((role, name) pairs) still improved, or ""."""
+    parts = [
+        f"{role} {name} ({', '.join(cols)})"
+        for role, name in models
+        if (cols := improving_curves(conv, role, name))
+    ]
+    return f"{convergence.MARKER}: {'; '.join(parts)}" if parts else ""
+
+
+def runs_table(p: Params, conv: pd.DataFrame) -> pd.DataFrame:
     """One row per sampling run, then the calibration rows of each autoencoder.
 
     Evaluation metrics keep their names (``fd_classifier``, ``precision``...);
     prior and autoencoder numbers are prefixed ``prior.`` and ``ae.`` so a
-    column always says which stage measured it.
+    column always says which stage measured it. ``convergence`` carries the
+    still-improving marker of the run's prior and autoencoder (``conv`` is
+    :func:`convergence_table`).
     """
     rows = []
     for run in p["targets"]:
         prior = p.prior_of_run(run)
         ae = p.autoencoder_of_prior(prior)
         stats = read_json(paths.samples(run)["stats"])
+        # A GLF or VAE+flow run decodes with the prior's own, jointly trained autoencoder,
+        # whose curves are the prior's: the separately trained one does not affect it.
+        trained = [("prior", prior)]
+        if p.prior(prior)["kind"] not in JOINT_PRIORS:
+            trained.append(("autoencoder", ae))
         row: dict[str, Any] = {
             "run": run,
             "prior": prior,
             "prior_kind": p.prior(prior).get("kind", ""),
             "autoencoder": ae,
             "sampler": stats.get("sampler", p.run(run).get("sampler", "")),
+            "convergence": improving_note(conv, trained),
+            "prior.still_improving": bool(improving_curves(conv, "prior", prior)),
+            "ae.still_improving": bool(improving_curves(conv, "autoencoder", ae)),
         }
         row.update(numeric(read_json(paths.evaluation(run)["metrics"])))
         row.update(numeric(stats))
@@ -110,18 +159,45 @@ def runs_table(p: Params) -> pd.DataFrame:
         row.update({f"ae.{k}": v for k, v in autoencoder_metrics(ae).items()})
         rows.append(row)
     for ae in p.target_autoencoders():
-        cal = read_json(paths.calibration(ae)["metrics"])
-        for key, label in calibration_rows(p, ae).items():
-            if key in cal:
-                rows.append({"run": label, "autoencoder": ae, **numeric(cal[key])})
+        rows += reference_rows(p, ae, conv)
     return pd.DataFrame(rows)
 
 
-def autoencoders_table(p: Params) -> pd.DataFrame:
-    """One row per autoencoder: every number its training and reconstruction evaluation wrote."""
+def reference_rows(p: Params, ae: str, conv: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows that give ``ae``'s table its scale: floor, stage-1 ceiling, bad model.
+
+    The ceiling comes from the reconstruction evaluation (absent until it has run); it
+    carries the autoencoder's still-improving marker, since a longer training moves it.
+    """
+    blocks = read_json(paths.calibration(ae)["metrics"])
+    recon = _read_optional(ae_eval_files(ae)["metrics"])
+    if CEILING_KEY in recon:
+        blocks[CEILING_KEY] = recon[CEILING_KEY]
+    labels = {**calibration_rows(p, ae), CEILING_KEY: CEILING_ROW}
+    ae_note = improving_note(conv, [("autoencoder", ae)])
+    return [
+        {
+            "run": labels[key],
+            "autoencoder": ae,
+            "convergence": ae_note if key == CEILING_KEY else "",
+            **numeric(blocks[key]),
+        }
+        for key in REFERENCE_ORDER
+        if key in blocks
+    ]
+
+
+def autoencoders_table(p: Params, conv: pd.DataFrame) -> pd.DataFrame:
+    """One row per autoencoder: every number its training and reconstruction evaluation
+    wrote, and whether its validation curve was still improving at its last evaluation."""
     return pd.DataFrame(
         [
-            {"autoencoder": ae, "dataset": p.dataset_of_autoencoder(ae), **autoencoder_metrics(ae)}
+            {
+                "autoencoder": ae,
+                "dataset": p.dataset_of_autoencoder(ae),
+                "still_improving": bool(improving_curves(conv, "autoencoder", ae)),
+                **autoencoder_metrics(ae),
+            }
             for ae in p.target_autoencoders()
         ]
     )
