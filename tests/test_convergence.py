@@ -102,6 +102,24 @@ def test_model_curves_reads_every_validation_column_of_a_kind(tmp_path):
     assert model_curves(csv, "a-kind-nobody-knows") == []
 
 
+def test_a_prior_selected_by_sample_fd_is_judged_by_that_curve(tmp_path):
+    """Its bound still creeps down, but the best sample FD came before the end: the kept
+    checkpoint would not change with more steps of the same run, so no marker."""
+    csv = tmp_path / "train_log.csv"
+    rows = [(250, 4.6, 150.0), (500, 4.0, 60.0), (750, 3.6, 40.0), (1000, 3.4, 55.0)]
+    csv.write_text("step,loss,val_bits,val_sample_fd\n")
+    with csv.open("a") as f:
+        f.writelines(f"{s},1.0,{b},{fd}\n" for s, b, fd in rows)
+    by_fd = {s["column"]: s for s in model_curves(csv, "absorbing", "sample_fd")}
+    assert by_fd["val_bits"]["still_improving"] and not by_fd["val_bits"]["decides_checkpoint"]
+    assert not by_fd["val_sample_fd"]["still_improving"]
+    assert by_fd["val_sample_fd"]["decides_checkpoint"]
+    # Selected by the bound, the same run is judged by the bound.
+    by_bound = {s["column"]: s for s in model_curves(csv, "absorbing")}
+    assert by_bound["val_bits"]["decides_checkpoint"]
+    assert not by_bound["val_sample_fd"]["decides_checkpoint"]
+
+
 def _kinds(node) -> set[str]:
     if isinstance(node, dict):
         found = set(node["kind"]["enum"]) if "enum" in node.get("kind", {}) else set()

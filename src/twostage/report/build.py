@@ -63,7 +63,9 @@ def _convergence_text() -> str:
         f"evaluation before the last {convergence.TAIL_FRACTION:.0%} of the evaluations by more "
         f"than {convergence.TOLERANCE:.0%} of the curve's range (window_improvement > "
         f"{convergence.TOLERANCE:g} × range). A model with a single evaluation (a fitted GMM, "
-        "a scored VAE prior) is never flagged."
+        "a scored VAE prior) is never flagged. The marker is about the curves that pick the "
+        "kept checkpoint (decides_checkpoint): for a token prior with select_by: sample_fd "
+        "its sample FD, whose best evaluation is kept; its validation bound is listed beside."
     )
 
 

@@ -96,13 +96,14 @@ def autoencoder_metrics(ae: str) -> dict[str, float]:
 
 def convergence_table(p: Params) -> pd.DataFrame:
     """One row per validation curve of every trained model: was it still improving?"""
-    models = [("autoencoder", ae, p.autoencoder(ae)["kind"]) for ae in p.target_autoencoders()]
-    models += [("prior", pr, p.prior(pr)["kind"]) for pr in p.target_priors()]
+    models = [("autoencoder", ae, p.autoencoder(ae)) for ae in p.target_autoencoders()]
+    models += [("prior", pr, p.prior(pr)) for pr in p.target_priors()]
     rows = []
-    for role, name, kind in models:
+    for role, name, spec in models:
         curve = paths.autoencoder(name) if role == "autoencoder" else paths.prior(name)
-        for status in convergence.model_curves(curve["curve"], kind):
-            rows.append({"role": role, "model": name, "kind": kind, **status})
+        select_by = spec.get("select_by", "val_bound")
+        for status in convergence.model_curves(curve["curve"], spec["kind"], select_by):
+            rows.append({"role": role, "model": name, "kind": spec["kind"], **status})
     return pd.DataFrame(rows)
 
 
@@ -110,7 +111,12 @@ def improving_curves(conv: pd.DataFrame, role: str, model: str) -> list[str]:
     """Validation columns of ``model`` that were still improving at its last evaluation."""
     if conv.empty:
         return []
-    hit = conv[(conv["role"] == role) & (conv["model"] == model) & conv["still_improving"]]
+    hit = conv[
+        (conv["role"] == role)
+        & (conv["model"] == model)
+        & conv["still_improving"]
+        & conv["decides_checkpoint"]
+    ]
     return list(hit["column"])
 
 

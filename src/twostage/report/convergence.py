@@ -97,7 +97,23 @@ def curve_status(log: pd.DataFrame, column: str, better: str) -> dict:
     }
 
 
-def model_curves(csv_path: str | Path, kind: str) -> list[dict]:
-    """The status of each validation curve a model of ``kind`` logs (unknown kind: none)."""
+def model_curves(csv_path: str | Path, kind: str, select_by: str = "val_bound") -> list[dict]:
+    """The status of each validation curve a model of ``kind`` logs (unknown kind: none).
+
+    ``decides_checkpoint`` marks the curves the kept checkpoint is chosen by, the ones a
+    marker is about: for a token prior with ``select_by: sample_fd`` that is its sample FD
+    (``val_sample_fd``), whose best evaluation is kept whatever the bound does after it;
+    the bound is still listed.
+    """
     log = pd.read_csv(csv_path)
-    return [curve_status(log, col, better) for col, better in VALIDATION_CURVES.get(kind, ())]
+    curves = list(VALIDATION_CURVES.get(kind, ()))
+    by_sample = select_by == "sample_fd" and "val_sample_fd" in log
+    if "val_sample_fd" in log:
+        curves.append(("val_sample_fd", LOWER))
+    return [
+        {
+            **curve_status(log, col, better),
+            "decides_checkpoint": (col == "val_sample_fd") == by_sample,
+        }
+        for col, better in curves
+    ]
