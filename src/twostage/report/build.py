@@ -47,7 +47,9 @@ def _intro(p: Params) -> str:
         f"Feature extractor: {ext} ({note}). Each run: {ev['n_samples']} samples; FD against all "
         f"training images, PRDC (k={ev['nearest_k']}) against an equal-sized training subset. "
         "The calibration rows give the scale: a good model sits near the floor, far from the "
-        "bad model (decoded random tokens, or N(0, I) latents for a continuous autoencoder). "
+        "bad model (decoded random tokens, or N(0, I) latents for a continuous autoencoder); "
+        "the fd_vs_calibration column says where each run sits, and names a run worse than "
+        "the bad model. "
         "Columns prefixed prior. and ae. come from the run's prior and autoencoder."
     )
 
@@ -159,7 +161,7 @@ def build_report(p: Params) -> str:
     fig_dir.mkdir(parents=True, exist_ok=True)
     fd_col = f"fd_{p['evaluation']['extractor']}"
 
-    runs = collect.runs_table(p)
+    runs = collect.runs_table(p, fd_col)
     aes = collect.autoencoders_table(p)
     times = collect.wall_times(p)
     sweep = figures.fd_vs_steps_rows(runs, fd_col)

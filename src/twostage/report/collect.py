@@ -38,6 +38,28 @@ def calibration_rows(p: Params, ae: str) -> dict[str, str]:
     return CALIBRATION_ROWS
 
 
+def fd_vs_calibration(fd: float, floor: float, bad: float, bad_model: str) -> str:
+    """Where a run's Fréchet distance sits on its autoencoder's calibration scale.
+
+    A run worse than the bad model is said so in words: its number alone reads like
+    any other FD in the table.
+    """
+    if not math.isfinite(fd):
+        return "not finite"
+    if fd > bad:
+        return f"worse than {bad_model} (bad model)"
+    if fd < floor:
+        return "below the floor (real images)"
+    return "between floor and bad model"
+
+
+def bad_model_name(p: Params, ae: str) -> str:
+    """What the bad-model calibration row of ``ae`` decoded, in a few words."""
+    if p.autoencoder(ae)["kind"] in CONTINUOUS_AUTOENCODERS:
+        return "N(0, I) latents"
+    return "random tokens"
+
+
 def bad_model_caption(p: Params, ae: str) -> str:
     """What the calibration grid of ``ae`` shows."""
     if p.autoencoder(ae)["kind"] in CONTINUOUS_AUTOENCODERS:
@@ -85,18 +107,21 @@ def autoencoder_metrics(ae: str) -> dict[str, float]:
     return out
 
 
-def runs_table(p: Params) -> pd.DataFrame:
+def runs_table(p: Params, fd_col: str) -> pd.DataFrame:
     """One row per sampling run, then the calibration rows of each autoencoder.
 
     Evaluation metrics keep their names (``fd_classifier``, ``precision``...);
     prior and autoencoder numbers are prefixed ``prior.`` and ``ae.`` so a
-    column always says which stage measured it.
+    column always says which stage measured it. ``fd_vs_calibration`` places each
+    run's ``fd_col`` on its autoencoder's calibration scale.
     """
     rows = []
     for run in p["targets"]:
         prior = p.prior_of_run(run)
         ae = p.autoencoder_of_prior(prior)
         stats = read_json(paths.samples(run)["stats"])
+        evaluation = numeric(read_json(paths.evaluation(run)["metrics"]))
+        cal = read_json(paths.calibration(ae)["metrics"])
         row: dict[str, Any] = {
             "run": run,
             "prior": prior,
@@ -104,7 +129,12 @@ def runs_table(p: Params) -> pd.DataFrame:
             "autoencoder": ae,
             "sampler": stats.get("sampler", p.run(run).get("sampler", "")),
         }
-        row.update(numeric(read_json(paths.evaluation(run)["metrics"])))
+        if fd_col in evaluation:
+            floor, bad = (cal[key][fd_col] for key in ("real_val_vs_train", "random_tokens"))
+            row["fd_vs_calibration"] = fd_vs_calibration(
+                evaluation[fd_col], floor, bad, bad_model_name(p, ae)
+            )
+        row.update(evaluation)
         row.update(numeric(stats))
         row.update(numeric(read_json(paths.prior(prior)["metrics"]), prefix="prior."))
         row.update({f"ae.{k}": v for k, v in autoencoder_metrics(ae).items()})
