@@ -150,6 +150,9 @@ def test_fd_vs_calibration_names_each_side_of_the_scale():
         "worse than random tokens (bad model)"
     )
     assert fd_vs_calibration(4.0, 5.0, 900.0, "random tokens") == "below the floor (real images)"
+    assert fd_vs_calibration(900.0, 5.0, 900.0, "N(0, I) latents") == (
+        "equal to N(0, I) latents (bad model)"
+    )
     assert fd_vs_calibration(float("nan"), 5.0, 900.0, "random tokens") == "not finite"
 
 

@@ -42,10 +42,13 @@ def fd_vs_calibration(fd: float, floor: float, bad: float, bad_model: str) -> st
     """Where a run's Fréchet distance sits on its autoencoder's calibration scale.
 
     A run worse than the bad model is said so in words: its number alone reads like
-    any other FD in the table.
+    any other FD in the table. Equal to the bad model's FD happens by construction (a
+    VAE sampled with its own N(0, I) prior decodes the calibration's images).
     """
     if not math.isfinite(fd):
         return "not finite"
+    if math.isclose(fd, bad, rel_tol=1e-9):
+        return f"equal to {bad_model} (bad model)"
     if fd > bad:
         return f"worse than {bad_model} (bad model)"
     if fd < floor:
