@@ -12,7 +12,7 @@ import torch
 from twostage import paths
 from twostage.artifacts import save_npz, save_torch, sha256_array, write_json
 from twostage.config import ConfigError, Params, load_params
-from twostage.evaluate import extractors
+from twostage.evaluate import extractors, protocol
 from twostage.evaluate.extractors import Extractor, random_inception_state_dict
 from twostage.evaluate.features import extract_real_features
 from twostage.evaluate.protocol import fid_torch_fidelity, kid_and_is, score
@@ -46,19 +46,26 @@ def inception_weights(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_fid_kid_is_equal_torch_fidelity_calculate_metrics(repo, inception_weights):
+def test_fid_and_is_equal_torch_fidelity_calculate_metrics(repo, inception_weights):
+    """Our Inception extractor and torch-fidelity's own pipeline, from the same images.
+
+    20 fakes give the Inception Score ten splits of two images, so its std is > 0 and a
+    wrong logits layer or split would show. KID on so few images would use one subset of
+    all of them (std 0 on both sides); it is compared on features above.
+    """
     import torch_fidelity
 
     p = _params(repo, weights={"inception": str(inception_weights)})
     ext = extractors.build(p, "inception", "mnist5k", CPU)
     assert ext.weights_sha256 == extractors.sha256_file(inception_weights)
-    real, fake = _images(5, 0), _images(5, 1, shift=30)
+    real, fake = _images(5, 0), _images(20, 1, shift=30)
     emb_fake, emb_real = ext.embed(fake), ext.embed(real)
     ours = {"fid": fid_torch_fidelity(emb_fake.features, emb_real.features)}
-    values, protocol = kid_and_is(
+    values, used = kid_and_is(
         emb_fake.features, emb_real.features, "inception", 2020, emb_fake.logits
     )
     ours.update(values)
+    assert used["inception_score_splits"] == 10
 
     class Images(torch.utils.data.Dataset):
         def __init__(self, arr):
@@ -74,21 +81,69 @@ def test_fid_kid_is_equal_torch_fidelity_calculate_metrics(repo, inception_weigh
         input1=Images(fake),
         input2=Images(real),
         fid=True,
-        kid=True,
         isc=True,
-        kid_subset_size=protocol["kid_subset_size"],
-        isc_splits=protocol["inception_score_splits"],
+        isc_splits=used["inception_score_splits"],
         feature_extractor_weights_path=str(inception_weights),
         cuda=False,
         cache=False,
         save_cpu_ram=True,  # no DataLoader worker processes
         verbose=False,
     )
-    assert ours["fid"] > 0
+    assert ours["fid"] > 0 and ours["inception_score_std"] > 0
     assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-5)
-    assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-4)
-    assert ours["kid_std"] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-4)
-    assert ours["inception_score_mean"] == pytest.approx(theirs["inception_score_mean"], rel=1e-5)
+    # Random Inception weights give nearly flat softmaxes (IS ~ 1.001): compare IS − 1.
+    excess = ours["inception_score_mean"] - 1, theirs["inception_score_mean"] - 1
+    assert excess[0] > 0 and excess[0] == pytest.approx(excess[1], rel=1e-4)
+    assert ours["inception_score_std"] == pytest.approx(theirs["inception_score_std"], rel=1e-4)
+
+
+def test_kid_and_is_protocol_is_torch_fidelitys_default():
+    from torch_fidelity.defaults import DEFAULTS
+
+    ours = {
+        "kid_subsets": protocol.KID_SUBSETS,
+        "kid_subset_size": protocol.KID_SUBSET_SIZE,
+        "isc_splits": protocol.IS_SPLITS,
+    }
+    assert ours == {key: DEFAULTS[key] for key in ours}
+
+
+def test_kid_and_is_equal_torch_fidelity_where_subsets_and_splits_differ(monkeypatch):
+    """Our KID and IS against torch-fidelity's functions called directly.
+
+    With enough samples the comparison can fail: 2000 fakes give the Inception Score ten
+    splits of 200 (not one image each, whose IS is exactly 1), and KID subsets of 1000 out
+    of 2000 and 2500 are different subsets (not all the whole set), so both stds are > 0.
+    Features are float32 values, as an extractor's network outputs them. 10 KID subsets
+    instead of 100 keep it fast (each is three 1000 × 1000 kernels); the count is passed
+    through like the others, and the default is checked above.
+    """
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    monkeypatch.setattr(protocol, "KID_SUBSETS", 10)
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((2500, 32)).astype(np.float32).astype(np.float64)
+    fake = (1.1 * rng.standard_normal((2000, 32)) + 0.1).astype(np.float32).astype(np.float64)
+    logits = (4 * rng.standard_normal((2000, 100))).astype(np.float32).astype(np.float64)
+    seed = 7
+    ours, used = kid_and_is(fake, real, "inception", seed, logits)
+    assert used == {"kid_subsets": 10, "kid_subset_size": 1000, "inception_score_splits": 10}
+    kid = kid_features_to_metric(
+        torch.from_numpy(fake).float(),
+        torch.from_numpy(real).float(),
+        kid_subsets=10,
+        kid_subset_size=1000,
+        rng_seed=seed,
+        verbose=False,
+    )
+    isc = isc_features_to_metric(torch.from_numpy(logits), splits=10, rng_seed=seed)
+    assert ours["kid_std"] > 0 and ours["inception_score_std"] > 0
+    assert ours["kid_mean"] > 0 and ours["inception_score_mean"] > 2
+    assert ours["kid_mean"] == pytest.approx(kid["kernel_inception_distance_mean"], rel=1e-12)
+    assert ours["kid_std"] == pytest.approx(kid["kernel_inception_distance_std"], rel=1e-12)
+    assert ours["inception_score_mean"] == pytest.approx(isc["inception_score_mean"], rel=1e-12)
+    assert ours["inception_score_std"] == pytest.approx(isc["inception_score_std"], rel=1e-12)
 
 
 def test_identical_sets_give_zero_fd_and_perfect_prdc():

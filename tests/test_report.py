@@ -161,6 +161,55 @@ def test_runs_table_has_every_run_metric_and_calibration_row(report):
     for ae, label in bad.items():
         assert ("N(0, I) latents" if ae in continuous else "random tokens") in label, (ae, label)
     assert "protocol" not in table and "prior.val_bound" not in table  # numbers only
+    # Every run's FD (100 + 10 i) lies between its autoencoder's floor (5) and bad model (900).
+    assert (runs["fd_vs_calibration"] == "between floor and bad model").all()
+    assert calibration["fd_vs_calibration"].isna().all()
+
+
+def test_fd_vs_calibration_names_each_side_of_the_scale():
+    from twostage.report.collect import fd_vs_calibration
+
+    assert fd_vs_calibration(50.0, 5.0, 900.0, "random tokens") == "between floor and bad model"
+    assert fd_vs_calibration(901.0, 5.0, 900.0, "random tokens") == (
+        "worse than random tokens (bad model)"
+    )
+    assert fd_vs_calibration(4.0, 5.0, 900.0, "random tokens") == "below the floor (real images)"
+    assert fd_vs_calibration(900.0, 5.0, 900.0, "N(0, I) latents") == (
+        "equal to N(0, I) latents (bad model)"
+    )
+    assert fd_vs_calibration(float("nan"), 5.0, 900.0, "random tokens") == "not finite"
+
+
+def test_a_run_worse_than_the_bad_model_is_marked_in_the_report(tmp_path, repo, monkeypatch):
+    # Bad models at FD 115: the runs with FD 100 + 10 i above it are marked, in words that
+    # say what the bad model decoded, in the runs table of the page.
+    from twostage.report.collect import convergence_table, runs_table
+
+    p = load_params([SMOKE], root=repo)
+    write_artifacts(p, tmp_path)
+    for ae in p.target_autoencoders():
+        cal = {
+            "real_val_vs_train": {"fd_classifier": 5.0},
+            "random_tokens": {"fd_classifier": 115.0},
+        }
+        _json(tmp_path / paths.calibration(ae)["metrics"], cal)
+    monkeypatch.chdir(tmp_path)
+    table = runs_table(p, convergence_table(p), "fd_classifier").set_index("run")
+    continuous = {ae for ae in p.target_autoencoders() if p.autoencoder(ae)["kind"] != "vq"}
+    for i, run in enumerate(p["targets"]):
+        ae = p.autoencoder_of_prior(p.prior_of_run(run))
+        bad_model = "N(0, I) latents" if ae in continuous else "random tokens"
+        expected = (
+            f"worse than {bad_model} (bad model)"
+            if fd_of(i) > 115
+            else "between floor and bad model"
+        )
+        assert table.loc[run, "fd_vs_calibration"] == expected, run
+    assert len(p["targets"]) > 2  # so both kinds of row occur
+    build_report(p)
+    page = (tmp_path / "results/report/index.html").read_text()
+    assert "worse than random tokens (bad model)" in page
+    assert "worse than N(0, I) latents (bad model)" in page
 
 
 def test_stage1_ceiling_row_once_per_autoencoder(report):

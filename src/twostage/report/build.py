@@ -49,7 +49,9 @@ def _intro(p: Params) -> str:
         "The calibration rows give the scale: a good model sits near the floor, far from the "
         "bad model (decoded random tokens, or N(0, I) latents for a continuous autoencoder); "
         "the stage-1 ceiling row scores the autoencoder's reconstructions of the same "
-        "validation images as the floor, what stage 1 costs before any prior. "
+        "validation images as the floor, what stage 1 costs before any prior; the "
+        "fd_vs_calibration column says where each run sits, and names a run worse than "
+        "the bad model. "
         "Columns prefixed prior. and ae. come from the run's prior and autoencoder. "
         f"{convergence.MARKER} marks a model whose validation curve had not settled when its "
         "training stopped (see Convergence)."
@@ -193,7 +195,7 @@ def build_report(p: Params) -> str:
     fd_col = f"fd_{p['evaluation']['extractor']}"
 
     conv = collect.convergence_table(p)
-    runs = collect.runs_table(p, conv)
+    runs = collect.runs_table(p, conv, fd_col)
     aes = collect.autoencoders_table(p, conv)
     times = collect.wall_times(p)
     sweep = figures.fd_vs_steps_rows(runs, fd_col)

@@ -47,6 +47,31 @@ def calibration_rows(p: Params, ae: str) -> dict[str, str]:
     return CALIBRATION_ROWS
 
 
+def fd_vs_calibration(fd: float, floor: float, bad: float, bad_model: str) -> str:
+    """Where a run's Fréchet distance sits on its autoencoder's calibration scale.
+
+    A run worse than the bad model is said so in words: its number alone reads like
+    any other FD in the table. Equal to the bad model's FD happens by construction (a
+    VAE sampled with its own N(0, I) prior decodes the calibration's images).
+    """
+    if not math.isfinite(fd):
+        return "not finite"
+    if math.isclose(fd, bad, rel_tol=1e-9):
+        return f"equal to {bad_model} (bad model)"
+    if fd > bad:
+        return f"worse than {bad_model} (bad model)"
+    if fd < floor:
+        return "below the floor (real images)"
+    return "between floor and bad model"
+
+
+def bad_model_name(p: Params, ae: str) -> str:
+    """What the bad-model calibration row of ``ae`` decoded, in a few words."""
+    if p.autoencoder(ae)["kind"] in CONTINUOUS_AUTOENCODERS:
+        return "N(0, I) latents"
+    return "random tokens"
+
+
 def bad_model_caption(p: Params, ae: str) -> str:
     """What the calibration grid of ``ae`` shows."""
     if p.autoencoder(ae)["kind"] in CONTINUOUS_AUTOENCODERS:
@@ -130,14 +155,15 @@ def improving_note(conv: pd.DataFrame, models: list[tuple[str, str]]) -> str:
     return f"{convergence.MARKER}: {'; '.join(parts)}" if parts else ""
 
 
-def runs_table(p: Params, conv: pd.DataFrame) -> pd.DataFrame:
+def runs_table(p: Params, conv: pd.DataFrame, fd_col: str) -> pd.DataFrame:
     """One row per sampling run, then the calibration rows of each autoencoder.
 
     Evaluation metrics keep their names (``fd_classifier``, ``precision``...);
     prior and autoencoder numbers are prefixed ``prior.`` and ``ae.`` so a
     column always says which stage measured it. ``convergence`` carries the
     still-improving marker of the run's prior and autoencoder (``conv`` is
-    :func:`convergence_table`).
+    :func:`convergence_table`); ``fd_vs_calibration`` places each run's ``fd_col`` on
+    its autoencoder's calibration scale.
     """
     rows = []
     for run in p["targets"]:
@@ -149,6 +175,8 @@ def runs_table(p: Params, conv: pd.DataFrame) -> pd.DataFrame:
         trained = [("prior", prior)]
         if p.prior(prior)["kind"] not in JOINT_PRIORS:
             trained.append(("autoencoder", ae))
+        evaluation = numeric(read_json(paths.evaluation(run)["metrics"]))
+        cal = read_json(paths.calibration(ae)["metrics"])
         row: dict[str, Any] = {
             "run": run,
             "prior": prior,
@@ -159,7 +187,12 @@ def runs_table(p: Params, conv: pd.DataFrame) -> pd.DataFrame:
             "prior.still_improving": bool(improving_curves(conv, "prior", prior)),
             "ae.still_improving": bool(improving_curves(conv, "autoencoder", ae)),
         }
-        row.update(numeric(read_json(paths.evaluation(run)["metrics"])))
+        if fd_col in evaluation:
+            floor, bad = (cal[key][fd_col] for key in ("real_val_vs_train", "random_tokens"))
+            row["fd_vs_calibration"] = fd_vs_calibration(
+                evaluation[fd_col], floor, bad, bad_model_name(p, ae)
+            )
+        row.update(evaluation)
         row.update(numeric(stats))
         row.update(numeric(read_json(paths.prior(prior)["metrics"]), prefix="prior."))
         row.update({f"ae.{k}": v for k, v in autoencoder_metrics(ae).items()})

@@ -15,6 +15,7 @@ from twostage.images import save_grid, to_uint8
 from twostage.models.autoencoders import load_autoencoder
 from twostage.models.priors import load_prior
 from twostage.runtime import cpu_bf16_autocast, cpu_bf16_enabled, pick_device, seed_everything
+from twostage.sample.network_evaluations import counting_evaluations, token_prior_network
 
 
 def sampler_options(spec: dict) -> dict:
@@ -49,9 +50,12 @@ def sample_run(p: Params, run: str) -> dict:
 
     # Prior and decoder; the logits and the decoder's GroupNorm statistics stay float32.
     bf16 = spec.get("cpu_bf16", False)
-    images, calls = [], 0
+    images = []
     sample_time = 0.0
-    with tqdm(total=n, desc=f"sampling {run}", unit="img", mininterval=5) as bar:
+    with (
+        counting_evaluations(token_prior_network(prior)) as evaluations,
+        tqdm(total=n, desc=f"sampling {run}", unit="img", mininterval=5) as bar,
+    ):
         for start in range(0, n, spec["batch_size"]):
             b = min(spec["batch_size"], n - start)
             t0 = time.perf_counter()
@@ -68,7 +72,6 @@ def sample_run(p: Params, run: str) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             sample_time += time.perf_counter() - t0
-            calls += spec["steps"]
             images.append(to_uint8(imgs))
             bar.update(b)
     images = np.concatenate(images)
@@ -80,7 +83,9 @@ def sample_run(p: Params, run: str) -> dict:
         "steps": spec["steps"],
         "temperature": spec["temperature"],
         "sampler": spec["sampler"],
-        "network_calls_per_sample": spec["steps"],
+        # Measured: rows the prior's network evaluated / samples (network_evaluations.py).
+        "network_calls_per_sample": evaluations.per_sample(n),
+        "network_batched_calls": evaluations.calls,
         "samples_per_s": n / sample_time,
         "seconds_per_image": sample_time / n,
         "device": str(device),
