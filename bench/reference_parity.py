@@ -31,8 +31,8 @@ primary extractor; and one validation ELBO estimator for all models (the full su
 t = 1..T with the same masks for every model, in bits per token).
 
 Results go to ``--out`` (one JSON per training run, reused when present, and
-``summary.md``): per arm and selection the FD of every seed, mean, standard deviation,
-95 % Student-t interval, std/mean, and Welch's one-sided test of "ours is not worse".
+``summary.md`` over every run there): per arm and selection the FD of every seed, mean,
+standard deviation, 95 % Student-t interval, std/mean, and Welch's one-sided tests.
 """
 
 from __future__ import annotations
@@ -426,7 +426,8 @@ def main() -> None:
             result["job_profile"] = job["profile"]
             Path(job["file"]).write_text(json.dumps(result, indent=1, default=str))
             print(f"done {job['arm']} seed {job['seed']}", file=sys.stderr)
-    results = [json.loads(Path(j["file"]).read_text()) for j in jobs]
+    # Every run in --out, so that invocations over other arms or seeds add up.
+    results = [json.loads(f.read_text()) for f in sorted(args.out.glob("*.json"))]
     table = summarise(results, "fd_classifier")
     header = f"```\n{' '.join(sys.argv)}\n```\nconfig: {json.dumps(config, default=str)}\n"
     (args.out / "summary.md").write_text(header + "\n" + table + "\n")

@@ -406,6 +406,30 @@ def jobs(p: Params) -> list[Job]:
     return out
 
 
+def downstream_counts(p: Params) -> dict[tuple[str, str], int]:
+    """(stage, name) → how many jobs depend on that job's outputs, directly or not.
+
+    The Snakefile makes it every job's priority, so a run with few cores starts the jobs
+    that unlock the most work first: the VQ autoencoder, whose chain through the token
+    priors is the longest, before the small continuous models whose chains are short.
+    """
+    every = jobs(p)
+    producer = {f: (j.stage, j.name) for j in every for f in (*j.outs, *j.metrics, *j.plots)}
+    children: dict[tuple[str, str], set] = {(j.stage, j.name): set() for j in every}
+    for j in every:
+        for dep in j.deps:
+            if dep in producer:
+                children[producer[dep]].add((j.stage, j.name))
+    below: dict[tuple[str, str], set] = {}
+
+    def descendants(key: tuple[str, str]) -> set:
+        if key not in below:
+            below[key] = set().union(*({c} | descendants(c) for c in children[key]))
+        return below[key]
+
+    return {key: len(descendants(key)) for key in children}
+
+
 def job(p: Params, stage: str, name: str) -> Job:
     """The one job of ``stage`` building ``name`` (used by the Snakefile's input functions)."""
     builders = {

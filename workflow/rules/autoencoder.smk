@@ -15,6 +15,7 @@ rule train_autoencoder:
         "results/logs/train_autoencoder/{name}.log",
     benchmark:
         "results/benchmarks/train_autoencoder/{name}.tsv"
+    priority: job_priority("train_autoencoder")
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
@@ -38,6 +39,7 @@ rule encode:
         "results/logs/encode/{name}.log",
     benchmark:
         "results/benchmarks/encode/{name}.tsv"
+    priority: job_priority("encode")
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
@@ -62,6 +64,7 @@ rule evaluate_reconstruction:
         "results/logs/evaluate_reconstruction/{name}.log",
     benchmark:
         "results/benchmarks/evaluate_reconstruction/{name}.tsv"
+    priority: job_priority("evaluate_reconstruction")
     conda:
         TWOSTAGE_ENV
     threads: 1

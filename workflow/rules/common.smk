@@ -25,6 +25,14 @@ def job_inputs(stage):
     return lambda w: plan.job(P, stage, w.name).deps
 
 
+DOWNSTREAM = plan.downstream_counts(P)
+
+
+def job_priority(stage):
+    """Priority function: the number of jobs downstream of this one (longest chains first)."""
+    return lambda w: DOWNSTREAM.get((stage, w.name), 0)
+
+
 def job_params(stage):
     """The params values a job reads: a change in them (only) reruns the job."""
 

@@ -9,6 +9,7 @@ rule prepare_data:
         "results/logs/prepare_data/{name}.log",
     benchmark:
         "results/benchmarks/prepare_data/{name}.tsv"
+    priority: job_priority("prepare_data")
     conda:
         TWOSTAGE_ENV
     threads: 1

@@ -12,6 +12,7 @@ rule train_classifier:
         "results/logs/train_classifier/{name}.log",
     benchmark:
         "results/benchmarks/train_classifier/{name}.tsv"
+    priority: job_priority("train_classifier")
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -39,6 +40,7 @@ rule extract_features:
         "results/logs/extract_features/{name}.log",
     benchmark:
         "results/benchmarks/extract_features/{name}.tsv"
+    priority: job_priority("extract_features")
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -67,6 +69,7 @@ rule calibrate:
         "results/logs/calibrate/{name}.log",
     benchmark:
         "results/benchmarks/calibrate/{name}.tsv"
+    priority: job_priority("calibrate")
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -94,6 +97,7 @@ rule evaluate:
         "results/logs/evaluate/{name}.log",
     benchmark:
         "results/benchmarks/evaluate/{name}.tsv"
+    priority: job_priority("evaluate")
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -119,6 +123,7 @@ rule neighbours:
         "results/logs/neighbours/{name}.log",
     benchmark:
         "results/benchmarks/neighbours/{name}.tsv"
+    priority: job_priority("neighbours")
     conda:
         TWOSTAGE_ENV
     threads: 1

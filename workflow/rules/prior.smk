@@ -9,6 +9,7 @@ rule train_prior:
         "results/logs/train_prior/{name}.log",
     benchmark:
         "results/benchmarks/train_prior/{name}.tsv"
+    priority: job_priority("train_prior")
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS

@@ -14,6 +14,7 @@ rule sample:
         "results/logs/sample/{name}.log",
     benchmark:
         "results/benchmarks/sample/{name}.tsv"
+    priority: job_priority("sample")
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
@@ -43,6 +44,7 @@ rule inpaint:
         "results/logs/inpaint/{name}.log",
     benchmark:
         "results/benchmarks/inpaint/{name}.tsv"
+    priority: job_priority("inpaint")
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
@@ -71,6 +73,7 @@ rule large_samples:
         "results/logs/large_samples/{name}.log",
     benchmark:
         "results/benchmarks/large_samples/{name}.tsv"
+    priority: job_priority("large_samples")
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
