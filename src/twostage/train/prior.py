@@ -205,7 +205,8 @@ def _train_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     train_time = time.perf_counter() - start
     metrics = {
         # An upper bound on the NLL for the absorbing prior, the exact NLL for the autoregressive.
-        "val_bits_per_token": best.values["val_bits"],
+        # A resumed state that kept no values holds the bound as its score.
+        "val_bits_per_token": best.values.get("val_bits", best.val),
         "val_bound": "elbo" if spec["kind"] == "absorbing" else "exact_nll",
         "best_step": best.step,
         "selected_by": select_by,
