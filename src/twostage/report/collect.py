@@ -183,16 +183,18 @@ def runs_table(p: Params, conv: pd.DataFrame, fd_col: str) -> pd.DataFrame:
             "prior_kind": p.prior(prior).get("kind", ""),
             "autoencoder": ae,
             "sampler": stats.get("sampler", p.run(run).get("sampler", "")),
-            "convergence": improving_note(conv, trained),
-            "prior.still_improving": bool(improving_curves(conv, "prior", prior)),
-            "ae.still_improving": bool(improving_curves(conv, "autoencoder", ae)),
         }
+        # The scores first, then the notes on them (long texts that would push the
+        # scores out of a narrow window), then everything else.
+        row.update(evaluation)
         if fd_col in evaluation:
             floor, bad = (cal[key][fd_col] for key in ("real_val_vs_train", "random_tokens"))
             row["fd_vs_calibration"] = fd_vs_calibration(
                 evaluation[fd_col], floor, bad, bad_model_name(p, ae)
             )
-        row.update(evaluation)
+        row["convergence"] = improving_note(conv, trained)
+        row["prior.still_improving"] = bool(improving_curves(conv, "prior", prior))
+        row["ae.still_improving"] = bool(improving_curves(conv, "autoencoder", ae))
         row.update(numeric(stats))
         row.update(numeric(read_json(paths.prior(prior)["metrics"]), prefix="prior."))
         row.update({f"ae.{k}": v for k, v in autoencoder_metrics(ae).items()})
