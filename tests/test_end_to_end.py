@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from twostage.artifacts import load_torch
@@ -94,11 +95,45 @@ def test_each_run_samples_with_its_own_sampler(snakemake_project: Path):
     random_order = np.load(samples / "absorbing_steps-s4-t0p8/images.npy")
     assert confidence.shape == random_order.shape and not np.array_equal(confidence, random_order)
     stats = json.loads((samples / "absorbing_confidence/stats.json").read_text())
-    assert stats["sampler"] == "confidence" and stats["network_calls_per_sample"] == 4
+    assert stats["sampler"] == "confidence" and stats["steps"] == 4
+    # Measured, not the 4 steps: per batch the all-masked first step is one shared row, and
+    # the cosine schedule (2, 3, 5, 6 of 16 tokens) changes every row before steps 2..4.
+    spec = load_params([SMOKE], root=snakemake_project).run("absorbing_confidence")
+    n, batch = stats["n_samples"], spec["batch_size"]
+    batches = -(-n // batch)
+    assert stats["network_calls_per_sample"] == pytest.approx((batches + 3 * n) / n)
+    assert stats["network_batched_calls"] == 4 * batches
     # The smoke profile asks this run for bf16: used exactly where the CPU has it natively.
     assert stats["cpu_bf16"] is cpu_has_native_bf16()
     plain = json.loads((samples / "absorbing_steps-s4-t0p8/stats.json").read_text())
     assert plain["cpu_bf16"] is False
+
+
+def test_calibration_brackets_every_run(snakemake_project: Path):
+    # The floor (real validation images) must beat the bad model (decoded random tokens or
+    # N(0, I) latents), or no FD in between means anything; each run's FD is finite and
+    # above the floor, and one at or worse than the bad model is marked so in the report.
+    params = load_params([SMOKE], root=snakemake_project)
+    results = snakemake_project / "results"
+    fd_key = f"fd_{params['evaluation']['extractor']}"
+    scale = {}
+    for ae in params.target_autoencoders():
+        cal = json.loads((results / f"calibration/{ae}/metrics.json").read_text())
+        scale[ae] = cal["real_val_vs_train"][fd_key], cal["random_tokens"][fd_key]
+        assert 0 <= scale[ae][0] < scale[ae][1], (ae, scale[ae])
+    table = pd.read_csv(results / "report/tables/runs.csv").set_index("run")
+    page = (results / "report/index.html").read_text()
+    for run in params["targets"]:
+        fd = json.loads((results / f"eval/{run}/metrics.json").read_text())[fd_key]
+        floor, bad = scale[params.autoencoder_of_prior(params.prior_of_run(run))]
+        assert math.isfinite(fd) and fd > floor, (run, fd, floor)
+        assert table.loc[run, fd_key] == pytest.approx(fd)
+        standing = table.loc[run, "fd_vs_calibration"]
+        if fd >= bad:  # equal: the vae run decodes N(0, I) latents, as its calibration does
+            assert standing.startswith(("worse than", "equal to")), (run, standing)
+            assert standing in page, (run, standing)
+        else:
+            assert standing == "between floor and bad model", (run, fd, floor, bad)
 
 
 def test_continuous_priors_go_through_the_dag(snakemake_project: Path):
