@@ -46,7 +46,8 @@ def test_train_prior_follows_the_configured_schedule(tmp_path, repo, monkeypatch
     profile = tmp_path / "params/profiles/lr-test.yaml"
     profile.write_text(
         "priors:\n  absorbing_mnist: {n_layer: 1, n_embd: 16, n_head: 2, steps: 6, eval_every: 6,"
-        " warmup_steps: 2, batch_size: 8, val_elbo_samples: 1, lr_schedule: cosine}\n"
+        " warmup_steps: 2, batch_size: 8, val_elbo_samples: 1, lr_schedule: cosine,"
+        " sample_fd_images: 0, select_by: val_bound}\n"
     )
     assert cli.main(["--profile", str(profile), "train-prior", "absorbing_mnist"]) == 0
     log = Path("results/priors/absorbing_mnist/train_log.csv").read_text().splitlines()

@@ -23,7 +23,8 @@ autoencoders:
   vq_mnist: {nf: 8, res_blocks: 0, codebook_size: 32, emb_dim: 16, steps: 160, eval_every: 80}
 priors:
   absorbing_mnist: {n_layer: 1, n_embd: 32, n_head: 2, steps: 160, eval_every: 40,
-                    warmup_steps: 10, val_elbo_samples: 1}
+                    warmup_steps: 10, val_elbo_samples: 1, sample_fd_images: 0,
+                    select_by: val_bound}
 """
 
 

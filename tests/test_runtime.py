@@ -58,7 +58,8 @@ PROFILE = "params/profiles/bf16-test.yaml"
 TINY_PRIOR = (
     "priors:\n"
     "  absorbing_mnist: {n_layer: 1, n_embd: 16, n_head: 2, steps: 6, eval_every: 3,"
-    " warmup_steps: 2, batch_size: 16, val_elbo_samples: 1, cpu_bf16: %s}\n"
+    " warmup_steps: 2, batch_size: 16, val_elbo_samples: 1, cpu_bf16: %s,"
+    " sample_fd_images: 0, select_by: val_bound}\n"
 )
 LINEAR_FORWARD = torch.nn.Linear.forward
 
