@@ -103,7 +103,10 @@ def convergence_table(p: Params) -> pd.DataFrame:
         curve = paths.autoencoder(name) if role == "autoencoder" else paths.prior(name)
         for status in convergence.model_curves(curve["curve"], kind):
             rows.append({"role": role, "model": name, "kind": kind, **status})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "last_step" in table:  # a curve without evaluations has none: keep the rest integers
+        table["last_step"] = table["last_step"].astype("Int64")
+    return table
 
 
 def improving_curves(conv: pd.DataFrame, role: str, model: str) -> list[str]:
