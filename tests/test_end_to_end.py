@@ -70,6 +70,12 @@ def check_artifacts(root: Path) -> None:
         assert 0 <= ev["precision"] <= 1 and 0 <= ev["coverage"] <= 1 and ev["fd_classifier"] >= 0
     html = (root / "results/report/index.html").read_text()
     assert "<table" in html and "calibration: real validation images" in html
+    assert html.count("(stage-1 ceiling)") == len(params.target_autoencoders())
+    # Every trained model's validation columns, as named in report/convergence.py, are in
+    # the log its real trainer wrote.
+    conv = pd.read_csv(root / "results/report/tables/convergence.csv")
+    trained = set(params.target_autoencoders()) | set(params.target_priors())
+    assert set(conv["model"]) == trained and (conv["n_evals"] >= 1).all(), conv
     for src in html.split('src="')[1:]:
         assert (root / "results/report" / src.split('"')[0]).is_file()
 

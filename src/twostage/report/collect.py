@@ -129,7 +129,10 @@ def convergence_table(p: Params) -> pd.DataFrame:
         select_by = spec.get("select_by", "val_bound")
         for status in convergence.model_curves(curve["curve"], spec["kind"], select_by):
             rows.append({"role": role, "model": name, "kind": spec["kind"], **status})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "last_step" in table:  # a curve without evaluations has none: keep the rest integers
+        table["last_step"] = table["last_step"].astype("Int64")
+    return table
 
 
 def improving_curves(conv: pd.DataFrame, role: str, model: str) -> list[str]:
