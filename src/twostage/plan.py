@@ -378,6 +378,7 @@ def jobs(p: Params) -> list[Job]:
 def job(p: Params, stage: str, name: str) -> Job:
     """The one job of ``stage`` building ``name`` (used by the Snakefile's input functions)."""
     builders = {
+        "report": lambda p, _: report_job(p),
         "prepare_data": prepare_data_job,
         "train_classifier": train_classifier_job,
         "extract_features": extract_features_job,
@@ -446,6 +447,8 @@ def dvc_pipeline(p: Params, profiles: list[str], root: str | Path = ".") -> dict
             for prof, data in profile_data.items():
                 if _has_key(data, key):
                     params.setdefault(prof, []).append(key)
+        # The code and software the job runs with (versions.py): what DVC cannot hash itself.
+        params[paths.VERSIONS] = [f"code.{j.dvc_name}", "software"]
         stage: dict[str, Any] = {"cmd": command(j, profiles)}
         if j.deps:
             stage["deps"] = j.deps
