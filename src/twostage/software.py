@@ -25,6 +25,9 @@ NUMERIC_PACKAGES = (
     "pillow",
     "mlxtend",
 )
+# Imported by the code but computing no result: reading params, progress bars, the
+# report's tables and figures.
+NOT_NUMERIC = ("jsonschema", "pyyaml", "tqdm", "pandas", "matplotlib")
 
 
 def versions() -> dict[str, str]:

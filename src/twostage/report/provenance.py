@@ -96,9 +96,9 @@ def result_versions(p: Params) -> dict[str, str]:
         for metrics in job.metrics:
             made = versions.recorded(metrics)
             if made is None:
-                status[metrics] = "NOT RECORDED: made by code that did not record its versions"
+                status[metrics] = "NOT RECORDED (made before stages recorded their versions)"
                 continue
-            stale = [
+            other = [
                 what
                 for what, then, current in (
                     ("code", made.get("code"), code[job.dvc_name]),
@@ -106,12 +106,7 @@ def result_versions(p: Params) -> dict[str, str]:
                 )
                 if then != current
             ]
-            status[metrics] = (
-                f"NOT CURRENT: made by other {' and '.join(stale)} ({made.get('code')}, "
-                f"{made.get('software')}; now {code[job.dvc_name]}, {now})"
-                if stale
-                else "current"
-            )
+            status[metrics] = f"NOT CURRENT (other {' and '.join(other)})" if other else "current"
     return status
 
 
