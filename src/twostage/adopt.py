@@ -16,6 +16,7 @@ anything differs, nothing is recorded and both tools report the difference.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from base64 import urlsafe_b64encode
@@ -64,6 +65,8 @@ def adopt_dvc_outputs(p: Params, profiles: list[str], snakefile: str) -> str | N
     """
     if os.environ.get(NESTED) or not (Path(".dvc").is_dir() and Path("dvc.lock").is_file()):
         return None
+    if shutil.which("dvc") is None:
+        return None
     unrecorded = unrecorded_outputs(p)
     if not unrecorded:
         return None
@@ -74,8 +77,8 @@ def adopt_dvc_outputs(p: Params, profiles: list[str], snakefile: str) -> str | N
     clean, status = _dvc_status_clean()
     if not clean:
         return f"{head}; `dvc status` finds differences, so they are left alone:\n{status}"
-    args = ["snakemake", "--touch", "--forceall", "--cores", "1", "--quiet", "all"]
-    args += ["--snakefile", snakefile, *(a for f in profiles for a in ("--configfile", f))]
+    args = ["snakemake", "--touch", "--forceall", "--cores", "1", "--snakefile", snakefile]
+    args += [*(["--configfile", *profiles] if profiles else []), "--quiet"]
     proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, NESTED: "1"})
     if proc.returncode != 0:
         print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
