@@ -19,6 +19,8 @@ import pytest
 import yaml
 from test_end_to_end import check_artifacts
 
+from twostage.paths import VERSIONS
+
 pytestmark = pytest.mark.slow
 
 SMOKE = "params/profiles/smoke.yaml"
@@ -79,7 +81,9 @@ def test_dvc_repro_builds_every_artifact_and_ends_up_to_date(project: Path, tool
 
 def test_metrics_and_plots_are_committed_and_nothing_else(project: Path, tool_env: dict):
     in_git = set(_run(["git", "ls-files", "results"], project, tool_env).split())
-    assert in_git == _declared(project, "metrics") | _declared(project, "plots")
+    # and the code and software hashes DVC reads as params (docs/staleness.md)
+    expected = _declared(project, "metrics") | _declared(project, "plots") | {VERSIONS}
+    assert in_git == expected
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project, tool_env))
     assert shown, "dvc metrics show found no metrics"
 

@@ -94,6 +94,15 @@ def test_snakemake_builds_every_artifact(snakemake_project: Path):
     assert len(logs) == len(benchmarks) == len(jobs(load_params([SMOKE], root=snakemake_project)))
 
 
+def test_no_stage_imports_project_code_outside_its_static_dependencies(snakemake_project: Path):
+    # Each stage compares the project modules it imported with its static code closure
+    # (codedeps.py) and records any other one: an edit to it would not make it stale.
+    for job in jobs(load_params([SMOKE], root=snakemake_project)):
+        for metrics in job.metrics:
+            made = json.loads((snakemake_project / metrics).read_text())["versions"]
+            assert set(made) == {"code", "software"}, (metrics, made)
+
+
 def test_each_run_samples_with_its_own_sampler(snakemake_project: Path):
     # Same prior, steps and temperature; only the sampler differs, so the images must too.
     samples = snakemake_project / "results/samples"
@@ -162,7 +171,7 @@ def test_continuous_priors_go_through_the_dag(snakemake_project: Path):
         )
         assert math.isfinite(prior[key]), run
     calibration = json.loads((results / "calibration/vae_mnist/metrics.json").read_text())
-    assert set(calibration) == {"real_val_vs_train", "random_tokens"}
+    assert set(calibration) - {"versions"} == {"real_val_vs_train", "random_tokens"}
     assert "calibration: decoded N(0, I) latents" in (results / "report/index.html").read_text()
     joint = load_torch(results / "priors/flow_vae_mnist/model.pt")
     assert joint["kind"] == "vae_flow" and joint["autoencoder"]["kind"] == "vae"

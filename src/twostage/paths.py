@@ -97,3 +97,8 @@ def reconstruction(ae: str) -> dict[str, str]:
         "usage": f"{d}/usage.png",
         "grid": f"{d}/recon_grid.png",
     }
+
+
+# The code and software hash of every job (src/twostage/versions.py): a params file of
+# every DVC stage, rewritten whenever Snakemake parses the Snakefile or twostage runs.
+VERSIONS = f"{RESULTS}/versions.yaml"

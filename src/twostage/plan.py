@@ -433,6 +433,7 @@ def downstream_counts(p: Params) -> dict[tuple[str, str], int]:
 def job(p: Params, stage: str, name: str) -> Job:
     """The one job of ``stage`` building ``name`` (used by the Snakefile's input functions)."""
     builders = {
+        "report": lambda p, _: report_job(p),
         "prepare_data": prepare_data_job,
         "train_classifier": train_classifier_job,
         "extract_features": extract_features_job,
@@ -501,6 +502,8 @@ def dvc_pipeline(p: Params, profiles: list[str], root: str | Path = ".") -> dict
             for prof, data in profile_data.items():
                 if _has_key(data, key):
                     params.setdefault(prof, []).append(key)
+        # The code and software the job runs with (versions.py): what DVC cannot hash itself.
+        params[paths.VERSIONS] = [f"code.{j.dvc_name}", "software"]
         stage: dict[str, Any] = {"cmd": command(j, profiles)}
         if j.deps:
             stage["deps"] = j.deps

@@ -2,7 +2,10 @@
 import json
 import os
 
-from twostage import paths, plan
+from snakemake.logging import logger
+from snakemake_interface_executor_plugins.settings import ExecMode
+
+from twostage import adopt, paths, plan, versions
 from twostage.config import SINGLE_PROCESS_KINDS, ConfigError, load_params
 
 # Profiles are the files given with --configfile; the twostage loader merges
@@ -14,6 +17,17 @@ except ConfigError as exc:
     raise WorkflowError(f"invalid params: {exc}") from None
 
 PROFILE_ARGS = "".join(f" --profile {f}" for f in PROFILES)
+
+# Each job's code hash (its modules and its upstream jobs') and the software hash, the
+# same values DVC reads from results/versions.yaml, which this brings up to date.
+VERSIONS = versions.refresh(P)
+
+# Outputs that DVC restored carry no Snakemake record: take them over when dvc.lock
+# confirms them (src/twostage/adopt.py), so both tools agree that nothing is to do.
+if workflow.exec_mode == ExecMode.DEFAULT:
+    ADOPTED = adopt.adopt_dvc_outputs(P, PROFILES, workflow.main_snakefile)
+    if ADOPTED:
+        logger.info(f"twostage: {ADOPTED}")
 
 
 wildcard_constraints:
@@ -34,11 +48,18 @@ def job_priority(stage):
 
 
 def job_params(stage):
-    """The params values a job reads: a change in them (only) reruns the job."""
+    """The params values a job reads, its code and software hashes: a change in them
+    (only) reruns the job."""
 
     def values(w):
+        job = plan.job(P, stage, w.get("name", ""))
         return json.dumps(
-            plan.param_values(P, plan.job(P, stage, w.name)), sort_keys=True
+            {
+                **plan.param_values(P, job),
+                "code": VERSIONS["code"][job.dvc_name],
+                "software": VERSIONS["software"],
+            },
+            sort_keys=True,
         )
 
     return values

@@ -25,5 +25,7 @@ rule report:
         mem_mb=1000,
         gpu=0,
         runtime=15,
+    params:
+        values=job_params("report"),
     shell:
         f"twostage{PROFILE_ARGS} report > {{log}} 2>&1"

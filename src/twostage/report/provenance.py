@@ -1,4 +1,5 @@
-"""Where the numbers come from: code version, params of each stage, data hashes, software."""
+"""Where the numbers come from: code version, params of each stage, data hashes, software,
+and whether each result was made by the current code and software."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from twostage import paths
+from twostage import paths, software, versions
 from twostage.artifacts import read_json
 from twostage.config import Params
 from twostage.plan import jobs, param_values
@@ -82,8 +83,47 @@ def stage_params(p: Params) -> dict[str, dict[str, Any]]:
     return {j.dvc_name: param_values(p, j) for j in jobs(p) if j.params}
 
 
+def result_versions(p: Params) -> dict[str, str]:
+    """Each result (a stage's metrics file): made by the current code and software, or not.
+
+    A stage records the code hash (its code and its upstream jobs') and the software hash
+    it ran with (versions.py). A result made before a code or package change that was
+    declared not to alter results (`snakemake --touch`, `dvc commit`) keeps its old hashes.
+    """
+    code, now = versions.code_hashes(p), software.software_hash()
+    status = {}
+    for job in jobs(p):
+        for metrics in job.metrics:
+            made = versions.recorded(metrics)
+            if made is None:
+                status[metrics] = "NOT RECORDED (made before stages recorded their versions)"
+                continue
+            other = [
+                what
+                for what, then, current in (
+                    ("code", made.get("code"), code[job.dvc_name]),
+                    ("software", made.get("software"), now),
+                )
+                if then != current
+            ]
+            status[metrics] = f"NOT CURRENT (other {' and '.join(other)})" if other else "current"
+    return status
+
+
+def code_and_software(p: Params) -> dict[str, Any]:
+    """The provenance entry on code and software: results not made by the current ones first."""
+    status = result_versions(p)
+    marked = [f"{m}: {s}" for m, s in status.items() if s != "current"]
+    return {
+        "results_not_made_by_the_current_code_and_software": marked or "none",
+        "software_hash": software.software_hash(),
+        "results": status,
+    }
+
+
 def provenance(p: Params) -> dict[str, Any]:
     return {
+        "code_and_software": code_and_software(p),
         **git_state(),
         "params_files": list(p.files),
         "python": sys.version.split()[0],

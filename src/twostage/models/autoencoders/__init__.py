@@ -1,17 +1,28 @@
-"""Stage-1 autoencoders and loading them back from their checkpoints."""
+"""Stage-1 autoencoders and loading them back from their checkpoints.
+
+Each kind's model module is imported only when an autoencoder of that kind is built, so
+a job's code dependencies (codedeps.py) hold only the model of its own autoencoder's kind.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from twostage.artifacts import check_spec, load_torch
-from twostage.models.autoencoders.continuous import CONTINUOUS_KINDS, ContinuousAutoencoder
-from twostage.models.autoencoders.vq import VQAutoencoder
+from twostage.config import CONTINUOUS_AUTOENCODERS, CONTINUOUS_PRIORS
+from twostage.lazy import resolve
+
+AUTOENCODER_MODELS = {
+    "vq": "twostage.models.autoencoders.vq:VQAutoencoder",
+    "ae": "twostage.models.autoencoders.continuous:ContinuousAutoencoder",
+    "rae": "twostage.models.autoencoders.continuous:ContinuousAutoencoder",
+    "vae": "twostage.models.autoencoders.continuous:ContinuousAutoencoder",
+}
 
 
 def load_autoencoder(
     path: str, device: torch.device, expected: dict | None = None
-) -> VQAutoencoder:
+) -> torch.nn.Module:
     """Rebuild a trained autoencoder from ``model.pt`` (architecture stored in it).
 
     With ``expected`` (the params entry in force), a checkpoint trained with
@@ -28,13 +39,9 @@ def load_autoencoder(
 
 def build_autoencoder(spec: dict, channels: int, resolution: int) -> torch.nn.Module:
     """The stage-1 network of ``spec["kind"]``: vq, or continuous (ae, rae, vae)."""
-    if spec["kind"] in CONTINUOUS_KINDS:
-        return ContinuousAutoencoder(spec, channels, resolution)
-    return VQAutoencoder(spec, channels, resolution)
+    return resolve(AUTOENCODER_MODELS[spec["kind"]])(spec, channels, resolution)
 
 
 def is_continuous(spec: dict) -> bool:
     """Whether an autoencoder (or prior) params entry works with latent vectors, not tokens."""
-    from twostage.models.priors.continuous import CONTINUOUS_PRIOR_KINDS
-
-    return spec["kind"] in CONTINUOUS_KINDS + CONTINUOUS_PRIOR_KINDS
+    return spec["kind"] in CONTINUOUS_AUTOENCODERS + CONTINUOUS_PRIORS

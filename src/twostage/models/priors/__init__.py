@@ -1,19 +1,32 @@
-"""Stage-2 priors over token grids, built by ``kind`` and loaded back from checkpoints."""
+"""Stage-2 priors, built by ``kind`` and loaded back from checkpoints.
+
+Each kind's model module is imported only when a prior of that kind is built, so a
+job's code dependencies (codedeps.py) hold only the model of its own prior's kind.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from twostage.artifacts import check_spec, load_torch
-from twostage.models.priors.absorbing import AbsorbingDiffusion
-from twostage.models.priors.autoregressive import AutoregressivePrior
-from twostage.models.priors.continuous import CONTINUOUS_PRIOR_KINDS, build_continuous_prior
+from twostage.config import CONTINUOUS_PRIORS
+from twostage.lazy import resolve
 
-PRIOR_KINDS = {"absorbing": AbsorbingDiffusion, "autoregressive": AutoregressivePrior}
+# kind → the class of a prior over token grids, or the builder of one over latent vectors.
+PRIOR_MODELS = {
+    "absorbing": "twostage.models.priors.absorbing:AbsorbingDiffusion",
+    "autoregressive": "twostage.models.priors.autoregressive:AutoregressivePrior",
+    "flow": "twostage.models.priors.continuous:build_continuous_prior",
+    "glf": "twostage.models.priors.continuous:build_continuous_prior",
+    "gmm": "twostage.models.priors.continuous:build_continuous_prior",
+    "vae_prior": "twostage.models.priors.continuous:build_continuous_prior",
+    "vae_flow": "twostage.models.priors.continuous:build_continuous_prior",
+}
 
 
 def build_prior(spec: dict, codebook_size: int, length: int) -> torch.nn.Module:
-    return PRIOR_KINDS[spec["kind"]](spec, codebook_size, length)
+    """A prior over token grids (absorbing, autoregressive)."""
+    return resolve(PRIOR_MODELS[spec["kind"]])(spec, codebook_size, length)
 
 
 def load_prior(path: str, device: torch.device, expected: dict | None = None) -> torch.nn.Module:
@@ -24,8 +37,8 @@ def load_prior(path: str, device: torch.device, expected: dict | None = None) ->
     """
     ckpt = load_torch(path)
     check_spec(path, ckpt["spec"], expected)
-    if ckpt["spec"]["kind"] in CONTINUOUS_PRIOR_KINDS:
-        model = build_continuous_prior(ckpt["spec"], ckpt["latent_dim"])
+    if ckpt["spec"]["kind"] in CONTINUOUS_PRIORS:
+        model = resolve(PRIOR_MODELS[ckpt["spec"]["kind"]])(ckpt["spec"], ckpt["latent_dim"])
     else:
         model = build_prior(ckpt["spec"], ckpt["codebook_size"], ckpt["length"])
     model.load_state_dict(ckpt["state_dict"])

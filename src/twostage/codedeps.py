@@ -1,0 +1,270 @@
+"""Which project code a job runs, found statically, and a hash of it that ignores layout.
+
+A job's code is the import closure of ``twostage.cli`` for that job: every ``twostage``
+module its subcommand can import, read from the source with ``ast`` (imports at module
+level and inside functions alike, except under ``if TYPE_CHECKING:``), never by running it.
+
+Code that is chosen by a name reaches the closure only through a *dispatch table*: a
+module-level dict display whose keys are names (a subcommand, a model ``kind``) and whose
+values hold ``"twostage.module:attr"`` strings, resolved with importlib when the name is
+used (``cli.STAGES``, ``models/priors/__init__.py: PRIOR_MODELS``). A job takes only the
+entries of its own *selectors* (its subcommand and the kinds of the models it builds or
+loads), so an edit to the absorbing prior's model is code of the absorbing prior's jobs
+and not of the autoregressive prior's. A ``"twostage.module:attr"`` string anywhere else
+counts as an import of that module.
+
+A module's hash is that of its syntax tree without docstrings and without the dispatch
+entries the job does not select: comments, blank lines, line breaks, formatting and
+docstrings change nothing, nor does adding a stage or a kind that the job does not use.
+Package data a module names (``params_schema.yaml``) is hashed with it, as parsed data.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+PACKAGE = "twostage"
+# The source that runs: the imported package's own files (a copy of the project run with
+# its own src/ on the path hashes its own code).
+ROOT = Path(__file__).resolve().parent
+ENTRY = "twostage.cli"
+# Modules that compute provenance and never a number: they and what they import are no
+# job's code, so editing them reruns nothing.
+BOOKKEEPING = frozenset(
+    {"twostage.__main__", "twostage.codedeps", "twostage.software", "twostage.versions"}
+)
+REFERENCE = re.compile(rf"^({PACKAGE}(?:\.\w+)*):\w+$")
+FILE_NAME = re.compile(r"^[\w.-]{1,100}\.\w+$")
+
+
+@dataclass(frozen=True)
+class Module:
+    """What the closure and the hash need from one source file."""
+
+    name: str
+    path: Path
+    tree: ast.Module  # without docstrings
+    imports: frozenset[str]  # twostage modules it may import, whatever the job
+    tables: dict[str, dict[str, frozenset[str]]]  # table → key → modules an entry names
+    base_hash: str  # the code but its dispatch entries, with the package data it names
+    entry_hashes: dict[tuple[str, str], str]  # (table, key) → hash of that entry
+
+
+def module_path(name: str) -> Path | None:
+    """The source file of module ``name`` (a package's ``__init__.py``), if it is ours."""
+    if name != PACKAGE and not name.startswith(PACKAGE + "."):
+        return None
+    parts = name.split(".")[1:]
+    if not parts:
+        return ROOT / "__init__.py"
+    for candidate in (
+        ROOT.joinpath(*parts[:-1], parts[-1] + ".py"),
+        ROOT.joinpath(*parts, "__init__.py"),
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _with_parents(name: str) -> list[str]:
+    """Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first."""
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _resolve_from(node: ast.ImportFrom, current: str, is_package: bool) -> list[str]:
+    """Modules an ``from X import a, b`` loads: X, and X.a when a is a submodule."""
+    if node.level:
+        base = current.split(".")
+        base = base if is_package else base[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        module = ".".join(base + ([node.module] if node.module else []))
+    else:
+        module = node.module or ""
+    found = [module] if module_path(module) else []
+    for alias in node.names:
+        sub = f"{module}.{alias.name}"
+        if module_path(sub):
+            found.append(sub)
+    return found
+
+
+def _references(node: ast.AST) -> set[str]:
+    found = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+            match = REFERENCE.match(sub.value)
+            if match and module_path(match.group(1)):
+                found.add(match.group(1))
+    return found
+
+
+def _dispatch_tables(tree: ast.Module) -> dict[str, ast.Dict]:
+    """Module-level ``NAME = {"key": ... "twostage.x:y" ...}`` displays, by NAME."""
+    tables = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            target, value = stmt.targets[0], stmt.value
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            target, value = stmt.target, stmt.value
+        else:
+            continue
+        if not (isinstance(target, ast.Name) and isinstance(value, ast.Dict)):
+            continue
+        keys = value.keys
+        if all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in keys) and any(
+            _references(v) for v in value.values
+        ):
+            tables[target.id] = value
+    return tables
+
+
+def _data_files(names: set[str], path: Path) -> tuple[Path, ...]:
+    """The package's non-Python files among the file names a module's strings hold."""
+    found = set()
+    for text in names:
+        for candidate in (path.parent / text, ROOT / text):
+            if candidate.is_file():
+                found.add(candidate.resolve())
+    return tuple(sorted(found))
+
+
+DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _strip_docstring(node: ast.AST) -> None:
+    body = node.body
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        node.body = body[1:] or [ast.Pass()]
+
+
+@cache
+def load(name: str) -> Module:
+    path = module_path(name)
+    if path is None:
+        raise KeyError(f"{name} is not a module of the {PACKAGE} package under {ROOT}")
+    tree = ast.parse(path.read_text(), filename=str(path))
+    tables = _dispatch_tables(tree)
+    in_tables = {id(v) for table in tables.values() for v in table.values}
+    is_package = path.name == "__init__.py"
+    imports: set[str] = set()
+    file_names: set[str] = set()
+    # One walk: docstrings go everywhere (neither the closure nor the hash reads them);
+    # imports and names count only where they can run for every job ("live").
+    todo: list[tuple[ast.AST, bool]] = [(tree, True)]
+    while todo:
+        node, live = todo.pop()
+        if isinstance(node, DOCUMENTED):
+            _strip_docstring(node)
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            todo.extend((child, False) for child in node.body)  # never runs
+            todo.extend((child, live) for child in node.orelse)
+            continue
+        if id(node) in in_tables:
+            live = False  # a dispatch entry: only for the jobs that select it
+        elif live and isinstance(node, ast.Import):
+            imports.update(a.name for a in node.names if module_path(a.name))
+        elif live and isinstance(node, ast.ImportFrom):
+            imports.update(_resolve_from(node, name, is_package))
+        elif live and isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = REFERENCE.match(node.value)
+            if match and module_path(match.group(1)):
+                imports.add(match.group(1))
+            elif FILE_NAME.match(node.value) and not node.value.endswith(".py"):
+                file_names.add(node.value)
+        todo.extend((child, live) for child in ast.iter_child_nodes(node))
+    entries = {
+        table: {k.value: frozenset(_references(v)) for k, v in zip(d.keys, d.values, strict=True)}
+        for table, d in tables.items()
+    }
+    base_hash, entry_hashes = _hashes(tree, tables, _data_files(file_names, path))
+    return Module(name, path, tree, frozenset(imports), entries, base_hash, entry_hashes)
+
+
+def _hashes(
+    tree: ast.Module, tables: dict[str, ast.Dict], data: tuple[Path, ...]
+) -> tuple[str, dict[tuple[str, str], str]]:
+    """Hash of the syntax tree without its dispatch entries, and of each entry."""
+    entry_hashes = {}
+    saved = {}
+    for table, node in tables.items():
+        for k, v in zip(node.keys, node.values, strict=True):
+            entry = ast.dump(k) + ast.dump(v)
+            entry_hashes[(table, k.value)] = hashlib.sha256(entry.encode()).hexdigest()
+        saved[table] = (node.keys, node.values)
+        node.keys, node.values = [], []
+    try:
+        digest = hashlib.sha256(ast.dump(tree).encode())
+    finally:
+        for table, node in tables.items():
+            node.keys, node.values = saved[table]
+    for file in data:
+        digest.update(f"\0{file.relative_to(ROOT)}\0{_data_text(file)}".encode())
+    return digest.hexdigest(), entry_hashes
+
+
+def closure(selectors: frozenset[str], entry: str = ENTRY) -> tuple[str, ...]:
+    """Every project module a job with these selectors can import, sorted."""
+    seen: set[str] = set()
+    todo = [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen or name in BOOKKEEPING:
+            continue
+        seen.add(name)
+        module = load(name)
+        todo += _with_parents(name)[:-1]
+        todo += module.imports
+        for table in module.tables.values():
+            for key, modules in table.items():
+                if key in selectors:
+                    todo += modules
+    return tuple(sorted(seen))
+
+
+def _data_text(path: Path) -> str:
+    """A data file as its parsed content (YAML/JSON), so its comments and layout do not count."""
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml", ".json"):
+        return json.dumps(yaml.safe_load(text), sort_keys=True)
+    return text
+
+
+def code_hash(selectors: frozenset[str]) -> str:
+    """Hash of all the code a job with these selectors runs (16 hex digits)."""
+    digest = hashlib.sha256()
+    for name in closure(selectors):
+        module = load(name)
+        selected = sorted(h for (_, key), h in module.entry_hashes.items() if key in selectors)
+        digest.update("\0".join([name, module.base_hash, *selected, ""]).encode())
+    return digest.hexdigest()[:16]
+
+
+def literal_table(module: str, table: str) -> dict:
+    """A dispatch table's literal value, read from the source (no import of its module)."""
+    return ast.literal_eval(_dispatch_tables(load(module).tree)[table])
+
+
+def clear_caches() -> None:
+    """Forget parsed sources (a long-lived process that edits code, e.g. a test)."""
+    load.cache_clear()

@@ -1,0 +1,171 @@
+"""The code and software each job runs with: hashes that Snakemake and DVC both compare.
+
+A job's *code hash* covers its own code (codedeps.py: the modules its subcommand can
+import, for the model kinds it uses) and the code hash of every job upstream of it, so
+it says whether anything that made a result has changed since; its *software hash* is
+that of the installed numeric packages (software.py).
+
+Snakemake gets both among each rule's params (workflow/rules/common.smk). DVC cannot
+hash code by its syntax tree, so it reads them from ``paths.VERSIONS``, a params file
+that every stage of dvc.yaml lists and that :func:`refresh` rewrites (only when a value
+changed) whenever Snakemake parses the Snakefile or a ``twostage`` command runs. Each
+stage also records the hashes it ran with in its metrics (``versions``), which the
+report compares with the current ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from twostage import codedeps, paths, software
+from twostage.config import Params
+from twostage.plan import Job, job, jobs
+
+log = logging.getLogger("twostage")
+
+HEADER = (
+    "# Written by twostage (src/twostage/versions.py) whenever Snakemake parses the Snakefile\n"
+    "# or a twostage command runs: each job's code hash (its own and its upstream jobs' code)\n"
+    "# and the software hash of the packages listed. DVC reads code.<stage> and software as\n"
+    "# params of every stage; run `twostage versions` to bring it up to date. Do not edit.\n"
+)
+
+
+@cache
+def _stage_tables() -> dict[str, str]:
+    """Subcommand → the params table its NAME is in (cli.STAGES, read from the source)."""
+    return {
+        stage: entry[1] for stage, entry in codedeps.literal_table(codedeps.ENTRY, "STAGES").items()
+    }
+
+
+def selectors(p: Params, j: Job) -> frozenset[str]:
+    """The dispatch entries a job takes: its subcommand and the kinds of its models."""
+    command = j.stage.replace("_", "-")
+    table = _stage_tables().get(command)
+    prior = ae = None
+    if table == "runs":
+        prior = p.prior_of_run(j.name)
+    elif table == "priors":
+        prior = j.name
+    elif table == "autoencoders":
+        ae = j.name
+    kinds = set()
+    if prior is not None:
+        kinds.add(p.prior(prior)["kind"])
+        ae = p.autoencoder_of_prior(prior)
+    if ae is not None:
+        kinds.add(p.autoencoder(ae)["kind"])
+    return frozenset({command, *kinds})
+
+
+def code_hashes(p: Params, plan: list[Job] | None = None) -> dict[str, str]:
+    """Each job's code hash, by DVC stage name: its own code, then its upstream jobs'."""
+    plan = jobs(p) if plan is None else plan
+    producer = {out: j.dvc_name for j in plan for out in j.outs + j.metrics + j.plots}
+    found: dict[str, str] = {}
+    for j in plan:  # upstream first (plan.jobs)
+        upstream = sorted({found[producer[d]] for d in j.deps if producer.get(d) in found})
+        own = codedeps.code_hash(selectors(p, j))
+        found[j.dvc_name] = hashlib.sha256(" ".join([own, *upstream]).encode()).hexdigest()[:16]
+    return found
+
+
+def current(p: Params) -> dict:
+    """What :data:`paths.VERSIONS` holds for the targets of ``p``."""
+    found = software.versions()
+    return {
+        "software": software.software_hash(found),
+        "packages": found,
+        "code": code_hashes(p),
+    }
+
+
+def read(path: str | Path = paths.VERSIONS) -> dict:
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        return {}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def refresh(p: Params, path: str | Path = paths.VERSIONS) -> dict:
+    """Bring the versions file up to date for the targets of ``p``; return its content.
+
+    Entries of jobs outside these targets (another profile's) are kept. The file is
+    rewritten only when a value changed, so its modification time means a real change.
+    """
+    path = Path(path)
+    old = read(path)
+    new = current(p)
+    content = {**new, "code": {**old.get("code", {}), **new["code"]}}
+    if content != old:
+        _write_atomically(path, HEADER + yaml.safe_dump(content, sort_keys=False))
+    return content
+
+
+def changes(old: dict, new: dict) -> list[str]:
+    """What differs between two contents of the versions file, one line per change."""
+    before = old.get("packages", {})
+    lines = [
+        f"software: {k} {before.get(k, 'unknown')} -> {v} (every job)"
+        for k, v in new["packages"].items()
+        if before.get(k) != v
+    ]
+    if old.get("software") not in (None, new["software"]) and not lines:
+        lines.append("software: changed (every job)")
+    old_code = old.get("code", {})
+    lines += [f"code: {job}" for job, h in new["code"].items() if old_code.get(job) != h]
+    return lines
+
+
+def record(p: Params, stage: str, name: str, loaded: list[str]) -> None:
+    """Add the hashes this job ran with to its metrics files (key ``versions``).
+
+    ``loaded``: the project modules the process imported to run the job. One outside the
+    job's static code dependencies (imported by a name codedeps.py cannot see) is logged
+    and recorded, since its edits would not make the job stale.
+    """
+    j = job(p, stage.replace("-", "_"), name)
+    plan = jobs(p)
+    if j.dvc_name not in {x.dvc_name for x in plan}:
+        plan.append(j)
+    entry = {"code": code_hashes(p, plan)[j.dvc_name], "software": software.software_hash()}
+    static = set(codedeps.closure(selectors(p, j)))
+    undeclared = sorted(set(loaded) - static - codedeps.BOOKKEEPING)
+    if undeclared:
+        log.warning("imported outside the job's code dependencies: %s", ", ".join(undeclared))
+        entry["undeclared_modules"] = undeclared
+    for metrics in j.metrics:
+        if metrics.endswith(".json") and Path(metrics).is_file():
+            data = json.loads(Path(metrics).read_text())
+            data["versions"] = entry
+            _write_atomically(Path(metrics), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def recorded(metrics: str | Path) -> dict | None:
+    """The ``versions`` a stage recorded in one of its metrics files (None: none recorded)."""
+    try:
+        data = json.loads(Path(metrics).read_text())
+    except FileNotFoundError:
+        return None
+    return data.get("versions") if isinstance(data, dict) else None

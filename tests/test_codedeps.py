@@ -1,0 +1,224 @@
+"""Code and software as dependencies: which jobs an edit or an upgrade makes stale.
+
+The expected sets come from the plan's graph (a job and everything downstream of it),
+never from codedeps itself; the edits are made in a temporary copy of the package.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from code_edits import edit_function_body, reformat_without_changing_code
+
+from twostage import codedeps, paths, software, versions
+from twostage.config import CONTINUOUS_AUTOENCODERS, CONTINUOUS_PRIORS, load_params
+from twostage.lazy import resolve
+from twostage.plan import dvc_pipeline, jobs
+from twostage.report.provenance import result_versions
+
+SMOKE = "params/profiles/smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def params(repo: Path):
+    return load_params([SMOKE], root=repo)
+
+
+def downstream(params, names: set[str]) -> set[str]:
+    """``names`` and every job that reads, directly or not, what they write (plan graph)."""
+    plan = jobs(params)
+    producer = {out: j.dvc_name for j in plan for out in j.outs + j.metrics + j.plots}
+    found = set(names)
+    for j in plan:  # upstream first
+        if any(producer.get(d) in found for d in j.deps):
+            found.add(j.dvc_name)
+    return found
+
+
+@pytest.fixture
+def source(tmp_path: Path, monkeypatch) -> Path:
+    """A copy of the package that codedeps hashes instead of the real one."""
+    copy = tmp_path / "twostage"
+    shutil.copytree(codedeps.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codedeps, "ROOT", copy)
+    codedeps.clear_caches()
+    yield copy
+    codedeps.clear_caches()
+
+
+def changed_after(params, edit) -> set[str]:
+    before = versions.code_hashes(params)
+    edit()
+    codedeps.clear_caches()
+    after = versions.code_hashes(params)
+    return {job for job in before if before[job] != after[job]}
+
+
+def own_code_holds(params, module: str) -> set[str]:
+    return {
+        j.dvc_name
+        for j in jobs(params)
+        if module in codedeps.closure(versions.selectors(params, j))
+    }
+
+
+def test_the_absorbing_model_is_code_of_the_absorbing_priors_jobs_only(params):
+    absorbing = {pr for pr in params.target_priors() if params.prior(pr)["kind"] == "absorbing"}
+    runs = {r for r in params["targets"] if params.prior_of_run(r) in absorbing}
+    expected = {f"train_prior-{pr}" for pr in absorbing}
+    expected |= {f"{stage}-{pr}" for pr in absorbing for stage in ("inpaint", "large_samples")}
+    expected |= {f"sample-{run}" for run in runs}
+    assert own_code_holds(params, "twostage.models.priors.absorbing") == expected
+
+
+def test_editing_a_function_of_the_absorbing_prior_stales_its_chain_only(params, source):
+    changed = changed_after(
+        params, lambda: edit_function_body(source / "models/priors/absorbing.py")
+    )
+    assert changed == downstream(params, {"train_prior-absorbing_mnist"})
+    assert "train_prior-autoregressive_mnist" not in changed
+    assert "train_autoencoder-vq_mnist" not in changed
+    assert not any("glf" in job or "vae" in job for job in changed)
+
+
+def test_editing_the_transformer_stales_both_token_priors(params, source):
+    changed = changed_after(
+        params, lambda: edit_function_body(source / "models/priors/transformer.py")
+    )
+    assert changed == downstream(
+        params, {"train_prior-absorbing_mnist", "train_prior-autoregressive_mnist"}
+    )
+
+
+def test_comments_docstrings_and_layout_are_not_code(params, source):
+    def reformat():
+        for rel in ("models/priors/absorbing.py", "models/priors/transformer.py", "cli.py"):
+            reformat_without_changing_code(source / rel)
+
+    assert changed_after(params, reformat) == set()
+
+
+def test_a_new_kind_in_a_dispatch_table_is_no_other_kinds_code(params, source):
+    table = source / "models/priors/__init__.py"
+    text = table.read_text()
+    entry = '    "absorbing": "twostage.models.priors.absorbing:AbsorbingDiffusion",\n'
+    assert entry in text
+    new = entry + '    "mask_predict": "twostage.models.priors.absorbing:AbsorbingDiffusion",\n'
+    assert changed_after(params, lambda: table.write_text(text.replace(entry, new))) == set()
+
+
+def test_editing_a_shared_module_stales_every_job_that_imports_it(params, source):
+    changed = changed_after(params, lambda: edit_function_body(source / "runtime.py"))
+    assert changed == {j.dvc_name for j in jobs(params)}  # the CLI sets threads for every job
+
+
+def test_a_schema_default_is_code_of_every_job(params, source):
+    schema = source / "params_schema.yaml"
+    text = schema.read_text()
+    assert changed_after(params, lambda: schema.write_text(text + "\n# a comment\n")) == set()
+    changed = changed_after(
+        params,
+        lambda: schema.write_text(text.replace("kind: {enum: [vq]}", "kind: {enum: [vq, x]}")),
+    )
+    assert changed == {j.dvc_name for j in jobs(params)}
+
+
+def test_an_import_under_type_checking_is_not_code(source):
+    module = source / "lazy.py"
+    base = codedeps.closure(frozenset({"report"}))
+    module.write_text(
+        module.read_text()
+        + "\nfrom typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+        + "    from twostage.models.priors import absorbing  # noqa: F401\n"
+    )
+    codedeps.clear_caches()
+    assert codedeps.closure(frozenset({"report"})) == base
+
+
+def test_a_changed_package_version_makes_every_job_stale(params, repo, tmp_path, monkeypatch):
+    pipeline = dvc_pipeline(params, [SMOKE], root=repo)["stages"]
+    for name, stage in pipeline.items():  # every stage reads the software hash
+        assert {paths.VERSIONS: [f"code.{name}", "software"]} in stage["params"], name
+    before = software.software_hash()
+    # importlib.metadata takes the first distribution of a name on sys.path
+    dist = tmp_path / "numpy-99.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: numpy\nVersion: 99.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert software.versions()["numpy"] == "99.0"
+    assert software.software_hash() != before
+
+
+def test_every_imported_package_is_numeric_or_declared_not_to_be(repo: Path):
+    """A new third-party import must be classified: shaping numbers, or not."""
+    import ast
+    import sys
+    from importlib import metadata
+
+    imported = set()
+    for path in (repo / "src/twostage").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                imported.add(node.module.split(".")[0])
+    imported -= set(sys.stdlib_module_names) | {"twostage"}
+    distributions = metadata.packages_distributions()
+    classified = {n.lower() for n in software.NUMERIC_PACKAGES + software.NOT_NUMERIC}
+    for name in imported:
+        dists = {d.lower().replace("_", "-") for d in distributions[name]}
+        assert dists & classified, f"{name} ({dists}): add it to software.py"
+
+
+def test_every_kind_dispatches_and_resolves():
+    from twostage.models.autoencoders import AUTOENCODER_MODELS
+    from twostage.models.priors import PRIOR_MODELS
+    from twostage.train.dispatch import AUTOENCODER_TRAINERS, PRIOR_TRAINERS
+
+    token_priors = ("absorbing", "autoregressive")
+    assert set(PRIOR_MODELS) == set(PRIOR_TRAINERS) == {*token_priors, *CONTINUOUS_PRIORS}
+    assert set(AUTOENCODER_MODELS) == set(AUTOENCODER_TRAINERS) == {"vq", *CONTINUOUS_AUTOENCODERS}
+    for table in (PRIOR_MODELS, PRIOR_TRAINERS, AUTOENCODER_MODELS, AUTOENCODER_TRAINERS):
+        for reference in table.values():
+            assert callable(resolve(reference)), reference
+
+
+def test_record_path_is_where_snakemake_keeps_the_record(tmp_path, monkeypatch):
+    from snakemake.persistence.file import FilePersistence
+
+    from twostage.adopt import record_path
+
+    monkeypatch.chdir(tmp_path)
+    persistence = FilePersistence(path=tmp_path / ".snakemake")
+    for output in ("results/priors/absorbing_mnist/model.pt", "results/" + "x" * 300):
+        expected = persistence._record_path(persistence._metadata_path, output)
+        assert record_path(output) == Path(expected).relative_to(tmp_path)
+
+
+def test_provenance_marks_results_made_by_other_code(params, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = versions.code_hashes(params)
+    now = {"software": software.software_hash()}
+    plan = jobs(params)
+    old_code, old_software, unrecorded = [j for j in plan if j.metrics][2:5]
+    for j in plan:
+        for metrics in j.metrics:
+            Path(metrics).parent.mkdir(parents=True, exist_ok=True)
+            made = {"code": code[j.dvc_name], **now}
+            if j is old_code:
+                made["code"] = "0" * 16
+            if j is old_software:
+                made["software"] = "1" * 16
+            body = {"x": 1.0} if j is unrecorded else {"x": 1.0, "versions": made}
+            Path(metrics).write_text(json.dumps(body))
+    status = result_versions(params)
+    marked = {m for m, s in status.items() if s != "current"}
+    assert marked == set(old_code.metrics + old_software.metrics + unrecorded.metrics)
+    assert {status[m] for m in old_code.metrics} == {"NOT CURRENT (other code)"}
+    assert {status[m] for m in old_software.metrics} == {"NOT CURRENT (other software)"}
+    assert {status[m] for m in unrecorded.metrics} == {
+        "NOT RECORDED (made before stages recorded their versions)"
+    }
