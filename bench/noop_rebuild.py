@@ -18,7 +18,9 @@ In a temporary copy of the project (never touching this checkout's results/):
    (`snakemake --version`, `dvc version`) and the import of what the Snakefile imports
    from twostage.
 
-``--reuse DIR`` skips steps 1-2 and measures an existing, fully built copy.
+``--reuse DIR`` skips steps 1-2 and measures an existing, fully built copy;
+``--configfile none`` times the default config instead of the smoke profile (e.g. a
+copy of a default run: git and DVC initialised, the repository's dvc.yaml).
 
 Prints Markdown tables for bench/BENCHMARKS.md.
 """
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="build in this (new) directory and keep it")
     parser.add_argument("--reuse", type=Path, help="measure this built project (DIR/project)")
+    parser.add_argument("--configfile", default=SMOKE, help="'none' = the default config")
     args = parser.parse_args()
     env = tool_env()
 
@@ -115,7 +118,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     smoke_seconds = None if args.reuse else prepare(root, env)
 
-    snake = ["snakemake", "--cores", "2", "--configfile", SMOKE]
+    snake = ["snakemake", "--cores", "2"]
+    snake += [] if args.configfile == "none" else ["--configfile", args.configfile]
     imports = "import twostage.adopt, twostage.config, twostage.paths, twostage.plan, "
     imports += "twostage.versions; twostage.versions.current(twostage.config.load_params())"
     measurements = {
