@@ -475,3 +475,6 @@ def test_headline_comes_first_with_a_gallery_and_the_full_table_folded(report):
     assert captions == [f"{run} · FD {fd_of(i):.1f}" for i, run in ranked]
     full = page.split('id="all-runs"')[1].split("<h2")[0]
     assert "<details><summary>Runs table:" in full and 'href="tables/runs.csv"' in full
+    # The Markdown headline keeps the formatted numbers (one decimal for FD, two for PRDC).
+    md = (root / "report.md").read_text().split("## Headline")[1].split("## Comparisons")[0]
+    assert " 5.0 |" in md and f" {fd_of(0):.1f} |" in md and " 0.90 |" in md

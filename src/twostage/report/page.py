@@ -168,7 +168,10 @@ def _md_block(block: Block) -> str:
         link = f"\n[CSV]({block.csv})\n" if block.csv else ""
         return display(block.frame).to_markdown(index=False) + "\n" + link  # tabulate: snakemake
     if isinstance(block, CompactTable):
-        return f"**{block.caption}**\n\n" + block.frame.to_markdown(index=False) + "\n"
+        # The cells are formatted already: tabulate must not reparse "32.0" into 32.
+        align = ["left" if c in block.text_columns else "right" for c in block.frame.columns]
+        table = block.frame.to_markdown(index=False, disable_numparse=True, colalign=align)
+        return f"**{block.caption}**\n\n{table}\n"
     if isinstance(block, Gallery):
         return _md_gallery(block)
     return f"![{block.caption}]({block.src})\n\n{block.caption}\n"
