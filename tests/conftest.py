@@ -47,7 +47,8 @@ def apt_install(*packages: str) -> bool:
 
 
 # Appended to a copy of a page: after every image has loaded or failed, record
-# what the browser saw in an element that --dump-dom prints.
+# what the browser saw in an element that --dump-dom prints. For each headline table, its
+# scrollWidth against the width its container gives it: wider means horizontal scrolling.
 _BROWSER_CHECK = """<script>
 window.addEventListener("load", function () {
   var imgs = Array.prototype.slice.call(document.images);
@@ -58,7 +59,12 @@ window.addEventListener("load", function () {
     images: imgs.length,
     broken: broken.map(function (i) { return i.getAttribute("src"); }),
     tables: document.querySelectorAll("table").length,
-    scripts: document.scripts.length
+    scripts: document.scripts.length,
+    viewport: window.innerWidth,
+    headlines: Array.prototype.map.call(
+      document.querySelectorAll("table.headline"),
+      function (t) { return {scroll: t.scrollWidth, client: t.parentElement.clientWidth}; }
+    )
   });
   document.body.appendChild(out);
 });
@@ -84,13 +90,16 @@ def chromium() -> str:
 
 @pytest.fixture(scope="session")
 def render_in_browser(chromium: str):
-    """Open a local HTML file in headless Chromium; return what it saw (images, tables)."""
+    """Open a local HTML file in headless Chromium; return what it saw (images, tables).
+
+    ``width``: the window's width in CSS pixels (Chromium's default when None).
+    """
     import html
     import json
     import re
     import subprocess
 
-    def render(page: Path) -> dict:
+    def render(page: Path, width: int | None = None) -> dict:
         probe = page.with_name(f".browser-check-{page.name}")  # same folder: relative links
         probe.write_text(page.read_text().replace("</body>", _BROWSER_CHECK + "</body>"))
         try:
@@ -101,6 +110,7 @@ def render_in_browser(chromium: str):
                     "--disable-gpu",
                     "--no-sandbox",  # root in a container has no user namespace sandbox
                     "--virtual-time-budget=10000",
+                    *([f"--window-size={width},900"] if width else []),
                     "--dump-dom",
                     probe.resolve().as_uri(),
                 ],

@@ -124,8 +124,10 @@ def test_pull_refuses_to_touch_a_workspace_that_differs(project: Path, tool_env:
 
 
 def test_real_report_renders_in_a_browser(project: Path, render_in_browser):
-    seen = render_in_browser(project / "results/report/index.html")
+    seen = render_in_browser(project / "results/report/index.html", width=1280)
     assert seen["images"] > 10 and seen["broken"] == [] and seen["tables"] >= 3
+    # The headline tables fit a 1 280 px window: no sideways scrolling.
+    assert seen["headlines"] and all(0 < t["scroll"] <= t["client"] for t in seen["headlines"])
 
 
 def test_exp_run_on_a_sampling_param_reruns_only_sampling_evaluation_report(

@@ -71,6 +71,11 @@ def check_artifacts(root: Path) -> None:
     html = (root / "results/report/index.html").read_text()
     assert "<table" in html and "calibration: real validation images" in html
     assert html.count("(stage-1 ceiling)") == len(params.target_autoencoders())
+    # The headline: one table per autoencoder with its floor, ceiling and bad model once each.
+    headlines = [t.split("</table>")[0] for t in html.split('<table class="headline">')[1:]]
+    assert len(headlines) == len(params.target_autoencoders())
+    for table in headlines:
+        assert [table.count(r) for r in ("floor: ", "ceiling: ", "bad: ")] == [1, 1, 1], table
     # Every trained model's validation columns, as named in report/convergence.py, are in
     # the log its real trainer wrote.
     conv = pd.read_csv(root / "results/report/tables/convergence.csv")

@@ -21,8 +21,13 @@ from twostage.config import load_params
 from twostage.plan import report_inputs
 from twostage.report import figures
 from twostage.report.build import build_report
-from twostage.report.collect import CEILING_ROW
+from twostage.report.collect import (
+    CALIBRATION_ROWS,
+    CEILING_ROW,
+    CONTINUOUS_CALIBRATION_ROWS,
+)
 from twostage.report.convergence import MARKER
+from twostage.report.headline import BEST, BITS, headline_rows, headline_tables, with_interval
 
 SMOKE = "params/profiles/smoke.yaml"
 HOSTILE = '<script>alert("x")</script>'
@@ -307,11 +312,29 @@ def test_provenance_names_commit_data_and_stage_params(report):
 
 
 def test_report_renders_in_a_real_browser(report, render_in_browser):
-    _, root = report
-    seen = render_in_browser(root / "index.html")
-    assert seen["images"] > 10 and seen["broken"] == []
+    p, root = report
+    page = (root / "index.html").read_text()
+    seen = render_in_browser(root / "index.html", width=1280)
+    assert seen["viewport"] == 1280
+    # Every picture of the page loaded (complete, naturalWidth > 0).
+    assert seen["images"] == page.count("<img ") > 10 and seen["broken"] == []
     assert seen["tables"] >= 3
     assert seen["scripts"] == 1  # only the probe: no user string became a script
+    # One headline table per autoencoder, none wider than its column: no sideways scrolling.
+    assert len(seen["headlines"]) == len(p.target_autoencoders())
+    for table in seen["headlines"]:
+        assert 0 < table["scroll"] <= table["client"], table
+
+
+def test_browser_check_sees_a_headline_table_that_overflows(tmp_path, render_in_browser):
+    # The check above can fail: 40 numeric columns cannot fit 1 280 px.
+    from twostage.report.page import CompactTable, Section, render_html
+
+    wide = pd.DataFrame([[f"{1000 + i}.123456" for i in range(40)]], columns=range(40))
+    page = tmp_path / "wide.html"
+    page.write_text(render_html("t", "", [Section("s", [CompactTable(wide, caption="c")])]))
+    [table] = render_in_browser(page, width=1280)["headlines"]
+    assert table["scroll"] > table["client"], table
 
 
 def test_latent_scale_figure_draws_only_logs_with_nll_and_spread(tmp_path: Path):
@@ -346,3 +369,112 @@ def test_training_curves_skip_columns_without_values():
         }
     )
     assert figures._value_columns(log) == (["loss"], ["val_mse"])
+
+
+# The headline on a synthetic runs table whose FD column is not the smoke profile's.
+FD = "fd_inception"
+FLOOR, BAD = CALIBRATION_ROWS["real_val_vs_train"], CALIBRATION_ROWS["random_tokens"]
+BAD_CONTINUOUS = CONTINUOUS_CALIBRATION_ROWS["random_tokens"]
+
+
+def _runs_frame() -> pd.DataFrame:
+    """Trained runs of two autoencoders; every reference row appears twice for vq, as a
+    runs table that repeats the floor per autoencoder (and replicated rows) would."""
+
+    def run(name, prior, ae, fd, **extra):
+        row = {"run": name, "prior": prior, "prior_kind": "absorbing", "autoencoder": ae}
+        return {**row, "sampler": "random", "steps": 8.0, "temperature": 0.8, FD: fd, **extra}
+
+    def ref(label, ae, fd):
+        return {"run": label, "autoencoder": ae, FD: fd, "precision": 0.9}
+
+    rows = [
+        run("slow", "absorbing", "vq", 30.04, precision=0.8249, **{BITS: 3.347}),
+        run("good", "absorbing", "vq", 20.0, precision=0.8651, samples_per_s=442.87),
+        run("diverged", "absorbing", "vq", float("nan")),
+        {**run("glf", "glf_p", "ae", 50.0), "prior_kind": "glf", BITS: -0.211},
+        ref(FLOOR, "vq", 2.0),
+        ref(CEILING_ROW, "vq", 10.0),
+        ref(BAD, "vq", 100.0),
+        ref(FLOOR, "ae", 2.0),
+        ref(CEILING_ROW, "ae", 60.0),
+        ref(BAD_CONTINUOUS, "ae", 90.0),
+    ]
+    return pd.DataFrame(rows + rows[4:7])
+
+
+def test_headline_lists_each_reference_once_sorted_by_fd_with_the_best_trained_run():
+    runs = _runs_frame()
+    vq = headline_rows(runs, "vq", FD)
+    assert list(vq["run"]) == [FLOOR, CEILING_ROW, "good", "slow", BAD, "diverged"]
+    assert list(vq["best"]) == [False, False, True, False, False, False]  # not the floor
+    ae = headline_rows(runs, "ae", FD)
+    assert list(ae["run"]) == [FLOOR, "glf", CEILING_ROW, BAD_CONTINUOUS]
+    assert ae.loc[ae["best"], "run"].tolist() == ["glf"]  # even above the ceiling
+
+    [t_vq, t_ae] = headline_tables(runs, ["vq", "ae"], FD)
+    assert t_vq.autoencoder == "vq" and t_vq.best == 2 and t_vq.references == [0, 1, 4]
+    assert (t_ae.best, t_ae.references, t_ae.joint, t_vq.joint) == (1, [0, 2, 3], True, False)
+    frame = t_vq.frame
+    assert list(frame.columns) == [
+        "run", "prior", "sampler", "steps", "τ", "FD", "prec", "rec", "dens", "cov", "bits",
+        "img/s",
+    ]  # fmt: skip
+    assert list(frame["run"]) == [
+        "floor: real images",
+        "ceiling: stage 1",
+        f"{BEST} good",
+        "slow",
+        "bad: random tokens",
+        "diverged",
+    ]
+    assert list(frame["FD"]) == ["2.0", "10.0", "20.0", "30.0", "100.0", ""]
+    assert list(frame["prec"])[:4] == ["0.90", "0.90", "0.87", "0.82"]
+    assert frame.loc[3, "bits"] == "3.35/tok" and frame.loc[2, "img/s"] == "443"
+    assert frame.loc[0, "prior"] == frame.loc[0, "steps"] == frame.loc[0, "rec"] == ""
+    assert t_ae.frame.loc[1, "bits"] == "-0.21/dim"  # a continuous prior's density
+    assert t_ae.frame.loc[3, "run"] == "bad: N(0, I) latents"
+
+
+def test_headline_shows_an_interval_where_the_runs_table_has_one():
+    runs = _runs_frame()
+    runs[f"{FD}_ci95"] = float("nan")
+    runs.loc[runs["run"] == "good", f"{FD}_ci95"] = 1.26
+    runs.loc[runs["run"] == "good", "precision_ci95"] = 0.013
+    frame = headline_tables(runs, ["vq"], FD)[0].frame.set_index("run")
+    assert frame.loc[f"{BEST} good", "FD"] == "20.0 ± 1.3"
+    assert frame.loc[f"{BEST} good", "prec"] == "0.87 ± 0.01"
+    assert frame.loc["slow", "FD"] == "30.0"  # no interval for this run: the plain value
+    row = pd.Series({"fd": 3.0})
+    assert with_interval(row, "fd", lambda v: f"{v:.1f}") == "3.0"
+    assert with_interval(row, "precision", lambda v: f"{v:.1f}") == ""
+
+
+def test_headline_comes_first_with_a_gallery_and_the_full_table_folded(report):
+    p, root = report
+    page = (root / "index.html").read_text()
+    order = [
+        page.index('id="headline-'),
+        page.index('class="gallery"'),
+        page.index('id="comparisons"'),
+        page.index('id="all-runs"'),
+        page.index('id="provenance"'),
+    ]
+    assert order == sorted(order)
+    tables = page.split('<table class="headline">')[1:]
+    assert len(tables) == len(p.target_autoencoders())
+    for table in tables:
+        table = table.split("</table>")[0]
+        assert table.count("floor: real images") == table.count("ceiling: stage 1") == 1
+        assert table.count("bad: ") == 1 and table.count(BEST) == 1
+        assert table.count('<tr class="best">') == 1 and table.count('<tr class="ref">') == 3
+    # The gallery: one grid per run, best first, run name and FD under each.
+    gallery = page.split('class="gallery"')[1].split("</div>")[0]
+    captions = [c.split("</figcaption>")[0] for c in gallery.split("<figcaption>")[1:]]
+    ranked = sorted(enumerate(p["targets"]), key=lambda ir: fd_of(ir[0]))
+    assert captions == [f"{run} · FD {fd_of(i):.1f}" for i, run in ranked]
+    full = page.split('id="all-runs"')[1].split("<h2")[0]
+    assert "<details><summary>Runs table:" in full and 'href="tables/runs.csv"' in full
+    # The Markdown headline keeps the formatted numbers (one decimal for FD, two for PRDC).
+    md = (root / "report.md").read_text().split("## Headline")[1].split("## Comparisons")[0]
+    assert " 5.0 |" in md and f" {fd_of(0):.1f} |" in md and " 0.90 |" in md

@@ -18,9 +18,17 @@ from twostage import paths
 from twostage.artifacts import atomic_path
 from twostage.config import CONTINUOUS_AUTOENCODERS, Params
 from twostage.plan import absorbing_priors
-from twostage.report import collect, convergence, figures
+from twostage.report import collect, convergence, figures, headline
 from twostage.report.figures import Figure, copy_image
-from twostage.report.page import Section, Table, Text, render_html, render_markdown
+from twostage.report.page import (
+    CompactTable,
+    Gallery,
+    Section,
+    Table,
+    Text,
+    render_html,
+    render_markdown,
+)
 from twostage.report.provenance import provenance, stage_params
 
 TITLE = "twostage report"
@@ -46,15 +54,21 @@ def _intro(p: Params) -> str:
     return (
         f"Feature extractor: {ext} ({note}). Each run: {ev['n_samples']} samples; FD against all "
         f"training images, PRDC (k={ev['nearest_k']}) against an equal-sized training subset. "
-        "The calibration rows give the scale: a good model sits near the floor, far from the "
-        "bad model (decoded random tokens, or N(0, I) latents for a continuous autoencoder); "
-        "the stage-1 ceiling row scores the autoencoder's reconstructions of the same "
-        "validation images as the floor, what stage 1 costs before any prior; the "
-        "fd_vs_calibration column says where each run sits, and names a run worse than "
-        "the bad model. "
-        "Columns prefixed prior. and ae. come from the run's prior and autoencoder. "
-        f"{convergence.MARKER} marks a model whose validation curve had not settled when its "
-        "training stopped (see Convergence)."
+        "First, per dataset, the runs of each autoencoder ranked by FD between its floor and "
+        "its bad model, and their samples; every other number follows."
+    )
+
+
+def _all_runs_text() -> str:
+    return (
+        "Every column of every run. The calibration rows give the scale: a good model sits "
+        "near the floor, far from the bad model (decoded random tokens, or N(0, I) latents for "
+        "a continuous autoencoder); the stage-1 ceiling row scores the autoencoder's "
+        "reconstructions of the same validation images as the floor, what stage 1 costs "
+        "before any prior; the fd_vs_calibration column says where each run sits, and names a "
+        "run worse than the bad model. Columns prefixed prior. and ae. come from the run's "
+        f"prior and autoencoder. {convergence.MARKER} marks a model whose validation curve had "
+        "not settled when its training stopped (see Convergence)."
     )
 
 
@@ -187,6 +201,41 @@ def _run_sections(p: Params, table: pd.DataFrame, fig_dir: Path) -> list[Section
     return sections
 
 
+def _headline_sections(p: Params, runs: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[Section]:
+    """Per dataset: one ranked table per autoencoder, then every run's samples side by side."""
+    sections = []
+    for ds in p.target_datasets():
+        aes = [ae for ae in p.target_autoencoders() if p.dataset_of_autoencoder(ae) == ds]
+        tables = headline.headline_tables(runs, aes, fd_col)
+        blocks: list = [
+            CompactTable(
+                t.frame,
+                caption=f"Autoencoder {t.autoencoder} ({p.autoencoder(t.autoencoder)['kind']})",
+                text_columns=("run", "prior", "sampler"),
+                best=t.best,
+                muted=t.references,
+            )
+            for t in tables
+        ]
+        blocks.append(Text(headline.legend(fd_col, joint=any(t.joint for t in tables))))
+        ds_runs = runs[runs["run"].isin(p["targets"]) & runs["autoencoder"].isin(aes)]
+        if fd_col in ds_runs:
+            ds_runs = ds_runs.sort_values(fd_col, kind="stable", na_position="last")
+        gallery = [
+            copy_image(
+                paths.samples(row["run"])["grid"],
+                fig_dir,
+                f"samples-{row['run']}.png",
+                f"{row['run']} · FD {headline.fd_text(row, fd_col)}",
+            )
+            for _, row in ds_runs.iterrows()
+        ]
+        if gallery:
+            blocks.append(Gallery(gallery))
+        sections.append(Section(f"Headline: {ds}", blocks))
+    return sections
+
+
 def build_report(p: Params) -> str:
     out = paths.report()
     root = Path(out["html"]).parent
@@ -219,14 +268,25 @@ def build_report(p: Params) -> str:
     prior_grids, prior_curves = _prior_figures(p, conv, fig_dir)
 
     sections = [
-        Section("Runs", [Table(runs, csv="tables/runs.csv")]),
+        *_headline_sections(p, runs, fd_col, fig_dir),
+        Section("Comparisons", comparisons or [Text("No sweep in the targets varies a setting.")]),
+        Section(
+            "All runs",
+            [
+                Text(_all_runs_text()),
+                Table(
+                    runs,
+                    csv="tables/runs.csv",
+                    collapsed=f"Runs table: {len(runs)} rows × {len(runs.columns)} columns",
+                ),
+            ],
+        ),
         Section("Autoencoders", [Table(aes, csv="tables/autoencoders.csv")]),
         *ae_sections,
         Section(
             "Convergence",
             [Text(_convergence_text()), Table(conv, csv="tables/convergence.csv")],
         ),
-        Section("Comparisons", comparisons or [Text("No sweep in the targets varies a setting.")]),
         Section("Training curves", ae_curves + prior_curves),
         Section("Priors: inpainting and large samples", prior_grids),
         Section("Per run", []),

@@ -27,7 +27,8 @@ import pandas as pd
 TOLERANCE = 0.01
 TAIL_FRACTION = 0.25
 
-MARKER = "⚠ still improving at last eval"
+SYMBOL = "⚠"  # where a table has no room for the words
+MARKER = f"{SYMBOL} still improving at last eval"
 
 LOWER, HIGHER = "lower", "higher"  # which way a validation column is better
 
