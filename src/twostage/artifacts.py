@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,21 @@ import numpy as np
 
 CHECKSUM_SUFFIX = ".sha256"
 _CHUNK = 1 << 20
+# Fault injection (tests/faults/): the process SIGKILLs itself at the N-th write point.
+KILL_AT_ENV = "TWOSTAGE_FAULT_KILL_AT"
+_points: list[tuple[str, str]] = []  # (file, moment) of every write point passed
+
+
+def write_points() -> list[tuple[str, str]]:
+    """The write points this process has passed (tests/faults/ kills at one of them)."""
+    return list(_points)
+
+
+def _write_point(path: Path, moment: str) -> None:
+    """A moment of a write where a crash must leave no partial artifact behind."""
+    _points.append((str(path), moment))
+    if os.environ.get(KILL_AT_ENV) == str(len(_points)):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ArtifactError(ValueError):
@@ -101,15 +117,20 @@ def atomic_path(path: str | Path, checksum: bool = True) -> Iterator[Path]:
     )
     os.close(fd)
     try:
+        _write_point(path, "temp file made")
         yield Path(tmp)
+        _write_point(path, "written")
         digest = _sync_and_hash(Path(tmp))
         checksum_path(path).unlink(missing_ok=True)
+        _write_point(path, "synced")
         os.replace(tmp, path)
+        _write_point(path, "renamed")
         if checksum:
             _write_synced(checksum_path(path), f"{digest}  {path.name}\n")
             stat = path.stat()
             _verified.add((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
         _fsync_dir(path.parent)
+        _write_point(path, "checksummed")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
