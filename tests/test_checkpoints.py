@@ -83,3 +83,12 @@ def test_cli_reports_a_damaged_checkpoint_in_one_line(tmp_path: Path, repo: Path
     assert proc.returncode == 2
     assert "results/autoencoders/vq_mnist/model.pt: cannot load checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_same_checkpoint_saves_to_the_same_bytes(tmp_path: Path):
+    """Bit-identical reruns: nothing of the temporary file name gets into the archive."""
+    first = tmp_path / "first.pt"
+    save_torch(first, {"w": torch.arange(4.0)})
+    second = tmp_path / "second" / "model.pt"
+    save_torch(second, {"w": torch.arange(4.0)})
+    assert first.read_bytes() == second.read_bytes()

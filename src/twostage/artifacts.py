@@ -172,8 +172,10 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
 def save_torch(path: str | Path, obj: Any) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a file object: given a path, torch names the archive inside after the file,
+    # and the random temporary name would make every save of the same weights differ.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 # ---- reading: verify, then parse, and name the file whatever goes wrong ----
