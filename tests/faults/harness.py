@@ -168,18 +168,21 @@ def snapshot(root: Path, skip: set[str]) -> dict[str, tuple[int, int]]:
     for f in (root / "results").rglob("*"):
         rel = f.relative_to(root).as_posix()
         if f.is_file() and rel not in skip and not rel.startswith(BOOKKEEPING):
-            if rel.removesuffix(".sha256") in skip:
+            if rel.removesuffix(".sha256") in skip or _is_temp(f):
                 continue
             st = f.stat()
             out[rel] = (st.st_mtime_ns, st.st_size)
     return out
 
 
+def _is_temp(f: Path) -> bool:
+    """A temporary file of atomic_path that a kill left (never at an artifact's name)."""
+    return f.name.startswith(".") and ".tmp" in f.name
+
+
 def temp_files(root: Path) -> list[str]:
     return sorted(
-        f.relative_to(root).as_posix()
-        for f in (root / "results").rglob(".*")
-        if f.is_file() and ".tmp" in f.name
+        f.relative_to(root).as_posix() for f in (root / "results").rglob(".*") if _is_temp(f)
     )
 
 
