@@ -34,7 +34,14 @@ from harness import (
 from twostage import plan
 from twostage.config import load_params
 
-pytestmark = pytest.mark.slow
+# Opt-in until its time on CI is measured: it builds the smoke DAG once more and runs
+# about a hundred job reruns (TWOSTAGE_FAULT_MATRIX=1 runs it).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("TWOSTAGE_FAULT_MATRIX"), reason="set TWOSTAGE_FAULT_MATRIX=1"
+    ),
+]
 
 SEED = 19
 # (stage, name): kills at write points, kills at seeded times. Every kind of job of the
