@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from twostage.artifacts import CheckpointError, load_torch, save_torch
+from twostage.artifacts import (
+    ArtifactError,
+    CheckpointError,
+    checksum_path,
+    load_torch,
+    save_torch,
+)
 from twostage.models.autoencoders import load_autoencoder
 from twostage.models.autoencoders.vq import VQAutoencoder
 
@@ -35,6 +41,10 @@ def test_truncated_checkpoint_names_the_file(tmp_path: Path):
     path = tmp_path / "model.pt"
     _save_autoencoder(path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    # Its checksum, written with it, catches the cut before torch reads a byte.
+    with pytest.raises(ArtifactError, match=r"model\.pt: content differs from the sha256"):
+        load_torch(path)
+    checksum_path(path).unlink()  # a file copied in without its checksum: torch's turn
     with pytest.raises(CheckpointError, match=r"model\.pt: cannot load checkpoint"):
         load_torch(path)
 
@@ -73,3 +83,12 @@ def test_cli_reports_a_damaged_checkpoint_in_one_line(tmp_path: Path, repo: Path
     assert proc.returncode == 2
     assert "results/autoencoders/vq_mnist/model.pt: cannot load checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_same_checkpoint_saves_to_the_same_bytes(tmp_path: Path):
+    """Bit-identical reruns: nothing of the temporary file name gets into the archive."""
+    first = tmp_path / "first.pt"
+    save_torch(first, {"w": torch.arange(4.0)})
+    second = tmp_path / "second" / "model.pt"
+    save_torch(second, {"w": torch.arange(4.0)})
+    assert first.read_bytes() == second.read_bytes()

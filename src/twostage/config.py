@@ -95,13 +95,33 @@ def _schema() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
+def _yaml_position(exc: yaml.YAMLError, text: str) -> str:
+    """``:line:column`` of a parse error (the parser's own names the text "<unicode string>")."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f":{mark.line + 1}:{mark.column + 1}"
+    if isinstance(exc, yaml.reader.ReaderError):  # a character no YAML file may hold
+        before = text[: exc.position]
+        return f":{before.count(chr(10)) + 1}:{len(before) - before.rfind(chr(10))}"
+    return ""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's words without its own positions."""
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    words = ", ".join(part for part in parts if part)
+    return words or str(exc).splitlines()[0]
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path}: params file not found")
+    text = path.read_text(errors="replace")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        where = f"{path}{_yaml_position(exc, text)}"
+        raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

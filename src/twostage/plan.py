@@ -7,6 +7,7 @@ Snakemake DAG and the DVC pipeline name the same files.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -449,6 +450,45 @@ def job(p: Params, stage: str, name: str) -> Job:
         "evaluate_reconstruction": evaluate_reconstruction_job,
     }
     return builders[stage](p, name)
+
+
+# Each stage and the params table its names come from, for finding a file's producer.
+STAGE_TABLES = {
+    "prepare_data": "datasets",
+    "train_classifier": "datasets",
+    "extract_features": "datasets",
+    "train_autoencoder": "autoencoders",
+    "encode": "autoencoders",
+    "calibrate": "autoencoders",
+    "evaluate_reconstruction": "autoencoders",
+    "train_prior": "priors",
+    "inpaint": "priors",
+    "large_samples": "priors",
+    "sample": "runs",
+    "evaluate": "runs",
+    "neighbours": "runs",
+}
+
+
+def producer(p: Params, file: str) -> Job | None:
+    """The job that writes ``file``: among the targets' jobs first, then any params entry's."""
+    wanted = os.path.normpath(file)
+
+    def writes(j: Job) -> bool:
+        return wanted in {os.path.normpath(f) for f in (*j.outs, *j.metrics, *j.plots)}
+
+    for j in jobs(p):
+        if writes(j):
+            return j
+    for stage, table in STAGE_TABLES.items():
+        for name in p[table]:
+            try:
+                j = job(p, stage, name)
+            except (KeyError, ValueError):  # an entry these params cannot build
+                continue
+            if writes(j):
+                return j
+    return None
 
 
 def lookup(data: dict[str, Any], dotted: str) -> Any:

@@ -18,14 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from functools import cache
 from pathlib import Path
 
 import yaml
 
 from twostage import codedeps, paths, software
+from twostage.artifacts import read_json, write_json, write_text
 from twostage.config import Params
 from twostage.plan import Job, job, jobs
 
@@ -96,18 +95,6 @@ def read(path: str | Path = paths.VERSIONS) -> dict:
         return {}
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def refresh(p: Params, path: str | Path = paths.VERSIONS) -> dict:
     """Bring the versions file up to date for the targets of ``p``; return its content.
 
@@ -119,7 +106,7 @@ def refresh(p: Params, path: str | Path = paths.VERSIONS) -> dict:
     new = current(p)
     content = {**new, "code": {**old.get("code", {}), **new["code"]}}
     if content != old:
-        _write_atomically(path, HEADER + yaml.safe_dump(content, sort_keys=False))
+        write_text(path, HEADER + yaml.safe_dump(content, sort_keys=False), checksum=False)
     return content
 
 
@@ -157,9 +144,9 @@ def record(p: Params, stage: str, name: str, loaded: list[str]) -> None:
         entry["undeclared_modules"] = undeclared
     for metrics in j.metrics:
         if metrics.endswith(".json") and Path(metrics).is_file():
-            data = json.loads(Path(metrics).read_text())
+            data = read_json(metrics)
             data["versions"] = entry
-            _write_atomically(Path(metrics), json.dumps(data, indent=2, sort_keys=True) + "\n")
+            write_json(metrics, data)
 
 
 def recorded(metrics: str | Path) -> dict | None:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from twostage import paths
-from twostage.artifacts import save_npy
+from twostage.artifacts import load_npy, save_npy
 from twostage.config import Params
 from twostage.data.prepare import check_image_shape, load_split
 from twostage.images import to_tensor
@@ -46,5 +46,5 @@ def encode(p: Params, ae: str) -> dict:
 
 def load_tokens(ae: str, split: str) -> torch.Tensor:
     """B × L token sequences (raster order) as int64."""
-    grid = np.load(paths.latents(ae)[split])
+    grid = load_npy(paths.latents(ae)[split], ndim=(2, 3), kinds="iu")
     return torch.from_numpy(grid.reshape(len(grid), -1).astype(np.int64))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from twostage import paths
-from twostage.artifacts import save_npz, sha256_array, write_json
+from twostage.artifacts import load_npz, save_npz, sha256_array, write_json
 from twostage.config import Params
 from twostage.data.sources import DataError, load_source
 
@@ -48,8 +48,11 @@ def prepare(p: Params, name: str) -> dict:
 
 
 def load_split(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(paths.data(dataset)[split]) as f:
-        return f["images"], f["labels"]
+    arrays = load_npz(
+        paths.data(dataset)[split],
+        {"images": {"ndim": 4, "kinds": "u"}, "labels": {"ndim": 1, "kinds": "i"}},
+    )
+    return arrays["images"], arrays["labels"]
 
 
 def check_image_shape(images: np.ndarray, expected: tuple[int, ...], data: str, model: str) -> None:

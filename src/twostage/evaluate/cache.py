@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from twostage import paths
-from twostage.artifacts import read_json, save_npy, write_json
+from twostage.artifacts import ArtifactError, load_npy, read_json, save_npy, write_json
 from twostage.config import Params
 from twostage.data.prepare import load_split
 from twostage.data.sources import DataError
@@ -32,7 +32,7 @@ SPLITS = ("train", "val")
 
 def dataset_sha256(dataset: str) -> str:
     """One hash of the dataset's arrays, from the sha256s its manifest records."""
-    manifest = read_json(paths.data(dataset)["manifest"])
+    manifest = read_json(paths.data(dataset)["manifest"], keys=("sha256",))
     return hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest()
 
 
@@ -61,8 +61,13 @@ def real_features(p: Params, dataset: str, extractor: Extractor) -> tuple[dict, 
     store = _store_dir(key)
     files = {split: store / f"{split}.npy" for split in SPLITS}
     if all(f.is_file() for f in files.values()):
-        log.info("real features of %s under %s: reused from %s", dataset, extractor.name, store)
-        return {split: np.load(f) for split, f in files.items()}, False
+        try:
+            stored = {split: load_npy(f, ndim=2, kinds="f") for split, f in files.items()}
+        except ArtifactError as exc:  # a cache, not a result: a damaged entry is recomputed
+            log.warning("recomputing real features: %s", exc)
+        else:
+            log.info("real features of %s under %s: reused from %s", dataset, extractor.name, store)
+            return stored, False
     feats = {}
     for split in SPLITS:
         images, _ = load_split(dataset, split)
@@ -93,4 +98,4 @@ def load_train_features(p: Params, dataset: str, extractor: Extractor) -> np.nda
             f"{out['key']}: real features are stale ({', '.join(stale)} changed): "
             f"rerun `twostage extract-features {dataset}`"
         )
-    return np.load(out["train"])
+    return load_npy(out["train"], ndim=2, kinds="f")

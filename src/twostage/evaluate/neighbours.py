@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from twostage import paths
-from twostage.artifacts import atomic_path, write_json
+from twostage.artifacts import atomic_path, load_npy, write_json
 from twostage.config import ConfigError, Params
 from twostage.data.prepare import load_split
 from twostage.evaluate.extractors import EVAL_FILE, ClassifierExtractor, sha256_file
@@ -169,7 +169,7 @@ def nearest_neighbours(p: Params, run: str) -> dict:
     """Neighbour grids, memorization statistics and flagged samples of one run."""
     dataset = p.dataset_of_autoencoder(p.autoencoder_of_prior(p.prior_of_run(run)))
     cfg, device = p["evaluation"]["neighbours"], pick_device(p["device"])
-    samples = np.load(paths.samples(run)["images"])
+    samples = load_npy(paths.samples(run)["images"], ndim=4, kinds="u")
     train, _ = load_split(dataset, "train")
     val = load_split(dataset, "val")[0][: cfg["n_val"]]
     lpips_file = p["evaluation"].get("weights", {}).get("lpips_alex")

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from twostage import paths  # noqa: E402
-from twostage.artifacts import atomic_path, write_json  # noqa: E402
+from twostage.artifacts import atomic_path, load_npy, write_json  # noqa: E402
 from twostage.config import Params  # noqa: E402
 from twostage.data.prepare import load_split  # noqa: E402
 from twostage.evaluate.cache import load_train_features  # noqa: E402
@@ -146,7 +146,7 @@ def evaluate_reconstruction(p: Params, ae_name: str) -> dict:
     else:  # a metric, not a requirement: record why it is missing
         metrics["lpips"], metrics["lpips_unavailable"] = None, problem
     extractor = primary_extractor(p, dataset, device)
-    real = np.load(paths.features(dataset, extractor.name)["val"])
+    real = load_npy(paths.features(dataset, extractor.name)["val"], ndim=2, kinds="f")
     recon_features = extractor(recons)
     metrics[extractor.metric_key] = frechet_distance_from_features(recon_features, real)
     metrics["decoded_val_vs_train"] = stage1_ceiling(p, dataset, extractor, recon_features)

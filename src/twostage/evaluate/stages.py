@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from twostage import paths
-from twostage.artifacts import write_json
+from twostage.artifacts import load_npy, write_json
 from twostage.config import Params
 from twostage.evaluate import cache, extractors
 from twostage.evaluate.protocol import kid_and_is, score, score_extra
@@ -24,7 +24,7 @@ def evaluate_run(p: Params, run: str) -> dict:
     dataset = p.dataset_of_autoencoder(p.autoencoder_of_prior(p.prior_of_run(run)))
     device = pick_device(p["device"])
     ev = p["evaluation"]
-    images = np.load(paths.samples(run)["images"])
+    images = load_npy(paths.samples(run)["images"], ndim=4, kinds="u")
     metrics: dict = {}
     for i, name in enumerate(extractors.configured(p)):
         extractor = extractors.build(p, name, dataset, device)
@@ -75,7 +75,7 @@ def calibrate(p: Params, ae_name: str) -> dict:
     ev, ext = p["evaluation"], p["evaluation"]["extractor"]
     extractor = extractors.build(p, ext, dataset, device)
     real_train = cache.load_train_features(p, dataset, extractor)
-    real_val = np.load(paths.features(dataset, ext)["val"])[: ev["n_samples"]]
+    real_val = load_npy(paths.features(dataset, ext)["val"], ndim=2, kinds="f")[: ev["n_samples"]]
     ae = load_autoencoder(paths.autoencoder(ae_name)["model"], device, p.autoencoder(ae_name))
     if is_continuous(p.autoencoder(ae_name)):  # no tokens: decode N(0, I) latents instead
         random_images = decode_standard_normal(ae, ev["n_samples"], p["seed"], device)

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # headless: no display on CI or a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from twostage.artifacts import atomic_path  # noqa: E402
+from twostage.artifacts import atomic_path, verify  # noqa: E402
 
 
 @dataclass
@@ -35,8 +35,9 @@ def _save(fig, out_png: Path) -> None:
 
 def copy_image(src: str | Path, fig_dir: Path, name: str, caption: str) -> Figure:
     """Copy an artifact's picture next to the report (relative links survive moving the folder)."""
-    dst = fig_dir / name
-    shutil.copyfile(src, dst)
+    verify(src)
+    with atomic_path(fig_dir / name) as tmp:
+        shutil.copyfile(src, tmp)
     return Figure(caption, f"{fig_dir.name}/{name}")
 
 

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from twostage import paths
-from twostage.artifacts import check_spec, load_torch, save_npy, write_json
+from twostage.artifacts import check_spec, checkpoint_contents, load_torch, save_npy, write_json
 from twostage.config import JOINT_PRIORS, Params
 from twostage.images import save_grid, to_uint8
 from twostage.models.autoencoders import build_autoencoder, load_autoencoder
@@ -31,10 +31,12 @@ def load_decoder(p: Params, prior_name: str, device: torch.device) -> torch.nn.M
     ae = p.autoencoder_of_prior(prior_name)
     if p.prior(prior_name)["kind"] in JOINT_PRIORS:
         path = paths.prior(prior_name)["model"]
-        saved = load_torch(path)["autoencoder"]
-        check_spec(path, saved["spec"], p.autoencoder(ae))
-        model = build_autoencoder(saved["spec"], saved["channels"], saved["resolution"])
-        model.load_state_dict(saved["state_dict"])
+        ckpt = load_torch(path)
+        with checkpoint_contents(path):
+            saved = ckpt["autoencoder"]
+            check_spec(path, saved["spec"], p.autoencoder(ae))
+            model = build_autoencoder(saved["spec"], saved["channels"], saved["resolution"])
+            model.load_state_dict(saved["state_dict"])
         return model.to(device).eval()
     return load_autoencoder(paths.autoencoder(ae)["model"], device, p.autoencoder(ae))
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from twostage import paths
-from twostage.artifacts import save_torch, write_json
+from twostage.artifacts import load_npy, save_torch, write_json
 from twostage.config import Params
 from twostage.data.prepare import load_split
 from twostage.models.autoencoders import load_autoencoder
@@ -35,7 +35,9 @@ from twostage.train.resume import ResumableState, fingerprint
 
 def load_latent_vectors(ae: str, split: str) -> torch.Tensor:
     """B × D float32 latents written by the encode stage."""
-    return torch.from_numpy(np.load(paths.latents(ae)[split]).astype(np.float32))
+    return torch.from_numpy(
+        load_npy(paths.latents(ae)[split], ndim=2, kinds="f").astype(np.float32)
+    )
 
 
 def bits_per_dim(log_prob_nats: float, dim: int) -> float:

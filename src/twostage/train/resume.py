@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from twostage.artifacts import load_torch, save_torch
+from twostage.artifacts import load_torch, remove, save_torch
 
 STATE_DIR = ".twostage-state"
 log = logging.getLogger("twostage")
@@ -85,7 +85,7 @@ class ResumableState:
         save_torch(self.path, {"fingerprint": self.fingerprint, "step": step, **objects})
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        remove(self.path)
 
 
 def rng_state(*generators: torch.Generator) -> dict:

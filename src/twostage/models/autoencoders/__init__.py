@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from twostage.artifacts import check_spec, load_torch
+from twostage.artifacts import check_spec, checkpoint_contents, load_torch
 from twostage.config import CONTINUOUS_AUTOENCODERS, CONTINUOUS_PRIORS
 from twostage.lazy import resolve
 
@@ -29,11 +29,12 @@ def load_autoencoder(
     other params is refused instead of silently used.
     """
     ckpt = load_torch(path)
-    check_spec(path, ckpt["spec"], expected)
-    model = build_autoencoder(ckpt["spec"], ckpt["channels"], ckpt["resolution"])
-    model.load_state_dict(ckpt["state_dict"])
-    # What the network takes (H, W, C): checked against the data it is given.
-    model.image_shape = (ckpt["resolution"], ckpt["resolution"], ckpt["channels"])
+    with checkpoint_contents(path):
+        check_spec(path, ckpt["spec"], expected)
+        model = build_autoencoder(ckpt["spec"], ckpt["channels"], ckpt["resolution"])
+        model.load_state_dict(ckpt["state_dict"])
+        # What the network takes (H, W, C): checked against the data it is given.
+        model.image_shape = (ckpt["resolution"], ckpt["resolution"], ckpt["channels"])
     return model.to(device).eval()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from twostage.artifacts import check_spec, load_torch
+from twostage.artifacts import check_spec, checkpoint_contents, load_torch
 from twostage.config import CONTINUOUS_PRIORS
 from twostage.lazy import resolve
 
@@ -36,10 +36,12 @@ def load_prior(path: str, device: torch.device, expected: dict | None = None) ->
     other params is refused instead of silently used.
     """
     ckpt = load_torch(path)
-    check_spec(path, ckpt["spec"], expected)
-    if ckpt["spec"]["kind"] in CONTINUOUS_PRIORS:
-        model = resolve(PRIOR_MODELS[ckpt["spec"]["kind"]])(ckpt["spec"], ckpt["latent_dim"])
-    else:
-        model = build_prior(ckpt["spec"], ckpt["codebook_size"], ckpt["length"])
-    model.load_state_dict(ckpt["state_dict"])
+    with checkpoint_contents(path):
+        check_spec(path, ckpt["spec"], expected)
+        spec = ckpt["spec"]
+        if spec["kind"] in CONTINUOUS_PRIORS:
+            model = resolve(PRIOR_MODELS[spec["kind"]])(spec, ckpt["latent_dim"])
+        else:
+            model = build_prior(spec, ckpt["codebook_size"], ckpt["length"])
+        model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()
