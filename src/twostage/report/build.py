@@ -18,7 +18,7 @@ from twostage import paths
 from twostage.artifacts import atomic_path
 from twostage.config import CONTINUOUS_AUTOENCODERS, Params
 from twostage.plan import absorbing_priors
-from twostage.report import collect, convergence, figures
+from twostage.report import collect, convergence, figures, replicates
 from twostage.report.figures import Figure, copy_image
 from twostage.report.page import Section, Table, Text, render_html, render_markdown
 from twostage.report.provenance import provenance, stage_params
@@ -196,6 +196,7 @@ def build_report(p: Params) -> str:
 
     conv = collect.convergence_table(p)
     runs = collect.runs_table(p, conv, fd_col)
+    runs, intervals = replicates.add_to_report(p, runs, tab_dir, fd_col, _write_csv)
     aes = collect.autoencoders_table(p, conv)
     times = collect.wall_times(p)
     sweep = figures.fd_vs_steps_rows(runs, fd_col)
@@ -220,6 +221,7 @@ def build_report(p: Params) -> str:
 
     sections = [
         Section("Runs", [Table(runs, csv="tables/runs.csv")]),
+        intervals,
         Section("Autoencoders", [Table(aes, csv="tables/autoencoders.csv")]),
         *ae_sections,
         Section(
