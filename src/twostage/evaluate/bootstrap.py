@@ -69,6 +69,18 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq, 0.0))
 
 
+def prdc_decisions(
+    real: np.ndarray, fake: np.ndarray, nearest_k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per generated point: inside some real ball (precision), how many balls / k
+    (density); and the real × generated matrix of "inside that real point's ball"."""
+    real, fake = (np.asarray(x, dtype=np.float64) for x in (real, fake))
+    # k-th neighbour within the real set, the zero self-distance counted as the reference does
+    radii = np.partition(_distances(real, real), nearest_k, axis=1)[:, nearest_k]
+    inside = _distances(real, fake) < radii[:, None]
+    return inside.any(axis=0).astype(np.float64), inside.sum(axis=0) / nearest_k, inside
+
+
 def prdc_half_widths(
     real: np.ndarray, fake: np.ndarray, nearest_k: int, seed: int, resamples: int = RESAMPLES
 ) -> dict[str, float]:
@@ -77,16 +89,11 @@ def prdc_half_widths(
     Precision and density average a value per generated point; coverage asks, per real
     point, whether any resampled generated point falls inside its radius.
     """
-    real, fake = (np.asarray(x, dtype=np.float64) for x in (real, fake))
-    # k-th neighbour within the real set, the zero self-distance counted as the reference does
-    radii = np.partition(_distances(real, real), nearest_k, axis=1)[:, nearest_k]
-    inside = _distances(real, fake) < radii[:, None]  # real × fake
-    per_fake_hit = inside.any(axis=0).astype(np.float64)
-    per_fake_count = inside.sum(axis=0) / nearest_k
+    hit, count, inside = prdc_decisions(real, fake, nearest_k)
     out: dict[str, list[float]] = {"precision": [], "density": [], "coverage": []}
-    for idx in _resamples(len(fake), resamples, seed):
-        out["precision"].append(per_fake_hit[idx].mean())
-        out["density"].append(per_fake_count[idx].mean())
+    for idx in _resamples(len(hit), resamples, seed):
+        out["precision"].append(hit[idx].mean())
+        out["density"].append(count[idx].mean())
         out["coverage"].append(inside[:, idx].any(axis=1).mean())
     return {k: half_width(np.array(v)) for k, v in out.items()}
 
