@@ -13,7 +13,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from twostage import cli, paths, versions
+from twostage import cli, paths
 from twostage.artifacts import write_json
 from twostage.config import ConfigError, load_params
 from twostage.evaluate import bootstrap
@@ -179,15 +179,6 @@ def test_seeds_reach_the_training_and_sampling_code(params_root: Path, monkeypat
         ("evaluate", "glf-seed9"): 0,
         ("sample", "glf"): 0,
     }
-
-
-def test_replicate_jobs_have_code_hashes(repo: Path):
-    p = load_params([SMOKE], root=repo)
-    hashes = versions.code_hashes(p)
-    assert set(hashes) == {j.dvc_name for j in jobs(p)}
-    # Same code and same upstream code as its original: the same hash.
-    assert hashes["train_prior-absorbing_mnist-seed1"] == hashes["train_prior-absorbing_mnist"]
-    assert hashes["sample-rae_gmm-seed1"] == hashes["sample-rae_gmm"]
 
 
 @pytest.mark.parametrize(

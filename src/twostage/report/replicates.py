@@ -123,7 +123,8 @@ def differences(intervals: pd.DataFrame, replicates: pd.DataFrame, metric: str) 
         if a["n_replicates"] > 1 and b["n_replicates"] > 1:
             xa = replicates.loc[replicates["run"] == a["run"], metric].dropna()
             xb = replicates.loc[replicates["run"] == b["run"], metric].dropna()
-            row["welch_p"] = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
+            if np.ptp(xa) > 0 or np.ptp(xb) > 0:  # no test between two constant samples
+                row["welch_p"] = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
         rows.append(row)
     return pd.DataFrame(rows)
 
