@@ -97,6 +97,7 @@ def with_intervals(runs: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
     for e in ("ci95_source", "seeds", "n_replicates"):
         out[e] = out["run"].map(by_run[e])
         columns.insert(columns.index("run") + 1, e)
+    out["n_replicates"] = out["n_replicates"].astype("Int64")  # empty on calibration rows
     return out[columns]
 
 
