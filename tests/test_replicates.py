@@ -23,7 +23,6 @@ from twostage.plan import dvc_pipeline, jobs, param_values
 from twostage.report import replicates
 
 SMOKE = "params/profiles/smoke.yaml"
-DEFAULT_REPLICATED = ["absorbing_confidence", "autoregressive", "glf", "rae_gmm", "vae", "vae_flow"]
 
 
 @pytest.fixture
@@ -68,9 +67,16 @@ def test_replicates_add_jobs_and_change_none(repo: Path, params_root: Path, prof
             assert full[name] == job, name
     added = set(full) - set(single)
     if not profiles:
+        # read from the files: each default target replicated over 3 sampling seeds
+        settings = yaml.safe_load((repo / "params/evaluation.yaml").read_text())["replicates"]
+        targets = yaml.safe_load((repo / "params/config.yaml").read_text())["targets"]
+        replicated = [run for run in targets if run in settings]
+        assert replicated and all(
+            settings[r] == {"seeds": 3, "level": "sampling"} for r in replicated
+        )
         expected = {
             f"{stage}-{run}-seed{k}"
-            for run in DEFAULT_REPLICATED
+            for run in replicated
             for k in (1, 2)
             for stage in ("sample", "evaluate")
         }
