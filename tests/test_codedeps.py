@@ -68,17 +68,40 @@ def own_code_holds(params, module: str) -> set[str]:
 def test_the_absorbing_model_is_code_of_the_absorbing_priors_jobs_only(params):
     absorbing = {pr for pr in params.target_priors() if params.prior(pr)["kind"] == "absorbing"}
     runs = {r for r in params["targets"] if params.prior_of_run(r) in absorbing}
-    expected = {f"train_prior-{pr}" for pr in absorbing}
+    # the smoke profile's replicates (seeds.py) of an absorbing run train their own prior
+    replicas = {
+        pr for pr in params.target_replicas("priors") if params.original("priors", pr) in absorbing
+    }
+    replica_runs = {r for r in params.target_replicas("runs") if params.prior_of_run(r) in replicas}
+    assert replicas and replica_runs
+    expected = {f"train_prior-{pr}" for pr in absorbing | replicas}
     expected |= {f"{stage}-{pr}" for pr in absorbing for stage in ("inpaint", "large_samples")}
-    expected |= {f"sample-{run}" for run in runs}
+    expected |= {f"sample-{run}" for run in runs | replica_runs}
     assert own_code_holds(params, "twostage.models.priors.absorbing") == expected
+
+
+def test_replicates_have_code_hashes_and_share_their_originals_code(params, source):
+    hashes = versions.code_hashes(params)
+    assert set(hashes) == {j.dvc_name for j in jobs(params)}
+    # same code, same upstream code: the same hash as the original's job
+    assert hashes["train_prior-absorbing_mnist-seed1"] == hashes["train_prior-absorbing_mnist"]
+    assert hashes["sample-rae_gmm-seed1"] == hashes["sample-rae_gmm"]
+    # and an edit of stage-1 code stales a replicated stage 1 and all it feeds
+    changed = changed_after(
+        params, lambda: edit_function_body(source / "models/autoencoders/vq.py")
+    )
+    assert downstream(params, {"train_autoencoder-vq_mnist-seed1"}) <= changed
+    assert "sample-absorbing_confidence-seed1" in changed
 
 
 def test_editing_a_function_of_the_absorbing_prior_stales_its_chain_only(params, source):
     changed = changed_after(
         params, lambda: edit_function_body(source / "models/priors/absorbing.py")
     )
-    assert changed == downstream(params, {"train_prior-absorbing_mnist"})
+    # the absorbing prior and its replicate of the smoke profile (seeds.py)
+    assert changed == downstream(
+        params, {"train_prior-absorbing_mnist", "train_prior-absorbing_mnist-seed1"}
+    )
     assert "train_prior-autoregressive_mnist" not in changed
     assert "train_autoencoder-vq_mnist" not in changed
     assert not any("glf" in job or "vae" in job for job in changed)
@@ -89,7 +112,12 @@ def test_editing_the_transformer_stales_both_token_priors(params, source):
         params, lambda: edit_function_body(source / "models/priors/transformer.py")
     )
     assert changed == downstream(
-        params, {"train_prior-absorbing_mnist", "train_prior-autoregressive_mnist"}
+        params,
+        {
+            "train_prior-absorbing_mnist",
+            "train_prior-absorbing_mnist-seed1",
+            "train_prior-autoregressive_mnist",
+        },
     )
 
 

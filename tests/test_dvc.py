@@ -19,6 +19,7 @@ import pytest
 import yaml
 from test_end_to_end import check_artifacts
 
+from twostage.config import load_params
 from twostage.paths import VERSIONS
 
 pytestmark = pytest.mark.slow
@@ -138,8 +139,12 @@ def test_exp_run_on_a_sampling_param_reruns_only_sampling_evaluation_report(
     key = f"params/evaluation.yaml:runs.{RUN}.temperature=0.5"
     out = _run(["dvc", "exp", "run", "-S", key], project, tool_env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    # The run's own downstream (scores and its nearest-neighbour check), nothing upstream.
-    assert ran == {f"sample-{RUN}", f"evaluate-{RUN}", f"neighbours-{RUN}", "report"}
+    # The run's own downstream (scores and its nearest-neighbour check) and its replicates'
+    # sampling and scoring (the smoke profile replicates it: seeds.py), nothing upstream.
+    replicates = [r for r, _ in load_params([SMOKE], root=project).replicates_of(RUN)[1:]]
+    assert replicates
+    redone = {f"{stage}-{r}" for r in replicates for stage in ("sample", "evaluate")}
+    assert ran == {f"sample-{RUN}", f"evaluate-{RUN}", f"neighbours-{RUN}", "report", *redone}
 
     diff = json.loads(_run(["dvc", "metrics", "diff", "--json"], project, tool_env))
     change = diff[metrics]["fd_classifier"]

@@ -147,13 +147,55 @@ def test_calibration_brackets_every_run(snakemake_project: Path):
         fd = json.loads((results / f"eval/{run}/metrics.json").read_text())[fd_key]
         floor, bad = scale[params.autoencoder_of_prior(params.prior_of_run(run))]
         assert math.isfinite(fd) and fd > floor, (run, fd, floor)
-        assert table.loc[run, fd_key] == pytest.approx(fd)
+        # the table's score of a run with replicates is their mean (report/replicates.py)
+        scores = [
+            json.loads((results / f"eval/{r}/metrics.json").read_text())[fd_key]
+            for r, _ in params.replicates_of(run)
+        ]
+        assert table.loc[run, fd_key] == pytest.approx(np.mean(scores))
         standing = table.loc[run, "fd_vs_calibration"]
         if fd >= bad:  # equal: the vae run decodes N(0, I) latents, as its calibration does
             assert standing.startswith(("worse than", "equal to")), (run, standing)
             assert standing in page, (run, standing)
         else:
             assert standing == "between floor and bad model", (run, fd, floor, bad)
+
+
+def test_replicates_redo_their_level_with_their_seed(snakemake_project: Path):
+    # The smoke profile replicates one run per level: each replicate redid what its level
+    # names with its own seed (different numbers), shared the rest, and the runs table
+    # gives every run's FD an interval: t over the seeds, or a bootstrap over its samples.
+    params = load_params([SMOKE], root=snakemake_project)
+    results = snakemake_project / "results"
+
+    def differ(a: str, b: str) -> bool:
+        return not np.array_equal(np.load(results / a), np.load(results / b))
+
+    assert params.replicates_of("absorbing_confidence")[1] == ("absorbing_confidence-seed1", 1)
+    assert differ("latents/vq_mnist/train.npy", "latents/vq_mnist-seed1/train.npy")  # chain
+    assert params.prior_of_run("glf-seed3") == "glf_mnist-seed3"  # prior
+    logs = [
+        (results / f"priors/{pr}/train_log.csv").read_text()
+        for pr in ("glf_mnist", "glf_mnist-seed3")
+    ]
+    assert logs[0] != logs[1]
+    assert params.prior_of_run("rae_gmm-seed1") == "gmm_rae_mnist"  # sampling
+    for run in ("absorbing_confidence", "glf", "rae_gmm"):
+        (_, _), (replicate, _) = params.replicates_of(run)
+        assert differ(f"samples/{run}/images.npy", f"samples/{replicate}/images.npy"), run
+    fd_key = f"fd_{params['evaluation']['extractor']}"
+    table = pd.read_csv(results / "report/tables/runs.csv").set_index("run")
+    for run in params["targets"]:
+        n = len(params.replicates_of(run))
+        assert table.loc[run, "n_replicates"] == n, run
+        assert math.isfinite(table.loc[run, f"{fd_key}_ci95"]), run
+        assert table.loc[run, f"{fd_key}_ci95"] > 0, run
+        if n == 1:
+            boot = json.loads((results / f"eval/{run}/metrics.json").read_text())["bootstrap"]
+            assert table.loc[run, f"{fd_key}_ci95"] == pytest.approx(boot[f"{fd_key}_ci95"])
+    rows = pd.read_csv(results / "report/tables/replicates.csv")
+    assert len(rows) == sum(len(params.replicates_of(r)) for r in params["targets"])
+    assert (results / "report/tables/run_differences.csv").is_file()
 
 
 def test_continuous_priors_go_through_the_dag(snakemake_project: Path):
@@ -236,7 +278,10 @@ def test_changing_a_run_param_reruns_only_that_run(snakemake_project: Path, tool
         "    sampler: confidence\n    steps: 4\n    temperature: 0.8",
         "    sampler: confidence\n    steps: 4\n    temperature: 0.7",
     )
-    assert jobs == {"sample": 1, "evaluate": 1, "neighbours": 1, "report": 1, "all": 1}
+    # the run and its replicates (the smoke profile replicates it: seeds.py)
+    n = len(load_params([SMOKE], root=snakemake_project).replicates_of("absorbing_confidence"))
+    assert n > 1
+    assert jobs == {"sample": n, "evaluate": n, "neighbours": 1, "report": 1, "all": 1}
 
 
 def test_adding_a_temperature_adds_exactly_its_jobs(snakemake_project: Path, tool_env: dict):

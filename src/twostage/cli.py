@@ -50,6 +50,12 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 
+# Stages that train or sample with the seed of their entry: a replicate's own (seeds.py).
+# Every other stage keeps the global seed, so that the evaluation protocol (the real subset
+# PRDC compares against, KID's subsets) is the same for every run and replicate.
+SEEDED_STAGES = ("train-autoencoder", "train-prior", "sample")
+
+
 # The other subcommands' code, imported the same way: "report" is a DAG stage too.
 COMMANDS: dict[str, str] = {
     "report": "twostage.report.build:build_report",
@@ -130,7 +136,8 @@ def run(args: argparse.Namespace) -> None:
 
     set_threads()
     start = time.perf_counter()
-    result = stage_function(args.stage)(params, args.name)
+    seeded = params.with_seed_of(table, args.name) if args.stage in SEEDED_STAGES else params
+    result = stage_function(args.stage)(seeded, args.name)
     _record_versions(params, args.stage, args.name)
     log.info("%s %s done in %.1f s: %s", args.stage, args.name, time.perf_counter() - start, result)
 

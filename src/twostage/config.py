@@ -9,6 +9,7 @@ error that names the file and the key at fault.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 import jsonschema
 import yaml
+
+from twostage import seeds
 
 # The base files, in merge order. Profiles come after them.
 BASE_PARAM_FILES = (
@@ -52,6 +55,8 @@ class Params:
     origin: dict[tuple[str, ...], str] = field(default_factory=dict)
     # Runs generated from a sweep → the sweep's name (DVC tracks the sweep's params key).
     sweep_of: dict[str, str] = field(default_factory=dict)
+    # The seeded copies made from `replicates` (seeds.py), and each replicated run's replicates.
+    replicas: seeds.Replicates = field(default_factory=seeds.Replicates)
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -78,6 +83,34 @@ class Params:
 
     def prior_of_run(self, run: str) -> str:
         return self.run(run)["prior"]
+
+    # Replicates (seeds.py): a copy's original entry and its seed; a plain entry is its own
+    # original and runs with the global seed.
+    def original(self, table: str, name: str) -> str:
+        return self.replicas.copies.get(table, {}).get(name, (name, None))[0]
+
+    def seed_of(self, table: str, name: str) -> int:
+        return self.replicas.copies.get(table, {}).get(name, (name, self.data["seed"]))[1]
+
+    def with_seed_of(self, table: str, name: str) -> Params:
+        """These params with the seed of entry ``name`` as ``seed``: what a replicate's training
+        or sampling stage reads, so the stages need not know about replicates."""
+        return dataclasses.replace(self, data={**self.data, "seed": self.seed_of(table, name)})
+
+    def replicates_of(self, run: str) -> list[tuple[str, int]]:
+        """(run, seed) of every replicate of ``run``: just itself when it has none."""
+        return self.replicas.of_run.get(run, [(run, self.data["seed"])])
+
+    def target_replicas(self, table: str) -> list[str]:
+        """The seeded copies in ``table`` that the targets' replicates use, each once."""
+        runs = [r for run in self.data["targets"] for r, _ in self.replicates_of(run)]
+        if table == "runs":
+            used = runs
+        elif table == "priors":
+            used = [self.prior_of_run(r) for r in runs]
+        else:
+            used = [self.autoencoder_of_prior(self.prior_of_run(r)) for r in runs]
+        return sorted({n for n in used if n in self.replicas.copies[table]})
 
     # What the targets need, upstream of the runs: each built once, in a stable order.
     def target_priors(self) -> list[str]:
@@ -169,10 +202,13 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
     return path, f"{error.instance!r} is invalid: {error.message}"
 
 
-def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> dict[str, str]:
-    """Validate against the schema, expand sweeps into runs, check cross-references.
+def validate(
+    data: dict[str, Any], origin: dict[tuple[str, ...], str]
+) -> tuple[dict[str, str], seeds.Replicates]:
+    """Validate against the schema, expand sweeps into runs, check cross-references,
+    then add the replicates' seeded copies (checked as their originals are).
 
-    Returns the run → sweep map of the generated runs.
+    Returns the run → sweep map of the generated runs, and what the replicates made.
     """
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
@@ -186,7 +222,8 @@ def validate(data: dict[str, Any], origin: dict[tuple[str, ...], str]) -> dict[s
     _check_continuous(data, origin)
     _check_sampling(data, origin)
     _check_distributed(data, origin)
-    return sweep_of
+    replicas = seeds.expand(data, origin, sweep_of, lambda path, msg: _fail(origin, path, msg))
+    return sweep_of, replicas
 
 
 def sweep_run_name(sweep: str, steps: int | None, temperature: float) -> str:
@@ -424,5 +461,11 @@ def load_params(profiles: list[str] | tuple[str, ...] = (), root: str | Path = "
     origin: dict[tuple[str, ...], str] = {}
     for name in files:
         _merge(data, _read_yaml(root / name), str(name), origin)
-    sweep_of = validate(data, origin)
-    return Params(data=data, files=[str(f) for f in files], origin=origin, sweep_of=sweep_of)
+    sweep_of, replicas = validate(data, origin)
+    return Params(
+        data=data,
+        files=[str(f) for f in files],
+        origin=origin,
+        sweep_of=sweep_of,
+        replicas=replicas,
+    )

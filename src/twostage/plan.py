@@ -131,7 +131,7 @@ def train_autoencoder_job(p: Params, ae: str) -> Job:
         outs=[out["model"], out["recon"]],
         metrics=[out["metrics"]],
         plots=[out["curve"]],
-        params=[("params/autoencoders.yaml", f"autoencoders.{ae}"), *GLOBAL_KEYS],
+        params=[("params/autoencoders.yaml", _entry_key(p, "autoencoders", ae)), *GLOBAL_KEYS],
     )
 
 
@@ -165,7 +165,9 @@ def glf_params(p: Params, prior: str) -> ParamKeys:
     """GLF and VAE+flow train their own autoencoder: that architecture's params key is an input."""
     if p.prior(prior)["kind"] not in JOINT_PRIORS:
         return []
-    return [("params/autoencoders.yaml", f"autoencoders.{p.autoencoder_of_prior(prior)}")]
+    return [
+        ("params/autoencoders.yaml", _entry_key(p, "autoencoders", p.autoencoder_of_prior(prior)))
+    ]
 
 
 def sample_fd_deps(p: Params, prior: str) -> tuple[list[str], ParamKeys]:
@@ -196,7 +198,7 @@ def train_prior_job(p: Params, prior: str) -> Job:
         metrics=[out["metrics"]],
         plots=[out["curve"]],
         params=[
-            ("params/priors.yaml", f"priors.{prior}"),
+            ("params/priors.yaml", _entry_key(p, "priors", prior)),
             *GLOBAL_KEYS,
             *glf_params(p, prior),
             *fd_params,
@@ -204,8 +206,15 @@ def train_prior_job(p: Params, prior: str) -> Job:
     )
 
 
+def _entry_key(p: Params, table: str, name: str) -> str:
+    """The params key of an entry: a replicate's is its original's (seeds.py), since only
+    the original is in the file; the replicate's seed is in its name, hence its paths."""
+    return f"{table}.{p.original(table, name)}"
+
+
 def _run_params_key(p: Params, run: str) -> tuple[str, str]:
     """A sweep's runs are tracked by DVC through the sweep's key (the run has none in the file)."""
+    run = p.original("runs", run)
     sweep = p.sweep_of.get(run)
     return ("params/evaluation.yaml", f"sweeps.{sweep}" if sweep else f"runs.{run}")
 
@@ -366,6 +375,8 @@ def report_inputs(p: Params) -> list[str]:
         s = paths.samples(run)
         files += [s["grid"], s["stats"], paths.evaluation(run)["metrics"]]
         files += list(paths.neighbours(run).values())
+    # Replicates are aggregated from their scores (report/replicates.py).
+    files += [paths.evaluation(run)["metrics"] for run in p.target_replicas("runs")]
     for prior in absorbing_priors(p):
         files += [*paths.inpainting(prior).values(), *paths.large_samples(prior).values()]
     return files
@@ -398,11 +409,18 @@ def jobs(p: Params) -> list[Job]:
     for ae in p.target_autoencoders():
         out += [train_autoencoder_job(p, ae), encode_job(p, ae), calibrate_job(p, ae)]
         out.append(evaluate_reconstruction_job(p, ae))
+    # Replicates (seeds.py) are trained and sampled like their originals; the inpainting,
+    # large samples, calibration and neighbours of the original stand for all of them.
+    for ae in p.target_replicas("autoencoders"):
+        out += [train_autoencoder_job(p, ae), encode_job(p, ae)]
     out += [train_prior_job(p, pr) for pr in p.target_priors()]
+    out += [train_prior_job(p, pr) for pr in p.target_replicas("priors")]
     for prior in absorbing_priors(p):
         out += [inpaint_job(p, prior), large_samples_job(p, prior)]
     for run in p["targets"]:
         out += [sample_job(p, run), evaluate_job(p, run), neighbours_job(p, run)]
+    for run in p.target_replicas("runs"):
+        out += [sample_job(p, run), evaluate_job(p, run)]
     out.append(report_job(p))
     return out
 

@@ -26,8 +26,8 @@ NUMERIC_PACKAGES = (
     "mlxtend",
 )
 # Imported by the code but computing no result: reading params, progress bars, the
-# report's tables and figures.
-NOT_NUMERIC = ("jsonschema", "pyyaml", "tqdm", "pandas", "matplotlib")
+# report's tables and figures, BLAS thread caps (threadpoolctl, installed with scikit-learn).
+NOT_NUMERIC = ("jsonschema", "pyyaml", "tqdm", "pandas", "matplotlib", "threadpoolctl")
 
 
 def versions() -> dict[str, str]:

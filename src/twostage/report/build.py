@@ -18,7 +18,7 @@ from twostage import paths
 from twostage.artifacts import atomic_path
 from twostage.config import CONTINUOUS_AUTOENCODERS, Params
 from twostage.plan import absorbing_priors
-from twostage.report import collect, convergence, figures, headline
+from twostage.report import collect, convergence, figures, headline, replicates
 from twostage.report.figures import Figure, copy_image
 from twostage.report.page import (
     CompactTable,
@@ -245,6 +245,7 @@ def build_report(p: Params) -> str:
 
     conv = collect.convergence_table(p)
     runs = collect.runs_table(p, conv, fd_col)
+    runs, intervals = replicates.add_to_report(p, runs, tab_dir, fd_col, _write_csv)
     aes = collect.autoencoders_table(p, conv)
     times = collect.wall_times(p)
     sweep = figures.fd_vs_steps_rows(runs, fd_col)
@@ -269,6 +270,7 @@ def build_report(p: Params) -> str:
 
     sections = [
         *_headline_sections(p, runs, fd_col, fig_dir),
+        intervals,
         Section("Comparisons", comparisons or [Text("No sweep in the targets varies a setting.")]),
         Section(
             "All runs",
