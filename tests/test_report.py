@@ -473,7 +473,12 @@ def test_headline_comes_first_with_a_gallery_and_the_full_table_folded(report):
     gallery = page.split('class="gallery"')[1].split("</div>")[0]
     captions = [c.split("</figcaption>")[0] for c in gallery.split("<figcaption>")[1:]]
     ranked = sorted(enumerate(p["targets"]), key=lambda ir: fd_of(ir[0]))
-    assert captions == [f"{run} · FD {fd_of(i):.1f}" for i, run in ranked]
+    # (a run with replicates in the default params also shows its interval: "FD x ± h")
+    assert [c.split(" ± ")[0] for c in captions] == [
+        f"{run} · FD {fd_of(i):.1f}" for i, run in ranked
+    ]
+    replicated = set(p.data.get("replicates", {})) & set(p["targets"])
+    assert {c.split(" · ")[0] for c in captions if " ± " in c} <= replicated
     full = page.split('id="all-runs"')[1].split("<h2")[0]
     assert "<details><summary>Runs table:" in full and 'href="tables/runs.csv"' in full
     # The Markdown headline keeps the formatted numbers (one decimal for FD, two for PRDC).
