@@ -16,20 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from twostage.report.replicates import t_half_width
 
 
 def interval(values: list[float]) -> tuple[float, float]:
     """Mean and Student-t 95 % half-width (nan for a single value)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, half
+    return statistics.fmean(values), t_half_width(values)
 
 
 def verdict(speedup: tuple[float, float], fd_ratio: tuple[float, float], s: float, f: float) -> str:

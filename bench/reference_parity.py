@@ -286,13 +286,11 @@ def run_one(job: dict) -> dict:
 # ---------------------------------------------------------------- statistics
 def interval(values: list[float]) -> tuple[float, float, float]:
     """(mean, sample standard deviation, half-width of the 95 % Student-t interval)."""
-    from scipy import stats
+    from twostage.report.replicates import t_half_width
 
     x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan"), float("nan")
-    sd = float(x.std(ddof=1))
-    return float(x.mean()), sd, float(stats.t.ppf(0.975, len(x) - 1) * sd / math.sqrt(len(x)))
+    sd = float(x.std(ddof=1)) if len(x) > 1 else float("nan")
+    return float(x.mean()), sd, t_half_width(x)
 
 
 def welch_not_worse(ours: list[float], ref: list[float]) -> float:

@@ -3,6 +3,7 @@ a tiny project to train a prior in."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -139,3 +140,12 @@ def token_grid_project(tmp_path: Path, repo: Path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TWOSTAGE_THREADS", "1")
     return tmp_path
+
+
+def load_bench(name: str):
+    """A script of bench/ imported as a module (bench/ is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -10,16 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "heldout_claims.py"
 
 
 @pytest.fixture(scope="module")
 def claims():
-    spec = importlib.util.spec_from_file_location("heldout_claims", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("heldout_claims")
 
 
 def test_interval_is_the_student_t_half_width(claims):

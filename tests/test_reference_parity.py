@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "reference_parity.py"
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def parity():
-    spec = importlib.util.spec_from_file_location("reference_parity", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("reference_parity")
 
 
 def test_full_sum_elbo_of_a_uniform_denoiser_is_log2_k(parity):
