@@ -1,5 +1,5 @@
-"""Shared fixtures: the repository root, an environment where the CLI tools resolve, and
-a tiny project to train a prior in."""
+"""Shared fixtures: the repository root, an environment where the CLI tools resolve, the
+smoke DAG built once for the end-to-end tests, and a tiny project to train a prior in."""
 
 from __future__ import annotations
 
@@ -29,6 +29,69 @@ def tool_env() -> dict[str, str]:
     env["DVC_NO_ANALYTICS"] = "1"
     env["PYTHONWARNINGS"] = "ignore"
     return env
+
+
+# What a copy of the project needs; never results/ or caches of the original.
+PROJECT_IGNORE = shutil.ignore_patterns(
+    "results",
+    ".snakemake",
+    ".twostage-state",
+    ".git",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+)
+SMOKE = "params/profiles/smoke.yaml"
+
+
+def copy_built(src: Path, dest: Path) -> Path:
+    """A copy of a built project, results, Snakemake's records and file times included, so
+    Snakemake finds it as complete as the original."""
+    ignore = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", ".ruff_cache")
+    shutil.copytree(src, dest, symlinks=True, ignore=ignore)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def smoke_dag(tmp_path_factory, repo: Path, tool_env: dict) -> Path:
+    """The whole smoke DAG built once by ``snakemake --cores 2`` in a copy of the project,
+    shared by the end-to-end tests. Read it only: a test that changes or rebuilds anything
+    works in ``copy_built(smoke_dag, tmp_path / ...)``.
+
+    ``TWOSTAGE_SMOKE_DAG=<dir>``: a smoke project built already by the same code (for
+    working on one end-to-end test without rebuilding).
+    """
+    if os.environ.get("TWOSTAGE_SMOKE_DAG"):
+        return Path(os.environ["TWOSTAGE_SMOKE_DAG"])
+    root = tmp_path_factory.mktemp("smoke-dag") / "project"
+    shutil.copytree(repo, root, ignore=PROJECT_IGNORE)
+    proc = subprocess.run(
+        ["snakemake", "--cores", "2", "--configfile", SMOKE],
+        cwd=root,
+        env=tool_env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, f"building the smoke DAG failed:\n{proc.stderr[-6000:]}"
+    return root
+
+
+# The fault matrices recorded this session (tests/faults/test_fault_matrix.py), printed
+# in the terminal summary: the faults injected and survived, by job and kill place.
+_FAULT_MATRICES: list = []
+
+
+def record_fault_matrix(tally) -> None:
+    if tally.total:
+        _FAULT_MATRICES.append(tally)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for tally in _FAULT_MATRICES:
+        terminalreporter.section("fault matrix (tests/faults/test_fault_matrix.py)")
+        terminalreporter.write_line(tally.table())
+        terminalreporter.write_line(tally.summary())
 
 
 def apt_install(*packages: str) -> bool:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_built
 
 from twostage.artifacts import load_torch
 from twostage.config import load_params
@@ -22,21 +22,6 @@ pytestmark = pytest.mark.slow
 
 SMOKE = "params/profiles/smoke.yaml"
 DRY_RUN = ["snakemake", "-n", "--cores", "2", "--configfile", SMOKE]
-# What a copy of the project needs; never results/ or caches of the original.
-IGNORE = shutil.ignore_patterns(
-    "results",
-    ".snakemake",
-    ".twostage-state",
-    ".git",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-)
-
-
-def _copy_project(repo: Path, dest: Path) -> Path:
-    shutil.copytree(repo, dest, ignore=IGNORE)
-    return dest
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
@@ -86,10 +71,9 @@ def check_artifacts(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def snakemake_project(tmp_path_factory, repo: Path, tool_env: dict) -> Path:
-    root = _copy_project(repo, tmp_path_factory.mktemp("snake") / "project")
-    _run(["snakemake", "--cores", "2", "--configfile", SMOKE], root, tool_env)
-    return root
+def snakemake_project(tmp_path_factory, smoke_dag: Path) -> Path:
+    """The shared smoke DAG (conftest.smoke_dag), copied: some tests here edit params."""
+    return copy_built(smoke_dag, tmp_path_factory.mktemp("snake") / "project")
 
 
 def test_snakemake_builds_every_artifact(snakemake_project: Path):

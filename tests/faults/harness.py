@@ -1,17 +1,19 @@
 """Fault injection on a built smoke DAG: kill a job at a seeded moment, rerun, compare.
 
-A job runs in a forked child of the test process (the heavy packages are imported once,
-in the parent), in a copy of the built project. Two kinds of kill:
+A job runs in a forked child of the test process (the heavy packages are imported and
+the code hashes computed once, in the parent), in a copy of the built project: the same
+``twostage <stage> <name>`` call Snakemake's rule makes, with the same one thread. Two
+kinds of kill:
 
 * at a write point: ``TWOSTAGE_FAULT_KILL_AT=N`` makes the child SIGKILL itself at the
-  N-th moment of an artifact or checkpoint write (temp file made, written, synced,
-  renamed, checksummed: ``artifacts._write_point``);
+  N-th moment of an artifact or resumable-state write (temporary file made, written,
+  synced, renamed, checksummed: ``artifacts.atomic_path``);
 * at a time: the parent SIGKILLs the child a seeded fraction of the job's duration in.
 
-After each kill the outputs on disk must be absent or whole (checksum and format), then
-a rerun, as Snakemake runs an incomplete job (its declared outputs deleted, the resumable
-state under ``.twostage-state/`` kept), must give the outputs of an uninterrupted run
-and write nothing outside the job's outputs.
+The child logs each write point as it passes it, so every kill is placed exactly: the
+last point logged before the kill says whether it landed before any write, in the middle
+of a checkpoint or output write, or after one. A kill counts only when the child died of
+it; a child that finished first is a planned kill that did not happen.
 """
 
 from __future__ import annotations
@@ -26,52 +28,88 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SMOKE = "params/profiles/smoke.yaml"
+STATE_DIR = ".twostage-state"
 # Keys of metrics files that measure the run, not its result (wall clock, the process).
 VOLATILE_KEYS = ("seconds", "time", "versions", "per_s", "duration", "elapsed")
 # Written by every twostage call: bookkeeping, not a job's result.
 BOOKKEEPING = ("results/versions.yaml", "results/logs/", "results/benchmarks/")
+# Where a kill landed, by the last write point passed: the columns of the matrix.
+PLACES = (
+    "before any write",
+    "checkpoint mid-write",
+    "checkpoint renamed, unsummed",
+    "after a checkpoint",
+    "output mid-write",
+    "output renamed, unsummed",
+    "after an output",
+)
 
 
 @dataclass
 class Outcome:
-    killed: bool
-    code: int | None
-    points: list[tuple[str, str]]  # (file, moment) of the write points passed
+    killed: bool  # the child died of our SIGKILL (its own at a write point, or ours)
+    code: int | None  # its exit status when it was not killed
+    points: list[tuple[str, str]]  # (file, moment) of the write points it passed
     seconds: float
+
+    @property
+    def place(self) -> str:
+        return place_of(self.points)
+
+
+def place_of(points: list[tuple[str, str]]) -> str:
+    """Where a kill after these write points landed (one of PLACES): by the last one."""
+    if not points:
+        return PLACES[0]
+    file, moment = points[-1]
+    what = "checkpoint" if STATE_DIR in Path(file).parts else "output"
+    if moment == "checksummed":
+        return f"after a{'n' if what == 'output' else ''} {what}"
+    if moment == "renamed":
+        return f"{what} renamed, unsummed"
+    return f"{what} mid-write"
 
 
 @dataclass
 class Tally:
-    """The fault matrix: job kind → kill point → faults survived."""
+    """The fault matrix: job → where the kill landed → faults injected and survived."""
 
     survived: dict[str, dict[str, int]] = field(default_factory=dict)
     ran_through: int = 0  # planned kills the job finished before reaching
+    checks: int = 0  # outputs compared with the uninterrupted run's
 
-    def add(self, kind: str, point: str) -> None:
-        self.survived.setdefault(kind, {}).setdefault(point, 0)
-        self.survived[kind][point] += 1
+    def add(self, job: str, place: str) -> None:
+        self.survived.setdefault(job, {}).setdefault(place, 0)
+        self.survived[job][place] += 1
 
     @property
     def total(self) -> int:
-        return sum(sum(points.values()) for points in self.survived.values())
+        return sum(sum(row.values()) for row in self.survived.values())
 
     def table(self) -> str:
-        points = sorted({p for row in self.survived.values() for p in row})
-        lines = ["| job kind | " + " | ".join(points) + " | total |"]
-        lines.append("|---" * (len(points) + 2) + "|")
-        for kind, row in sorted(self.survived.items()):
-            cells = [str(row.get(p, 0)) for p in points]
-            lines.append(f"| {kind} | " + " | ".join(cells) + f" | {sum(row.values())} |")
-        lines.append(f"\nfaults injected and survived: {self.total}")
+        places = [p for p in PLACES if any(p in row for row in self.survived.values())]
+        places += sorted({p for row in self.survived.values() for p in row} - set(places))
+        lines = ["| job | " + " | ".join(places) + " | faults |"]
+        lines.append("|---" * (len(places) + 2) + "|")
+        for job, row in self.survived.items():
+            cells = [str(row.get(p, 0) or "") for p in places]
+            lines.append(f"| {job} | " + " | ".join(cells) + f" | {sum(row.values())} |")
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        return (
+            f"faults injected and survived: {self.total} (each followed by a rerun whose "
+            f"outputs equal the uninterrupted run's; {self.checks} such comparisons); planned "
+            f"kills the job finished before, not counted: {self.ran_through}"
+        )
 
 
 def run_job(
     root: Path, stage: str, name: str, kill_at: int | None = None, kill_after: float | None = None
 ) -> Outcome:
     """Run ``twostage <stage> <name>`` in a forked child in ``root``; kill it as asked."""
-    count_file = root / ".fault-points"
-    count_file.unlink(missing_ok=True)
+    point_log = root / ".fault-points"
+    point_log.unlink(missing_ok=True)
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
@@ -81,26 +119,42 @@ def run_job(
             fd = os.open(os.devnull, os.O_WRONLY)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
-            os.environ["TWOSTAGE_THREADS"] = "1"
+            os.environ["TWOSTAGE_THREADS"] = "1"  # as the rules run every job
             if kill_at is not None:
                 os.environ["TWOSTAGE_FAULT_KILL_AT"] = str(kill_at)
-            from twostage import artifacts, cli
+            _log_write_points(point_log)
+            from twostage import cli
 
-            args = ["--profile", SMOKE, stage.replace("_", "-")]
-            code = cli.main(args + ([name] if name else []))
-            count_file.write_text(json.dumps(artifacts.write_points()))
+            code = cli.main(
+                ["--profile", SMOKE, stage.replace("_", "-"), *([name] if name else [])]
+            )
         finally:
             os._exit(code)
     status = _wait(pid, start + kill_after if kill_after is not None else None)
     seconds = time.perf_counter() - start
     killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    points = json.loads(count_file.read_text()) if count_file.exists() else []
-    count_file.unlink(missing_ok=True)
+    points = [tuple(line.split("\t")) for line in point_log.read_text().splitlines()]
+    point_log.unlink()
     return Outcome(killed, code, points, seconds)
 
 
-def _wait(pid: int, kill_time: float | None, limit: float = 600.0) -> int:
+def _log_write_points(point_log: Path) -> None:
+    """In the child: count write points from zero and log each one before it may kill."""
+    from twostage import artifacts
+
+    artifacts._points.clear()  # points the parent passed are not this job's
+    fd = os.open(point_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+    passed = artifacts._write_point
+
+    def logged(path: Path, moment: str) -> None:
+        os.write(fd, f"{path}\t{moment}\n".encode())  # unbuffered: there before the kill
+        passed(path, moment)
+
+    artifacts._write_point = logged
+
+
+def _wait(pid: int, kill_time: float | None, limit: float = 900.0) -> int:
     """The child's wait status; SIGKILL it at ``kill_time`` if still running (a hung
     child is killed at ``limit`` and fails the test)."""
     give_up = time.perf_counter() + limit
@@ -116,7 +170,25 @@ def _wait(pid: int, kill_time: float | None, limit: float = 600.0) -> int:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise TimeoutError(f"job {pid} still running after {limit:.0f} s")
-        time.sleep(0.005)
+        time.sleep(0.002)
+
+
+def warm_up(root: Path) -> None:
+    """Import the heavy packages and compute every job's code hash once, in the parent,
+    so each forked job starts at once and records its versions without reparsing code."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import pandas  # noqa: F401
+    import scipy.linalg  # noqa: F401
+    import sklearn.mixture  # noqa: F401
+    import torch  # noqa: F401
+
+    from twostage import versions
+    from twostage.config import load_params
+
+    versions.current(load_params([SMOKE], root=root))
 
 
 def normalised(path: Path) -> str:
@@ -138,7 +210,7 @@ def _strip(obj):
 
 
 def check_whole(path: Path) -> None:
-    """An output left after a kill must be complete: its checksum, then its format."""
+    """A file left after a kill must be complete: its checksum, then its format."""
     import numpy as np
 
     from twostage import artifacts
@@ -162,27 +234,32 @@ def check_whole(path: Path) -> None:
         path.read_text().splitlines()
 
 
+def states(root: Path) -> list[Path]:
+    """The resumable training states on disk (temporary files aside)."""
+    return sorted(f for f in (root / STATE_DIR).rglob("*.pt") if not is_temp(f))
+
+
 def snapshot(root: Path, skip: set[str]) -> dict[str, tuple[int, int]]:
     """(mtime, size) of every file under results/ but ``skip`` and the bookkeeping."""
     out = {}
     for f in (root / "results").rglob("*"):
         rel = f.relative_to(root).as_posix()
         if f.is_file() and rel not in skip and not rel.startswith(BOOKKEEPING):
-            if rel.removesuffix(".sha256") in skip or _is_temp(f):
+            if rel.removesuffix(".sha256") in skip or is_temp(f):
                 continue
             st = f.stat()
             out[rel] = (st.st_mtime_ns, st.st_size)
     return out
 
 
-def _is_temp(f: Path) -> bool:
+def is_temp(f: Path) -> bool:
     """A temporary file of atomic_path that a kill left (never at an artifact's name)."""
     return f.name.startswith(".") and ".tmp" in f.name
 
 
-def temp_files(root: Path) -> list[str]:
+def temp_files(root: Path) -> list[Path]:
     return sorted(
-        f.relative_to(root).as_posix() for f in (root / "results").rglob(".*") if _is_temp(f)
+        f for top in ("results", STATE_DIR) for f in (root / top).rglob(".*") if is_temp(f)
     )
 
 
