@@ -134,8 +134,9 @@ def run_job(
     seconds = time.perf_counter() - start
     killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    points = [tuple(line.split("\t")) for line in point_log.read_text().splitlines()]
-    point_log.unlink()
+    lines = point_log.read_text().splitlines() if point_log.exists() else []
+    points = [tuple(line.split("\t")) for line in lines]
+    point_log.unlink(missing_ok=True)
     return Outcome(killed, code, points, seconds)
 
 

@@ -17,12 +17,15 @@ session (conftest.pytest_terminal_summary) and described in docs/reliability.md.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -83,6 +86,8 @@ FAULTS: list[tuple[str, str, int]] = [
     ("neighbours", "autoregressive", 4),
     ("report", "", 4),
 ]
+# Jobs run with one thread, as the rules run them: two lanes of jobs use both cores.
+LANES = 2
 TIME_KILLS = 0.25  # the share of each job's kills at a seeded time, not a write point
 # Files a job writes beside its declared outputs (the report's figures and tables).
 UNDECLARED = {"report": "results/report/"}
@@ -111,9 +116,10 @@ def _kills(rng: random.Random, clean: Outcome, n: int) -> list[tuple[str, float]
         by_place.setdefault(place_of(clean.points[:k]), []).append(k)
     groups = [by_place[p] for p in PLACES if p in by_place]
     rng.shuffle(groups)
-    points: set[int] = set()
+    points: list[int] = []
     for i in range(min(n - n_times, len(clean.points))):
-        points.add(rng.choice(groups[i % len(groups)]))
+        group = [k for k in groups[i % len(groups)] if k not in points]
+        points += [rng.choice(group)] if group else []
     kills = [("kill_at", float(k)) for k in sorted(points)]
     kills += [("kill_after", rng.uniform(0.05, 0.9) * clean.seconds) for _ in range(n_times)]
     return kills
@@ -124,73 +130,120 @@ def _digests(root: Path, outputs: list[str]) -> dict[str, str]:
 
 
 def test_jobs_killed_at_any_moment_rerun_to_the_same_results(smoke_dag: Path, tmp_path: Path):
-    work = copy_built(smoke_dag, tmp_path / "work")
-    config = work / "params/config.yaml"
-    config.write_text(
-        re.sub(
-            r"(?m)^checkpoint_every: \d+",
-            f"checkpoint_every: {CHECKPOINT_EVERY}",
-            config.read_text(),
-        )
-    )
-    warm_up(work)
-    p = load_params([SMOKE], root=work)
+    warm_up(smoke_dag)
     only = os.environ.get("TWOSTAGE_FAULTS_ONLY")  # "stage name,stage name": a subset
-    rng = random.Random(SEED)
-    not_identical = []
-    for stage, name, n_kills in FAULTS:
+    todo = [f for f in FAULTS if not only or f"{f[0]} {f[1]}".strip() in only.split(",")]
+    lanes = {}
+    for i in range(LANES):  # each lane its own copy of the DAG, in its own process
+        work = copy_built(smoke_dag, tmp_path / f"work{i}")
+        config = work / "params/config.yaml"
+        every = f"checkpoint_every: {CHECKPOINT_EVERY}"
+        config.write_text(re.sub(r"(?m)^checkpoint_every: \d+", every, config.read_text()))
+        result = tmp_path / f"lane{i}.json"
+        pid = os.fork()
+        if pid == 0:  # never returns into pytest
+            try:
+                _lane(smoke_dag, work, todo[i::LANES], result)
+            finally:
+                os._exit(0)
+        lanes[pid] = result
+    errors, not_identical, survived = [], [], {}
+    for pid, result in lanes.items():
+        os.waitpid(pid, 0)
+        assert result.exists(), "a lane of the fault matrix died"
+        lane = json.loads(result.read_text())
+        errors += [lane["error"]] if lane["error"] else []
+        not_identical += lane["not_identical"]
+        survived |= lane["survived"]
+        TALLY.ran_through += lane["ran_through"]
+        TALLY.checks += lane["checks"]
+    for stage, name, _ in todo:  # the matrix in the order of FAULTS, upstream first
         label = f"{stage} {name}".strip()
-        if only and label not in only.split(","):
-            continue
-        job = plan.job(p, stage, name) if stage != "report" else plan.report_job(p)
-        outputs = [*job.outs, *job.metrics, *job.plots]
-        prefix = UNDECLARED.get(stage, "\0")
-        others = {k: v for k, v in snapshot(work, set(outputs)).items() if not k.startswith(prefix)}
-        _clear(work, outputs)
-        clean = run_job(work, stage, name)
-        assert clean.code == 0 and not clean.killed, f"{label}: the uninterrupted run failed"
-        expected = _digests(work, outputs)
-        TALLY.checks += 1
-        differ = [o for o in outputs if expected[o] != normalised(smoke_dag / o)]
-        if differ:
-            not_identical.append(f"{label}: {', '.join(differ)}")
-        resumable = any(".twostage-state" in f for f, _ in clean.points)
-        pending: list[str] = []  # kills not yet followed by a completed, matching rerun
-        for how, at in [*_kills(rng, clean, n_kills), ("end", 0.0)]:
-            if how == "end" and not pending:
-                break  # every kill has been followed by a matching rerun already
-            _clear(work, outputs)
-            kill = {"kill_at": int(at)} if how == "kill_at" else {}
-            kill = {"kill_after": at} if how == "kill_after" else kill
-            out = run_job(work, stage, name, **kill)
-            if out.killed:
-                where = out.place
-                for o in outputs:  # whatever the kill left must be whole
-                    if (work / o).exists():
-                        check_whole(work / o)
-                for state in states(work):  # and the state a rerun resumes from
-                    check_whole(state)
-                pending.append(where)
-                if not resumable:
-                    continue  # the next kill's run is this kill's rerun
-                _clear(work, outputs)
-                out = run_job(work, stage, name)
-            elif how != "end":
-                TALLY.ran_through += 1  # finished before the kill: no fault injected
-            assert out.code == 0 and not out.killed, f"{label}: a rerun after {pending} failed"
-            got = _digests(work, outputs)
-            TALLY.checks += 1
-            assert got == expected, f"{label}: killed {pending}, the rerun differs"
-            for where in pending:
-                TALLY.add(label, where)
-            pending = []
-            assert not states(work), f"{label}: a finished job left its resumable state"
-        now = {k: v for k, v in snapshot(work, set(outputs)).items() if not k.startswith(prefix)}
-        assert now == others, f"{label}: rewrote files outside its outputs (upstream work)"
-        assert not {t.relative_to(work).as_posix() for t in temp_files(work)} & set(outputs)
-        log(f"{label}: {sum(TALLY.survived.get(label, {}).values())} faults survived")
+        for where, n in survived.get(label, {}).items():
+            TALLY.survived.setdefault(label, {})[where] = n
+    assert not errors, "\n\n".join(errors)
     log(f"outputs not bit-identical to the DAG's own build: {not_identical or 'none'}")
     assert not not_identical, not_identical
+
+
+def _lane(smoke_dag: Path, work: Path, faults: list, result: Path) -> None:
+    """Run the faults of one lane; write its tally (or the failure) to ``result``."""
+    tally, not_identical, error = Tally(), [], ""
+    try:
+        p = load_params([SMOKE], root=work)
+        for stage, name, n_kills in faults:
+            not_identical += _faults_of_one_job(smoke_dag, work, p, stage, name, n_kills, tally)
+    except BaseException:  # noqa: BLE001 - reported by the test in the parent
+        error = traceback.format_exc()
+    result.write_text(
+        json.dumps(
+            {
+                "survived": tally.survived,
+                "ran_through": tally.ran_through,
+                "checks": tally.checks,
+                "not_identical": not_identical,
+                "error": error,
+            }
+        )
+    )
+
+
+def _faults_of_one_job(
+    smoke_dag: Path, work: Path, p, stage: str, name: str, n_kills: int, tally: Tally
+) -> list[str]:
+    """One job's uninterrupted run and seeded kills, each followed by a rerun that must give
+    the same outputs; return the outputs that differ from the DAG's own build."""
+    label = f"{stage} {name}".strip()
+    rng = random.Random(f"{SEED} {label}")
+    job = plan.job(p, stage, name) if stage != "report" else plan.report_job(p)
+    outputs = [*job.outs, *job.metrics, *job.plots]
+    prefix = UNDECLARED.get(stage, "\0")
+    others = {k: v for k, v in snapshot(work, set(outputs)).items() if not k.startswith(prefix)}
+    _clear(work, outputs)
+    clean = run_job(work, stage, name)
+    assert clean.code == 0 and not clean.killed, f"{label}: the uninterrupted run failed"
+    expected = _digests(work, outputs)
+    tally.checks += 1
+    differ = [o for o in outputs if expected[o] != normalised(smoke_dag / o)]
+    resumable = any(".twostage-state" in f for f, _ in clean.points)
+    pending: list[str] = []  # kills not yet followed by a completed, matching rerun
+    for how, at in [*_kills(rng, clean, n_kills), ("end", 0.0)]:
+        if how == "end" and not pending:
+            break  # every kill has been followed by a matching rerun already
+        _clear(work, outputs)
+        kill = {"kill_at": int(at)} if how == "kill_at" else {}
+        kill = {"kill_after": at} if how == "kill_after" else kill
+        out = run_job(work, stage, name, **kill)
+        if out.killed:
+            for o in outputs:  # whatever the kill left must be whole
+                if (work / o).exists():
+                    check_whole(work / o)
+            for state in states(work):  # and the state a rerun resumes from
+                check_whole(state)
+            pending.append(out.place)
+            if not resumable:
+                continue  # the next kill's run is this kill's rerun
+            _clear(work, outputs)
+            out = run_job(work, stage, name)
+        elif how != "end":
+            tally.ran_through += 1  # finished before the kill: no fault injected
+        assert out.code == 0 and not out.killed, f"{label}: a rerun after {pending} failed"
+        got = _digests(work, outputs)
+        tally.checks += 1
+        assert got == expected, f"{label}: killed {pending}, the rerun differs"
+        for where in pending:
+            tally.add(label, where)
+        pending = []
+        assert not states(work), f"{label}: a finished job left its resumable state"
+    now = {k: v for k, v in snapshot(work, set(outputs)).items() if not k.startswith(prefix)}
+    assert now == others, f"{label}: rewrote files outside its outputs (upstream work)"
+    assert not {t.relative_to(work).as_posix() for t in temp_files(work)} & set(outputs)
+    for o in outputs:  # the build's own files back: the next job reads exactly what it read
+        for f in (o, o + ".sha256"):
+            if (smoke_dag / f).exists():
+                shutil.copy2(smoke_dag / f, work / f)
+    log(f"{label}: {sum(tally.survived.get(label, {}).values())} faults survived")
+    return [f"{label}: {o}" for o in differ]
 
 
 # Snakemake's log: a job starts with "rule X:" (or "localrule X:") and its "jobid: N",
@@ -236,9 +289,11 @@ def test_snakemake_killed_mid_dag_finishes_on_rerun(smoke_dag: Path, tmp_path: P
     p = load_params([SMOKE], root=root)
     run = "autoregressive"
     chain = [plan.sample_job(p, run), plan.evaluate_job(p, run), plan.neighbours_job(p, run)]
-    chain.append(plan.report_job(p))
+    report = plan.report_job(p)
     outputs = {o for j in chain for o in (*j.outs, *j.metrics, *j.plots)}
     expected = _digests(smoke_dag, sorted(outputs))
+    # The report shows each job's run time (Snakemake's benchmarks): compared whole only.
+    outputs |= {*report.outs, *report.plots}
     report_files = {o for o in snapshot(root, set()) if o.startswith("results/report/")}
     others = snapshot(root, outputs | report_files)
     rng = random.Random(SEED)
@@ -249,6 +304,10 @@ def test_snakemake_killed_mid_dag_finishes_on_rerun(smoke_dag: Path, tmp_path: P
         text = _run_and_kill(root, tool_env, args, attempt, rng, tmp_path)
         started, finished = _jobs_in_log(text)
         running = sorted(set(started) - finished)
+        for jobid in running:  # what the kill left of a job's outputs must be whole
+            for o in started[jobid]:
+                if (root / o).exists():
+                    check_whole(root / o)
         for jobid in finished:
             for o in started[jobid]:
                 if o not in done_before and (root / o).exists():
@@ -258,7 +317,7 @@ def test_snakemake_killed_mid_dag_finishes_on_rerun(smoke_dag: Path, tmp_path: P
         _snakemake(root, tool_env, "--unlock")
         args = ["--rerun-incomplete"]
     _snakemake(root, tool_env, "--cores", "2", "--rerun-incomplete")
-    assert _digests(root, sorted(outputs)) == expected
+    assert _digests(root, sorted(expected)) == expected
     for o in outputs:
         check_whole(root / o)
     assert {o: _stat(root / o) for o in done_before} == done_before, "finished jobs were redone"
