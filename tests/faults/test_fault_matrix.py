@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -129,7 +130,16 @@ def _digests(root: Path, outputs: list[str]) -> dict[str, str]:
     return {o: normalised(root / o) for o in outputs}
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children: what a quiet machine would need."""
+    own, children = (
+        resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def test_jobs_killed_at_any_moment_rerun_to_the_same_results(smoke_dag: Path, tmp_path: Path):
+    start, cpu = time.perf_counter(), _cpu_seconds()
     warm_up(smoke_dag)
     only = os.environ.get("TWOSTAGE_FAULTS_ONLY")  # "stage name,stage name": a subset
     todo = [f for f in FAULTS if not only or f"{f[0]} {f[1]}".strip() in only.split(",")]
@@ -161,6 +171,7 @@ def test_jobs_killed_at_any_moment_rerun_to_the_same_results(smoke_dag: Path, tm
         label = f"{stage} {name}".strip()
         for where, n in survived.get(label, {}).items():
             TALLY.survived.setdefault(label, {})[where] = n
+    log(f"job faults: {time.perf_counter() - start:.0f} s, {_cpu_seconds() - cpu:.0f} CPU s")
     assert not errors, "\n\n".join(errors)
     log(f"outputs not bit-identical to the DAG's own build: {not_identical or 'none'}")
     assert not not_identical, not_identical
@@ -194,6 +205,7 @@ def _faults_of_one_job(
     """One job's uninterrupted run and seeded kills, each followed by a rerun that must give
     the same outputs; return the outputs that differ from the DAG's own build."""
     label = f"{stage} {name}".strip()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     rng = random.Random(f"{SEED} {label}")
     job = plan.job(p, stage, name) if stage != "report" else plan.report_job(p)
     outputs = [*job.outs, *job.metrics, *job.plots]
@@ -242,7 +254,9 @@ def _faults_of_one_job(
         for f in (o, o + ".sha256"):
             if (smoke_dag / f).exists():
                 shutil.copy2(smoke_dag / f, work / f)
-    log(f"{label}: {sum(tally.survived.get(label, {}).values())} faults survived")
+    n = sum(tally.survived.get(label, {}).values())
+    seconds = f"{time.perf_counter() - start:.0f} s, {_cpu_seconds() - cpu:.0f} CPU s"
+    log(f"{label}: {n} faults survived ({len(clean.points)} write points; {seconds})")
     return [f"{label}: {o}" for o in differ]
 
 
@@ -285,6 +299,7 @@ def test_snakemake_killed_mid_dag_finishes_on_rerun(smoke_dag: Path, tmp_path: P
     chain (sample → evaluate → neighbours → report): each time ``snakemake --unlock`` and
     ``snakemake --rerun-incomplete`` go on; the end has the uninterrupted run's results, no
     job finished before a kill was redone, and nothing is left to do."""
+    start, cpu = time.perf_counter(), _cpu_seconds()
     root = copy_built(smoke_dag, tmp_path / "dag")
     p = load_params([SMOKE], root=root)
     run = "autoregressive"
@@ -325,6 +340,7 @@ def test_snakemake_killed_mid_dag_finishes_on_rerun(smoke_dag: Path, tmp_path: P
     assert "Nothing to be done" in _snakemake(root, tool_env, "-n", "--cores", "2")
     for place in places:
         TALLY.add("snakemake itself (process group)", place)
+    log(f"Snakemake faults: {time.perf_counter() - start:.0f} s, {_cpu_seconds() - cpu:.0f} CPU s")
 
 
 def test_the_matrix_counts_at_least_100_faults_over_every_job_kind():
