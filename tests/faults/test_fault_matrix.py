@@ -2,16 +2,18 @@
 and the Snakemake process itself killed mid-DAG; every rerun ends with the results of an
 uninterrupted run, no partial file is ever taken as complete, and nothing upstream is redone.
 
-Jobs run in forked children (harness.py) in one copy of the shared smoke DAG
-(conftest.smoke_dag), one job kind after the other, upstream first. For each: an
-uninterrupted run gives the reference outputs and its write points; then its seeded
-kills. Before every rerun the outputs the kill left are checked whole and deleted, as
-Snakemake deletes an incomplete job's outputs; the resumable state is kept. A trainer's
-kill is followed by a rerun to completion (it resumes from its last state); a job with no
-resumable state is rerun straight into its next kill, and the run that completes must give
-the reference. A kill counts as survived only once a rerun after it has matched. Snakemake
-itself is killed, with its jobs, in a second copy. The matrix is printed at the end of the
-session (conftest.pytest_terminal_summary) and described in docs/reliability.md.
+Jobs run in forked children (harness.py) in copies of the shared smoke DAG
+(conftest.smoke_dag): two lanes, each its own copy, one job kind after the other. For
+each: an uninterrupted run gives the reference outputs and its write points (and must
+equal the DAG's own build); then its seeded kills. Before every rerun the outputs the
+kill left are checked whole and deleted, as Snakemake deletes an incomplete job's
+outputs; the resumable state is kept. A trainer's kill is followed by a rerun to
+completion (it resumes from its last state); a job with no resumable state is rerun
+straight into its next kill, and the run that completes must give the reference. A kill
+counts as survived only once a rerun after it has matched. Then the build's outputs are
+put back, so the next job reads exactly what the build read. Snakemake itself is killed,
+with its jobs, in another copy. The matrix is printed at the end of the session
+(conftest.pytest_terminal_summary) and described in docs/reliability.md.
 """
 
 from __future__ import annotations
