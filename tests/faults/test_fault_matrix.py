@@ -259,7 +259,8 @@ def _faults_of_one_job(
                 shutil.copy2(smoke_dag / f, work / f)
     n = sum(tally.survived.get(label, {}).values())
     seconds = f"{time.perf_counter() - start:.0f} s, {_cpu_seconds() - cpu:.0f} CPU s"
-    log(f"{label}: {n} faults survived ({len(clean.points)} write points; {seconds})")
+    places = tally.survived.get(label, {})
+    log(f"{label}: {n} faults survived {places} ({len(clean.points)} write points; {seconds})")
     return [f"{label}: {o}" for o in differ]
 
 
