@@ -27,6 +27,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -96,6 +97,7 @@ TIME_KILLS = 0.25  # the share of each job's kills at a seeded time, not a write
 # Files a job writes beside its declared outputs (the report's figures and tables).
 UNDECLARED = {"report": "results/report/"}
 TALLY = Tally()
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -141,28 +143,24 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def test_jobs_killed_at_any_moment_rerun_to_the_same_results(smoke_dag: Path, tmp_path: Path):
+def test_jobs_killed_at_any_moment_rerun_to_the_same_results(
+    smoke_dag: Path, tmp_path: Path, tool_env: dict
+):
     start, cpu = time.perf_counter(), _cpu_seconds()
-    warm_up(smoke_dag)
     only = os.environ.get("TWOSTAGE_FAULTS_ONLY")  # "stage name,stage name": a subset
     todo = [f for f in FAULTS if not only or f"{f[0]} {f[1]}".strip() in only.split(",")]
     lanes = {}
-    for i in range(LANES):  # each lane its own copy of the DAG, in its own process
+    for i in range(LANES):  # each lane its own copy of the DAG, in a fresh interpreter
         work = copy_built(smoke_dag, tmp_path / f"work{i}")
         config = work / "params/config.yaml"
         every = f"checkpoint_every: {CHECKPOINT_EVERY}"
         config.write_text(re.sub(r"(?m)^checkpoint_every: \d+", every, config.read_text()))
         result = tmp_path / f"lane{i}.json"
-        pid = os.fork()
-        if pid == 0:  # never returns into pytest
-            try:
-                _lane(smoke_dag, work, todo[i::LANES], result)
-            finally:
-                os._exit(0)
-        lanes[pid] = result
+        args = json.dumps([str(smoke_dag), str(work), todo[i::LANES], str(result)])
+        lanes[subprocess.Popen([sys.executable, "-c", LANE, args], env=tool_env)] = result
     errors, not_identical, survived = [], [], {}
-    for pid, result in lanes.items():
-        os.waitpid(pid, 0)
+    for proc, result in lanes.items():
+        proc.wait()
         assert result.exists(), "a lane of the fault matrix died"
         lane = json.loads(result.read_text())
         errors += [lane["error"]] if lane["error"] else []
@@ -180,16 +178,28 @@ def test_jobs_killed_at_any_moment_rerun_to_the_same_results(smoke_dag: Path, tm
     assert not not_identical, not_identical
 
 
-def _lane(smoke_dag: Path, work: Path, faults: list, result: Path) -> None:
+# A lane: a fresh Python (no state of the tests run before in this session) that imports
+# the heavy packages once and forks each job from there.
+LANE = f"""
+import json, sys
+sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]
+import test_fault_matrix
+test_fault_matrix.lane(*json.loads(sys.argv[1]))
+"""
+
+
+def lane(smoke_dag: str, work: str, faults: list, result: str) -> None:
     """Run the faults of one lane; write its tally (or the failure) to ``result``."""
+    smoke_dag, work = Path(smoke_dag), Path(work)
     tally, not_identical, error = Tally(), [], ""
     try:
+        warm_up(work)
         p = load_params([SMOKE], root=work)
         for stage, name, n_kills in faults:
             not_identical += _faults_of_one_job(smoke_dag, work, p, stage, name, n_kills, tally)
     except BaseException:  # noqa: BLE001 - reported by the test in the parent
         error = traceback.format_exc()
-    result.write_text(
+    Path(result).write_text(
         json.dumps(
             {
                 "survived": tally.survived,
