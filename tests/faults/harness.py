@@ -77,6 +77,7 @@ class Tally:
     survived: dict[str, dict[str, int]] = field(default_factory=dict)
     ran_through: int = 0  # planned kills the job finished before reaching
     checks: int = 0  # outputs compared with the uninterrupted run's
+    resumed: int = 0  # trainer reruns that went on from a state a kill left
 
     def add(self, job: str, place: str) -> None:
         self.survived.setdefault(job, {}).setdefault(place, 0)
@@ -99,8 +100,9 @@ class Tally:
     def summary(self) -> str:
         return (
             f"faults injected and survived: {self.total} (each followed by a rerun whose "
-            f"outputs equal the uninterrupted run's; {self.checks} such comparisons); planned "
-            f"kills the job finished before, not counted: {self.ran_through}"
+            f"outputs equal the uninterrupted run's; {self.checks} such comparisons; "
+            f"{self.resumed} trainer reruns resumed from the state a kill left, redoing no saved "
+            f"step); planned kills the job finished before, not counted: {self.ran_through}"
         )
 
 

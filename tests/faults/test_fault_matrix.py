@@ -36,6 +36,7 @@ import pytest
 from conftest import SMOKE, copy_built, record_fault_matrix
 from harness import (
     PLACES,
+    STATE_DIR,
     Outcome,
     Tally,
     check_whole,
@@ -131,6 +132,11 @@ def _kills(rng: random.Random, clean: Outcome, n: int) -> list[tuple[str, float]
     return kills
 
 
+def _saves(points: list[tuple[str, str]], moment: str = "temp file made") -> int:
+    """How many resumable-state writes reached ``moment`` among these write points."""
+    return sum(1 for f, m in points if STATE_DIR in Path(f).parts and m == moment)
+
+
 def _digests(root: Path, outputs: list[str]) -> dict[str, str]:
     return {o: normalised(root / o) for o in outputs}
 
@@ -168,6 +174,7 @@ def test_jobs_killed_at_any_moment_rerun_to_the_same_results(
         survived |= lane["survived"]
         TALLY.ran_through += lane["ran_through"]
         TALLY.checks += lane["checks"]
+        TALLY.resumed += lane["resumed"]
     for stage, name, _ in todo:  # the matrix in the order of FAULTS, upstream first
         label = f"{stage} {name}".strip()
         for where, n in survived.get(label, {}).items():
@@ -205,6 +212,7 @@ def lane(smoke_dag: str, work: str, faults: list, result: str) -> None:
                 "survived": tally.survived,
                 "ran_through": tally.ran_through,
                 "checks": tally.checks,
+                "resumed": tally.resumed,
                 "not_identical": not_identical,
                 "error": error,
             }
@@ -230,7 +238,7 @@ def _faults_of_one_job(
     expected = _digests(work, outputs)
     tally.checks += 1
     differ = [o for o in outputs if expected[o] != normalised(smoke_dag / o)]
-    resumable = any(".twostage-state" in f for f, _ in clean.points)
+    resumable = _saves(clean.points) > 0
     pending: list[str] = []  # kills not yet followed by a completed, matching rerun
     for how, at in [*_kills(rng, clean, n_kills), ("end", 0.0)]:
         if how == "end" and not pending:
@@ -249,7 +257,12 @@ def _faults_of_one_job(
             if not resumable:
                 continue  # the next kill's run is this kill's rerun
             _clear(work, outputs)
-            out = run_job(work, stage, name)
+            killed, out = out, run_job(work, stage, name)
+            # Training saved before the kill is not redone: the rerun saves at most the
+            # states the kill left to save (a rerun from scratch would save them all).
+            kept = _saves(killed.points, "renamed")
+            assert _saves(out.points) <= _saves(clean.points) - kept, f"{label}: redid saved steps"
+            tally.resumed += kept > 0
         elif how != "end":
             tally.ran_through += 1  # finished before the kill: no fault injected
         assert out.code == 0 and not out.killed, f"{label}: a rerun after {pending} failed"
