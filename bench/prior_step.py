@@ -3,7 +3,7 @@
     python bench/prior_step.py [--steps 20] [--rounds 3]
 
 The default prior of params/priors.yaml on random tokens, one training step =
-loss → backward → optimizer step, exactly as train/prior.py does it. Variants are
+loss → backward → optimizer step, exactly as train/token_prior.py does it. Variants are
 measured interleaved (round-robin, ``--rounds`` times) so a shared machine's load hits
 all of them alike; each row is the median over rounds, and ratios are against the
 first row (the code as it is). Also measures a float32 matmul of the same shapes'

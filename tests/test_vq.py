@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from twostage.models.autoencoders.vq import GroupNorm, VectorQuantizer, VQAutoencoder
-from twostage.train.autoencoder import codebook_stats
+from twostage.train.vq import codebook_stats
 
 
 def test_quantizer_picks_the_nearest_code():

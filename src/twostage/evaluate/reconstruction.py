@@ -40,7 +40,7 @@ from twostage.models.autoencoders.perceptual import (  # noqa: E402
     load_perceptual,
 )
 from twostage.runtime import pick_device  # noqa: E402
-from twostage.train.autoencoder import codebook_stats  # noqa: E402
+from twostage.train.vq import codebook_stats  # noqa: E402
 
 
 @torch.no_grad()

@@ -1,7 +1,9 @@
 """Route a training stage to the trainer of the params entry's ``kind``.
 
-VQ autoencoders and token priors keep their own trainers; the continuous family has
-its own modules. Each table entry is imported only when used, so
+Each family has its own trainer module: train/vq.py (VQ autoencoders),
+train/continuous_ae.py (ae, rae, vae), train/token_prior.py (absorbing, autoregressive),
+train/continuous_prior.py (flow, gmm, vae_prior), train/glf.py and train/vae_flow.py
+(autoencoder and flow trained jointly). Each table entry is imported only when used, so
 a job's code dependencies (codedeps.py) hold only its own kind's trainer.
 """
 
@@ -11,15 +13,15 @@ from twostage.config import Params
 from twostage.lazy import resolve
 
 AUTOENCODER_TRAINERS = {
-    "vq": "twostage.train.autoencoder:train_autoencoder",
-    "ae": "twostage.train.continuous:train_continuous_autoencoder",
-    "rae": "twostage.train.continuous:train_continuous_autoencoder",
-    "vae": "twostage.train.continuous:train_continuous_autoencoder",
+    "vq": "twostage.train.vq:train_vq_autoencoder",
+    "ae": "twostage.train.continuous_ae:train_continuous_autoencoder",
+    "rae": "twostage.train.continuous_ae:train_continuous_autoencoder",
+    "vae": "twostage.train.continuous_ae:train_continuous_autoencoder",
 }
 
 PRIOR_TRAINERS = {
-    "absorbing": "twostage.train.prior:train_prior",
-    "autoregressive": "twostage.train.prior:train_prior",
+    "absorbing": "twostage.train.token_prior:train_token_prior",
+    "autoregressive": "twostage.train.token_prior:train_token_prior",
     "glf": "twostage.train.glf:train_glf",
     "vae_flow": "twostage.train.vae_flow:train_vae_flow",
     "flow": "twostage.train.continuous_prior:train_flow",
