@@ -16,7 +16,8 @@ import yaml
 
 from twostage import paths
 from twostage.artifacts import atomic_path
-from twostage.config import CONTINUOUS_AUTOENCODERS, Params
+from twostage.config import Params
+from twostage.kinds import CONTINUOUS_AUTOENCODERS
 from twostage.plan import absorbing_priors
 from twostage.report import collect, convergence, figures, headline, replicates
 from twostage.report.figures import Figure, copy_image

@@ -16,7 +16,8 @@ import pandas as pd
 
 from twostage import paths
 from twostage.artifacts import read_json
-from twostage.config import CONTINUOUS_AUTOENCODERS, JOINT_PRIORS, Params
+from twostage.config import Params
+from twostage.kinds import CONTINUOUS_AUTOENCODERS, JOINT_PRIORS
 from twostage.report import convergence
 
 # Calibration rows of every autoencoder: key in calibration/metrics.json → row label.
