@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twostage.models.autoencoders.vq import GroupNorm, VectorQuantizer, VQAutoencoder
+from twostage.models.autoencoders.vq import VectorQuantizer, VQAutoencoder
+from twostage.models.cpu_fast_paths import GroupNorm
 from twostage.train.vq import codebook_stats
 
 
