@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from twostage.models.autoencoders.quantizers import codebook_stats
 from twostage.models.autoencoders.vq import VectorQuantizer, VQAutoencoder
 from twostage.models.cpu_fast_paths import GroupNorm
-from twostage.train.vq import codebook_stats
 
 
 def test_quantizer_picks_the_nearest_code():

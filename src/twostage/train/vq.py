@@ -18,6 +18,7 @@ from twostage.config import Params
 from twostage.data.prepare import load_split
 from twostage.images import save_grid, to_tensor, to_uint8
 from twostage.models.autoencoders.perceptual import load_perceptual
+from twostage.models.autoencoders.quantizers import codebook_stats
 from twostage.models.autoencoders.vq import VQAutoencoder
 from twostage.runtime import pick_device, seed_everything
 from twostage.train import distributed
@@ -30,14 +31,6 @@ from twostage.train.common import (
 )
 from twostage.train.resume import ResumableState, fingerprint
 from twostage.train.vq_step import VQTrainer, training_options
-
-
-def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
-    """Used-code count and perplexity exp(H) of the code histogram (collapse shows here)."""
-    counts = torch.bincount(indices.flatten(), minlength=codebook_size).double()
-    probs = counts / counts.sum()
-    entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
-    return {"codebook_used": int((counts > 0).sum()), "codebook_perplexity": float(entropy.exp())}
 
 
 @torch.no_grad()
