@@ -15,8 +15,8 @@ autoregressive prior's. An entry may be a call whose keyword arguments are *role
 ``PriorKind.trainer``): a role's references count only for a job whose closure holds a
 module that resolves that role, declared by a module-level
 ``RESOLVES = ("PriorKind.model",)``; so a kind's trainer is code of its training jobs, not
-of the jobs that only load its model. A ``"twostage.module:attr"`` string anywhere else counts as
-an import of that module.
+of the jobs that only load its model. A ``"twostage.module:attr"`` string anywhere else
+counts as an import of that module.
 
 A module's hash is that of its syntax tree without docstrings and without the dispatch
 entries the job does not select: comments, blank lines, line breaks, formatting and
