@@ -16,7 +16,7 @@ import torch
 
 from twostage import cli
 from twostage.config import ConfigError, load_params
-from twostage.train import prior as prior_trainer
+from twostage.train import token_prior as prior_trainer
 
 PROFILE = "params/profiles/sample-fd-test.yaml"
 TINY = (
