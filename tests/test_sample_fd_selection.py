@@ -97,3 +97,42 @@ def test_sample_fd_steps_cannot_exceed_the_tokens(token_grid_project):
     )
     with pytest.raises(ConfigError, match="sample_fd_steps: 17 reverse steps exceed the 16"):
         load_params([PROFILE])
+
+
+def test_ema_is_the_moving_average_of_the_weights():
+    model = torch.nn.Linear(1, 1, bias=False)
+    model.weight.data.fill_(0.0)
+    ema = prior_trainer.EMA(model, decay=0.75)
+    for w in (4.0, 8.0):
+        model.weight.data.fill_(w)
+        ema.update(model)
+    # 0.75 * 0 + 0.25 * 4 = 1, then 0.75 * 1 + 0.25 * 8 = 2.75
+    assert ema.model.weight.item() == 2.75
+    assert not ema.model.weight.requires_grad
+
+
+def test_with_ema_the_averaged_weights_are_scored_and_kept(token_grid_project, monkeypatch):
+    """The default absorbing prior averages its weights: the sample FD must score the
+    average, and the checkpoint kept must be that average, not the raw weights."""
+    raw_at_eval: list[dict] = []
+
+    class RecordingEMA(prior_trainer.EMA):
+        def update(self, model):
+            super().update(model)
+            raw_at_eval.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    monkeypatch.setattr(prior_trainer, "EMA", RecordingEMA)
+    monkeypatch.setattr(prior_trainer, "SampleFD", FakeSampleFD)
+    (token_grid_project / PROFILE).write_text(
+        (TINY % "sample_fd").replace("select_by:", "ema_decay: 0.5, select_by:")
+    )
+    assert cli.main(["--profile", PROFILE, "train-prior", "absorbing_mnist"]) == 0
+    ckpt = torch.load(
+        token_grid_project / "results/priors/absorbing_mnist/model.pt", weights_only=False
+    )
+    kept = FakeSampleFD.last.calls[1]  # HAND_FD's best: the evaluation at step 4
+    for key, value in ckpt["state_dict"].items():
+        assert torch.equal(value, kept[key]), key
+    # What was scored and kept is not the raw model of that step (raw_at_eval[3] is the
+    # raw weights after the 4th step's update).
+    assert not torch.equal(kept["denoiser.head.weight"], raw_at_eval[3]["denoiser.head.weight"])
