@@ -5,8 +5,8 @@ validation reconstruction error, for the default settings and candidate changes,
 
 Trains the default ``vq_mnist`` autoencoder of params/autoencoders.yaml on the default run's
 prepared data (``results/data/``) from the same seed under several variants, with the
-package's own training step (train/stage1.py's ``Stage1Trainer.step``) and validation
-(train/autoencoder.py's ``evaluate_reconstruction``: MSE on the quantised uint8 output,
+package's own training step (train/vq_step.py's ``VQTrainer.step``) and validation
+(train/vq.py's ``vq_validation_metrics``: MSE on the quantised uint8 output,
 [0, 1] scale, whole validation split). The variants are interleaved: each trains
 ``--chunk`` steps in turn, so load from other jobs on the shared machine falls on all of
 them alike; only the training steps (batch conversion + step) are timed, not the
@@ -36,9 +36,9 @@ from twostage.data.prepare import load_split
 from twostage.images import to_tensor
 from twostage.models.autoencoders.vq import VQAutoencoder
 from twostage.runtime import seed_everything
-from twostage.train.autoencoder import evaluate_reconstruction
 from twostage.train.common import InfiniteBatches
-from twostage.train.stage1 import Stage1Trainer
+from twostage.train.vq import vq_validation_metrics
+from twostage.train.vq_step import VQTrainer
 
 
 class Run:
@@ -48,12 +48,12 @@ class Run:
         self.label, self.train_x, self.val_images = label, train_x, val_images
         self.threads = threads
         self.channels_last = variant == "channels_last"
-        gen = seed_everything(seed)  # as train/autoencoder.py: seed, build, then batches
+        gen = seed_everything(seed)  # as train/vq.py: seed, build, then batches
         self.model = VQAutoencoder(spec, ds_spec["channels"], ds_spec["resolution"])
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         trained = torch.compile(self.model) if variant == "compile" else self.model
-        self.trainer = Stage1Trainer(trained, spec, ds_spec["channels"], torch.device("cpu"))
+        self.trainer = VQTrainer(trained, spec, ds_spec["channels"], torch.device("cpu"))
         assert self.trainer.ema is None, "validation uses the trained weights, not an EMA"
         self.batches = InfiniteBatches(len(train_x), spec["batch_size"], gen)
         self.step, self.seconds, self.curve = 0, 0.0, []
@@ -75,7 +75,7 @@ class Run:
 
     def validate(self, thresholds: list[float]) -> float:
         torch.set_num_threads(self.threads)
-        mse = evaluate_reconstruction(self.model, self.val_images, torch.device("cpu"))["val_mse"]
+        mse = vq_validation_metrics(self.model, self.val_images, torch.device("cpu"))["val_mse"]
         self.curve.append((self.step, self.seconds, mse))
         for t in thresholds:
             if t not in self.reached and mse <= t:

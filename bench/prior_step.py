@@ -3,7 +3,7 @@
     python bench/prior_step.py [--steps 20] [--rounds 3]
 
 The default prior of params/priors.yaml on random tokens, one training step =
-loss → backward → optimizer step, exactly as train/prior.py does it. Variants are
+loss → backward → optimizer step, exactly as train/token_prior.py does it. Variants are
 measured interleaved (round-robin, ``--rounds`` times) so a shared machine's load hits
 all of them alike; each row is the median over rounds, and ratios are against the
 first row (the code as it is). Also measures a float32 matmul of the same shapes'
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from twostage.config import load_params, token_count
-from twostage.models.priors import transformer as transformer_module
+from twostage.models import cpu_fast_paths
 from twostage.models.priors.absorbing import AbsorbingDiffusion
 
 
@@ -92,7 +92,7 @@ def main() -> None:
     codebook = p.autoencoder(p.autoencoder_of_prior(args.prior))["codebook_size"]
     length = token_count(p.data, args.prior)
     batch = spec["batch_size"]
-    sdpa = transformer_module.F.scaled_dot_product_attention
+    sdpa = cpu_fast_paths.F.scaled_dot_product_attention
 
     threads = torch.get_num_threads()
     # (label, batch, AdamW options, attention function, torch threads)
@@ -113,7 +113,7 @@ def main() -> None:
     for _ in range(args.rounds):
         peaks.append(matmul_gflops())
         for label, _, _, attention, n_threads in variants:
-            transformer_module.F.scaled_dot_product_attention = attention
+            cpu_fast_paths.F.scaled_dot_product_attention = attention
             torch.set_num_threads(n_threads)
             try:
                 steps[label]()  # warm-up
@@ -122,7 +122,7 @@ def main() -> None:
                     steps[label]()
                 seconds[label].append((time.perf_counter() - start) / args.steps)
             finally:
-                transformer_module.F.scaled_dot_product_attention = sdpa
+                cpu_fast_paths.F.scaled_dot_product_attention = sdpa
                 torch.set_num_threads(threads)
 
     peak = statistics.median(peaks)

@@ -6,7 +6,7 @@
 DIR is a checkout of github.com/samb-t/unleashing-transformers (not vendored: fetch it
 yourself). Each arm is trained on this project's cached latents of the prior's
 autoencoder (``results/latents/<ae>/``, from the default run) with the prior entry's
-settings, through this project's trainer (train/prior.py: the same batches, optimizer,
+settings, through this project's trainer (train/token_prior.py: the same batches, optimizer,
 learning-rate schedule, bf16 autocast, evaluations and checkpoint selection); the arms
 differ only in the model code:
 
@@ -222,7 +222,7 @@ def run_one(job: dict) -> dict:
     from twostage.images import to_uint8
     from twostage.models.autoencoders import load_autoencoder
     from twostage.models.priors import build_prior
-    from twostage.train import prior as prior_trainer
+    from twostage.train import token_prior as prior_trainer
     from twostage.train.sample_quality import sampling_options
 
     project, scratch = Path(job["project"]), Path(job["scratch"])
@@ -237,7 +237,7 @@ def run_one(job: dict) -> dict:
     prior_trainer.build_prior = build
     prior_trainer.BestCheckpoint = both_selections(prior_trainer.BestCheckpoint)
     start = time.perf_counter()
-    metrics = prior_trainer.train_prior(p, name)
+    metrics = prior_trainer.train_token_prior(p, name)
     train_s = time.perf_counter() - start
 
     device = torch.device("cpu")

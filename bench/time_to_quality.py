@@ -8,7 +8,7 @@ Trains the default prior of params/priors.yaml on the default run's cached laten
 interleaved: each trains ``--chunk`` steps in turn, so load from other jobs on the
 shared machine falls on all of them alike; only the training steps are timed (not the
 validation passes). Every ``--eval-every`` steps the validation ELBO is measured exactly
-as train/prior.py does (fixed generator, ``val_elbo_samples`` draws); a variant is done
+as train/token_prior.py does (fixed generator, ``val_elbo_samples`` draws); a variant is done
 when it first reaches ``--threshold`` bits per token (default 3.91: what the default
 run's log shows at step 1500 of 2000, i.e. 75 % of its budget) or ``--max-steps``.
 
@@ -17,7 +17,7 @@ happens in its first timed chunk, so it counts in the time to threshold; "steady
 is the median over the chunks after the first, "1st chunk s" the first chunk's time.
 
 The "bf16 autocast" variant sets the prior key ``cpu_bf16`` and wraps the training
-forward exactly as train/prior.py does (``runtime.cpu_bf16_autocast``: only on a CPU with
+forward exactly as train/token_prior.py does (``runtime.cpu_bf16_autocast``: only on a CPU with
 native bf16, else it is the float32 default again, and says so). Validation stays float32.
 The "cosine lr" variant sets ``lr_schedule: cosine`` (decay to 10 % of lr over the prior's
 ``steps`` budget, after the same warm-up); the shape variants change ``n_layer``/``n_embd``.
@@ -47,7 +47,7 @@ from twostage.config import load_params  # noqa: E402
 from twostage.data.latents import load_tokens  # noqa: E402
 from twostage.models.priors import build_prior  # noqa: E402
 from twostage.train.common import InfiniteBatches, scheduled_lr, set_lr  # noqa: E402
-from twostage.train.prior import validation_bound  # noqa: E402
+from twostage.train.token_prior import validation_bound  # noqa: E402
 
 
 class Run:

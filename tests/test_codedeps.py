@@ -14,7 +14,8 @@ import pytest
 from code_edits import edit_function_body, reformat_without_changing_code
 
 from twostage import codedeps, paths, software, versions
-from twostage.config import CONTINUOUS_AUTOENCODERS, CONTINUOUS_PRIORS, load_params
+from twostage.config import load_params
+from twostage.kinds import CONTINUOUS_AUTOENCODERS, CONTINUOUS_PRIORS
 from twostage.lazy import resolve
 from twostage.plan import dvc_pipeline, jobs
 from twostage.report.provenance import result_versions
@@ -129,13 +130,34 @@ def test_comments_docstrings_and_layout_are_not_code(params, source):
     assert changed_after(params, reformat) == set()
 
 
-def test_a_new_kind_in_a_dispatch_table_is_no_other_kinds_code(params, source):
-    table = source / "models/priors/__init__.py"
+def test_a_new_kind_in_the_kind_table_is_no_other_kinds_code(params, source):
+    table = source / "kinds.py"
     text = table.read_text()
-    entry = '    "absorbing": "twostage.models.priors.absorbing:AbsorbingDiffusion",\n'
+    entry = "KINDS = {\n"
     assert entry in text
-    new = entry + '    "mask_predict": "twostage.models.priors.absorbing:AbsorbingDiffusion",\n'
+    new = entry + (
+        '    "mask_predict": PriorKind(\n'
+        '        model="twostage.models.priors.absorbing:AbsorbingDiffusion",\n'
+        '        trainer="twostage.train.token_prior:train_token_prior",\n'
+        "        continuous=False,\n"
+        '        sits_on=("vq",),\n'
+        "    ),\n"
+    )
     assert changed_after(params, lambda: table.write_text(text.replace(entry, new))) == set()
+
+
+def test_a_kind_s_trainer_is_code_of_its_training_jobs_not_of_its_samplers(params):
+    """The kind table names model and trainer; a job takes only the roles it resolves."""
+    trainer = "twostage.train.token_prior"
+    holding = own_code_holds(params, trainer)
+    assert holding and all(job.startswith("train_prior-") for job in holding)
+    sampler = "sample-absorbing_confidence"
+    assert sampler in own_code_holds(params, "twostage.models.priors.absorbing")
+    assert sampler not in holding
+    # evaluation decodes with the autoencoder and never builds the prior
+    decoding = own_code_holds(params, "twostage.models.autoencoders")
+    evaluate = {j for j in decoding if j.startswith("evaluate-")}
+    assert evaluate and not evaluate & own_code_holds(params, "twostage.models.priors")
 
 
 def test_editing_a_shared_module_stales_every_job_that_imports_it(params, source):
@@ -149,7 +171,9 @@ def test_a_schema_default_is_code_of_every_job(params, source):
     assert changed_after(params, lambda: schema.write_text(text + "\n# a comment\n")) == set()
     changed = changed_after(
         params,
-        lambda: schema.write_text(text.replace("kind: {enum: [vq]}", "kind: {enum: [vq, x]}")),
+        lambda: schema.write_text(
+            text.replace("quantizer: {enum: [nearest, gumbel]}", "quantizer: {enum: [nearest]}")
+        ),
     )
     assert changed == {j.dvc_name for j in jobs(params)}
 
@@ -202,16 +226,13 @@ def test_every_imported_package_is_numeric_or_declared_not_to_be(repo: Path):
 
 
 def test_every_kind_dispatches_and_resolves():
-    from twostage.models.autoencoders import AUTOENCODER_MODELS
-    from twostage.models.priors import PRIOR_MODELS
-    from twostage.train.dispatch import AUTOENCODER_TRAINERS, PRIOR_TRAINERS
+    from twostage.kinds import KINDS, kinds_of
 
     token_priors = ("absorbing", "autoregressive")
-    assert set(PRIOR_MODELS) == set(PRIOR_TRAINERS) == {*token_priors, *CONTINUOUS_PRIORS}
-    assert set(AUTOENCODER_MODELS) == set(AUTOENCODER_TRAINERS) == {"vq", *CONTINUOUS_AUTOENCODERS}
-    for table in (PRIOR_MODELS, PRIOR_TRAINERS, AUTOENCODER_MODELS, AUTOENCODER_TRAINERS):
-        for reference in table.values():
-            assert callable(resolve(reference)), reference
+    assert set(kinds_of("prior")) == {*token_priors, *CONTINUOUS_PRIORS}
+    assert set(kinds_of("autoencoder")) == {"vq", *CONTINUOUS_AUTOENCODERS}
+    for kind in KINDS.values():
+        assert callable(resolve(kind.model)) and callable(resolve(kind.trainer)), kind
 
 
 def test_record_path_is_where_snakemake_keeps_the_record(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -152,4 +153,32 @@ def test_sampler_must_suit_the_prior(params_root: Path):
 def test_absorbing_prior_needs_its_loss_type(params_root: Path):
     _edit(params_root, "priors.yaml", lambda d: d["priors"]["absorbing_mnist"].pop("loss_type"))
     with pytest.raises(ConfigError, match=r"priors\.absorbing_mnist: 'loss_type' is a required"):
+        load_params(root=params_root)
+
+
+def test_a_new_kind_is_one_entry_in_the_kind_table(params_root: Path, monkeypatch):
+    """Validation, pairing and dispatch of a prior kind all come from kinds.KINDS."""
+    from twostage import kinds
+    from twostage.train import dispatch
+
+    def use_new_kind(d):
+        d["priors"]["absorbing_mnist"]["kind"] = "mask_predict"
+
+    _edit(params_root, "priors.yaml", use_new_kind)
+    with pytest.raises(ConfigError, match=r"priors\.absorbing_mnist\.kind: 'mask_predict'"):
+        load_params(root=params_root)
+    entry = kinds.PriorKind(
+        model="twostage.models.priors.absorbing:AbsorbingDiffusion",
+        trainer="twostage.train.token_prior:train_token_prior",
+        continuous=False,
+        sits_on=("vq",),
+    )
+    monkeypatch.setitem(kinds.KINDS, "mask_predict", entry)
+    p = load_params(root=params_root)
+    assert p.prior("absorbing_mnist")["kind"] == "mask_predict"
+    monkeypatch.setattr(dispatch, "resolve", lambda ref: lambda p, name: (ref, name))
+    assert dispatch.train_prior(p, "absorbing_mnist") == (entry.trainer, "absorbing_mnist")
+    # the pairing check reads the entry too
+    monkeypatch.setitem(kinds.KINDS, "mask_predict", dataclasses.replace(entry, sits_on=("ae",)))
+    with pytest.raises(ConfigError, match="a mask_predict prior needs an autoencoder of kind ae"):
         load_params(root=params_root)

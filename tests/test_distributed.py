@@ -23,9 +23,9 @@ from twostage.images import to_tensor
 from twostage.models.autoencoders.continuous import ContinuousAutoencoder
 from twostage.models.autoencoders.vq import VQAutoencoder
 from twostage.train import distributed
-from twostage.train.continuous import autoencoder_loss
+from twostage.train.continuous_ae import autoencoder_loss
 from twostage.train.distributed import Context, needs_launch
-from twostage.train.stage1 import Stage1Trainer
+from twostage.train.vq_step import VQTrainer
 
 PROFILE = "params/profiles/ddp-test.yaml"
 OVERRIDES = """\
@@ -337,7 +337,7 @@ def _stage1_step(ctx: Context) -> dict:
     """One VQ-GAN step on rank ``ctx.rank``'s slice; its loss terms, gradients and state."""
     torch.manual_seed(0)
     model = VQAutoencoder(VQGAN, 1, 16)
-    trainer = Stage1Trainer(model, VQGAN, 1, torch.device("cpu"), ctx=ctx)
+    trainer = VQTrainer(model, VQGAN, 1, torch.device("cpu"), ctx=ctx)
     row = trainer.step(ctx.shard(_global_batch()), 1)
     return {
         "row": row,

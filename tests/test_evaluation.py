@@ -336,3 +336,20 @@ def test_reconstruction_evaluation_reads_everything_the_calibration_floor_reads(
     assert set(floor.deps) <= set(ceiling.deps) and weights in ceiling.deps
     assert set(floor.params) <= set(ceiling.params)
     assert len(ceiling.deps) == len(set(ceiling.deps))
+
+
+def test_a_new_extractor_is_one_registration(repo, monkeypatch):
+    seen = []
+
+    def build(p, match, dataset, device):
+        seen.append(match[1])
+        return extractors.build(p, "random-classifier-3", dataset, device)
+
+    entry = extractors.Registration(r"pixels-(\d+)", build, pretrained=False, shown="pixels-<n>")
+    monkeypatch.setattr(extractors, "REGISTRY", (*extractors.REGISTRY, entry))
+    p = _params(repo)
+    assert extractors.build(p, "pixels-5", "mnist5k", CPU).name == "random-classifier-3"
+    assert seen == ["5"] and not extractors.is_pretrained("pixels-5")
+    assert extractors.is_pretrained("inception") and not extractors.is_pretrained("classifier")
+    with pytest.raises(ConfigError, match=r"unknown extractor 'pixels' \(known: .*pixels-<n>"):
+        extractors.build(p, "pixels", "mnist5k", CPU)

@@ -144,7 +144,7 @@ def test_attention_stays_float32_under_cpu_bf16_autocast(monkeypatch):
 def test_bf16_sampling_attention_matches_float32_attention(causal, new, total):
     """Sampling's bf16 attention (bf16 matmuls, float32 softmax) is the float32 kernel's
     attention up to bf16 rounding, with the causal mask placed after the cached keys."""
-    from twostage.models.priors.transformer import bf16_inference_attention
+    from twostage.models.cpu_fast_paths import bf16_inference_attention
 
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(3, 2, total, 16, generator=gen)[:, :, total - new :]
@@ -165,12 +165,15 @@ def test_bf16_sampling_attention_matches_float32_attention(causal, new, total):
 
 
 def test_sampling_under_cpu_bf16_autocast_uses_bf16_attention(monkeypatch):
+    from twostage.models import cpu_fast_paths
     from twostage.models.priors import transformer
 
     calls = []
-    real = transformer.bf16_inference_attention
+    real = cpu_fast_paths.bf16_inference_attention
     monkeypatch.setattr(
-        transformer, "bf16_inference_attention", lambda *a: calls.append(a[0].dtype) or real(*a)
+        cpu_fast_paths,
+        "bf16_inference_attention",
+        lambda *a: calls.append(a[0].dtype) or real(*a),
     )
     net = transformer.Transformer(9, 8, 4, n_layer=1, n_head=2, n_embd=8)
     tokens = torch.randint(0, 9, (2, 4))

@@ -16,14 +16,14 @@ import torch
 
 from twostage import cli
 from twostage.config import ConfigError, load_params
-from twostage.train import prior as prior_trainer
+from twostage.train import token_prior as prior_trainer
 
 PROFILE = "params/profiles/sample-fd-test.yaml"
 TINY = (
     "priors:\n"
     "  absorbing_mnist: {n_layer: 1, n_embd: 16, n_head: 2, steps: 8, eval_every: 2,"
     " warmup_steps: 2, batch_size: 16, val_elbo_samples: 1, sample_fd_images: 8,"
-    " select_by: %s}\n"
+    " %sselect_by: %s}\n"
 )
 # One value per evaluation (steps 2, 4, 6, 8): the best is the second.
 HAND_FD = [9.0, 4.0, 6.0, 5.0]
@@ -41,9 +41,10 @@ class FakeSampleFD:
         return HAND_FD[len(self.calls) - 1]
 
 
-def _train(project, monkeypatch, select_by: str):
+def _train(project, monkeypatch, select_by: str, extra: str = ""):
+    """Train the tiny prior; ``extra`` adds settings (``"key: value, "``) to its entry."""
     monkeypatch.setattr(prior_trainer, "SampleFD", FakeSampleFD)
-    (project / PROFILE).write_text(TINY % select_by)
+    (project / PROFILE).write_text(TINY % (extra, select_by))
     assert cli.main(["--profile", PROFILE, "train-prior", "absorbing_mnist"]) == 0
     out = project / "results/priors/absorbing_mnist"
     with open(out / "train_log.csv") as f:
@@ -97,3 +98,35 @@ def test_sample_fd_steps_cannot_exceed_the_tokens(token_grid_project):
     )
     with pytest.raises(ConfigError, match="sample_fd_steps: 17 reverse steps exceed the 16"):
         load_params([PROFILE])
+
+
+def test_ema_is_the_moving_average_of_the_weights():
+    model = torch.nn.Linear(1, 1, bias=False)
+    model.weight.data.fill_(0.0)
+    ema = prior_trainer.EMA(model, decay=0.75)
+    for w in (4.0, 8.0):
+        model.weight.data.fill_(w)
+        ema.update(model)
+    # 0.75 * 0 + 0.25 * 4 = 1, then 0.75 * 1 + 0.25 * 8 = 2.75
+    assert ema.model.weight.item() == 2.75
+    assert not ema.model.weight.requires_grad
+
+
+def test_with_ema_the_averaged_weights_are_scored_and_kept(token_grid_project, monkeypatch):
+    """The default absorbing prior averages its weights: the sample FD must score the
+    average, and the checkpoint kept must be that average, not the raw weights."""
+    raw_after_step: list[dict] = []
+
+    class RecordingEMA(prior_trainer.EMA):
+        def update(self, model):
+            super().update(model)
+            raw_after_step.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    monkeypatch.setattr(prior_trainer, "EMA", RecordingEMA)
+    _, _, ckpt = _train(token_grid_project, monkeypatch, "sample_fd", extra="ema_decay: 0.5, ")
+    kept = FakeSampleFD.last.calls[1]  # HAND_FD's best: the evaluation at step 4
+    for key, value in ckpt["state_dict"].items():
+        assert torch.equal(value, kept[key]), key
+    # What was scored and kept is not the raw model of that step (raw_after_step[3] is the
+    # raw weights after the 4th step's update).
+    assert not torch.equal(kept["denoiser.head.weight"], raw_after_step[3]["denoiser.head.weight"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twostage.models.autoencoders.vq import GroupNorm, VectorQuantizer, VQAutoencoder
-from twostage.train.autoencoder import codebook_stats
+from twostage.models.autoencoders.quantizers import codebook_stats
+from twostage.models.autoencoders.vq import VectorQuantizer, VQAutoencoder
+from twostage.models.cpu_fast_paths import GroupNorm
 
 
 def test_quantizer_picks_the_nearest_code():

@@ -21,7 +21,7 @@ from twostage.models.autoencoders.quantizers import (
 )
 from twostage.models.autoencoders.vq import VQAutoencoder
 from twostage.train.resume import ResumableState
-from twostage.train.stage1 import Stage1Trainer
+from twostage.train.vq_step import VQTrainer
 
 TINY = dict(
     kind="vq",
@@ -61,11 +61,11 @@ def _blocks(seed: int = 0, n: int = 4) -> torch.Tensor:
     return levels.repeat_interleave(2, 2).repeat_interleave(2, 3)
 
 
-def _trainer(**options) -> Stage1Trainer:
+def _trainer(**options) -> VQTrainer:
     torch.manual_seed(0)
     spec = {**TINY, **options}
     model = VQAutoencoder(spec, channels=1, resolution=16)
-    return Stage1Trainer(model, spec, channels=1, device=CPU)
+    return VQTrainer(model, spec, channels=1, device=CPU)
 
 
 def test_adaptive_weight_matches_the_formula_and_its_clamp():
@@ -165,7 +165,7 @@ def test_resume_with_discriminator_and_ema_is_bit_identical(tmp_path):
         dead_code_reinit_every=2,
     )  # fmt: skip
 
-    def state(trainer: Stage1Trainer) -> ResumableState:
+    def state(trainer: VQTrainer) -> ResumableState:
         resume = ResumableState("t", "x", "fp", every=3, parts=trainer.state_parts())
         resume.path = tmp_path / "state.pt"
         return resume
@@ -202,7 +202,7 @@ def test_perceptual_term_enters_the_reconstruction_loss():
     torch.manual_seed(0)
     spec = {**TINY, "perceptual_weight": 0.5}
     model = VQAutoencoder(spec, channels=1, resolution=16)
-    trainer = Stage1Trainer(model, spec, 1, CPU, perceptual=_SquaredError())
+    trainer = VQTrainer(model, spec, 1, CPU, perceptual=_SquaredError())
     row = trainer.step(_batch(), 1)
     expected = row["l1"] + 0.5 * row["perceptual"] + row["codebook"]
     assert row["loss"] == pytest.approx(expected, rel=1e-6)

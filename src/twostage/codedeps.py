@@ -7,10 +7,15 @@ level and inside functions alike, except under ``if TYPE_CHECKING:``), never by 
 Code that is chosen by a name reaches the closure only through a *dispatch table*: a
 module-level dict display whose keys are names (a subcommand, a model ``kind``) and whose
 values hold ``"twostage.module:attr"`` strings, resolved with importlib when the name is
-used (``cli.STAGES``, ``models/priors/__init__.py: PRIOR_MODELS``). A job takes only the
-entries of its own *selectors* (its subcommand and the kinds of the models it builds or
-loads), so an edit to the absorbing prior's model is code of the absorbing prior's jobs
-and not of the autoregressive prior's. A ``"twostage.module:attr"`` string anywhere else
+used (``cli.STAGES``, ``kinds.py: KINDS``). A job takes only the entries of its own
+*selectors* (its subcommand and the kinds of the models it builds or loads), so an edit to
+the absorbing prior's model is code of the absorbing prior's jobs and not of the
+autoregressive prior's. An entry may be a call whose keyword arguments are *roles*
+(``PriorKind(model="...", trainer="...")``: roles ``PriorKind.model`` and
+``PriorKind.trainer``): a role's references count only for a job whose closure holds a
+module that resolves that role, declared by a module-level
+``RESOLVES = ("PriorKind.model",)``; so a kind's trainer is code of its training jobs, not
+of the jobs that only load its model. A ``"twostage.module:attr"`` string anywhere else
 counts as an import of that module.
 
 A module's hash is that of its syntax tree without docstrings and without the dispatch
@@ -53,7 +58,9 @@ class Module:
     path: Path
     tree: ast.Module  # without docstrings
     imports: frozenset[str]  # twostage modules it may import, whatever the job
-    tables: dict[str, dict[str, frozenset[str]]]  # table → key → modules an entry names
+    # table → key → role (None: every job selecting the key) → modules the entry names
+    tables: dict[str, dict[str, dict[str | None, frozenset[str]]]]
+    resolves: frozenset[str]  # the roles of dispatch entries this module resolves
     base_hash: str  # the code but its dispatch entries, with the package data it names
     entry_hashes: dict[tuple[str, str], str]  # (table, key) → hash of that entry
 
@@ -194,11 +201,42 @@ def load(name: str) -> Module:
                 file_names.add(node.value)
         todo.extend((child, live) for child in ast.iter_child_nodes(node))
     entries = {
-        table: {k.value: frozenset(_references(v)) for k, v in zip(d.keys, d.values, strict=True)}
+        table: {k.value: _roles(v) for k, v in zip(d.keys, d.values, strict=True)}
         for table, d in tables.items()
     }
     base_hash, entry_hashes = _hashes(tree, tables, _data_files(file_names, path))
-    return Module(name, path, tree, frozenset(imports), entries, base_hash, entry_hashes)
+    return Module(
+        name, path, tree, frozenset(imports), entries, _resolves(tree), base_hash, entry_hashes
+    )
+
+
+def _roles(entry: ast.expr) -> dict[str | None, frozenset[str]]:
+    """The modules a dispatch entry names, by role: a call ``F(key=...)``'s keyword
+    arguments are roles ``F.key``; anything else (a plain ``"module:attr"``, positional
+    arguments) is for every job that selects the entry."""
+    found: dict[str | None, set[str]] = {None: set()}
+    if isinstance(entry, ast.Call) and isinstance(entry.func, ast.Name):
+        for node in entry.args:
+            found[None] |= _references(node)
+        for keyword in entry.keywords:
+            role = f"{entry.func.id}.{keyword.arg}"
+            found.setdefault(role, set()).update(_references(keyword.value))
+    else:
+        found[None] |= _references(entry)
+    return {role: frozenset(modules) for role, modules in found.items() if modules}
+
+
+def _resolves(tree: ast.Module) -> frozenset[str]:
+    """The roles a module-level ``RESOLVES = ("role", ...)`` declares."""
+    for stmt in tree.body:
+        if (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+            and stmt.targets[0].id == "RESOLVES"
+        ):
+            return frozenset(ast.literal_eval(stmt.value))
+    return frozenset()
 
 
 def _hashes(
@@ -226,19 +264,25 @@ def _hashes(
 def closure(selectors: frozenset[str], entry: str = ENTRY) -> tuple[str, ...]:
     """Every project module a job with these selectors can import, sorted."""
     seen: set[str] = set()
+    roles: set[str | None] = {None}
+    by_role: list[tuple[str | None, frozenset[str]]] = []  # selected entries' references
     todo = [entry]
     while todo:
-        name = todo.pop()
-        if name in seen or name in BOOKKEEPING:
-            continue
-        seen.add(name)
-        module = load(name)
-        todo += _with_parents(name)[:-1]
-        todo += module.imports
-        for table in module.tables.values():
-            for key, modules in table.items():
-                if key in selectors:
-                    todo += modules
+        while todo:
+            name = todo.pop()
+            if name in seen or name in BOOKKEEPING:
+                continue
+            seen.add(name)
+            module = load(name)
+            roles |= module.resolves
+            todo += _with_parents(name)[:-1]
+            todo += module.imports
+            for table in module.tables.values():
+                for key, entry_roles in table.items():
+                    if key in selectors:
+                        by_role += entry_roles.items()
+        # a role's references count once a module resolving it is in (the loop may add one)
+        todo = [m for role, modules in by_role if role in roles for m in modules if m not in seen]
     return tuple(sorted(seen))
 
 

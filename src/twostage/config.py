@@ -19,6 +19,13 @@ import jsonschema
 import yaml
 
 from twostage import seeds
+from twostage.kinds import (
+    CONTINUOUS_AUTOENCODERS,
+    CONTINUOUS_PRIORS,
+    KINDS,
+    SINGLE_PROCESS_KINDS,
+    kinds_of,
+)
 
 # The base files, in merge order. Profiles come after them.
 BASE_PARAM_FILES = (
@@ -28,18 +35,6 @@ BASE_PARAM_FILES = (
     "params/priors.yaml",
     "params/evaluation.yaml",
 )
-
-
-# Kinds working with latent vectors instead of token grids (docs/methods.md, "Continuous latents").
-CONTINUOUS_AUTOENCODERS = ("ae", "rae", "vae")
-CONTINUOUS_PRIORS = ("flow", "glf", "gmm", "vae_prior", "vae_flow")
-# Priors whose train_prior job trains its own autoencoder (of its entry's architecture)
-# jointly with the prior, from the images, and saves it in the prior's checkpoint.
-JOINT_PRIORS = ("glf", "vae_flow")
-# Prior kinds trained in one process whatever distributed.nproc says: small fits on cached
-# latents, and the joint VAE + flow (its loop is not data-parallel yet); every other
-# autoencoder and prior trains data-parallel (train/distributed.py).
-SINGLE_PROCESS_KINDS = ("flow", "gmm", "vae_prior", "vae_flow")
 
 
 class ConfigError(ValueError):
@@ -125,7 +120,17 @@ class Params:
 
 def _schema() -> dict[str, Any]:
     text = resources.files("twostage").joinpath("params_schema.yaml").read_text()
-    return yaml.safe_load(text)
+    schema = yaml.safe_load(text)
+    # The kind names come from the kind table (kinds.py), not from the schema file: which
+    # kinds an entry may have, and which of an entry's two schemas (token or continuous)
+    # applies.
+    for stage, table in (("autoencoder", "autoencoders"), ("prior", "priors")):
+        token, continuous = kinds_of(stage, continuous=False), kinds_of(stage, continuous=True)
+        schema["$defs"][stage]["properties"]["kind"] = {"enum": list(token)}
+        schema["$defs"][f"continuous_{stage}"]["properties"]["kind"] = {"enum": list(continuous)}
+        entries = schema["properties"][table]["additionalProperties"]
+        entries["if"] = {"properties": {"kind": {"enum": list(continuous)}}}
+    return schema
 
 
 def _yaml_position(exc: yaml.YAMLError, text: str) -> str:
@@ -413,17 +418,9 @@ def _check_continuous(data: dict[str, Any], origin: dict) -> None:
                 f"{len(ae['channels'])} stride-2 convolutions "
                 f"do not divide resolution {resolution}",
             )
-    # Which autoencoder kinds each prior kind can sit on.
-    allowed = {
-        "flow": CONTINUOUS_AUTOENCODERS,
-        "gmm": CONTINUOUS_AUTOENCODERS,
-        "glf": ("ae",),  # GLF trains its own deterministic AE of that architecture
-        "vae_prior": ("vae",),
-        "vae_flow": ("vae",),  # trains its own VAE of that architecture with the flow
-    }
     for name, prior in data["priors"].items():
         ae_kind = data["autoencoders"][prior["autoencoder"]]["kind"]
-        ok = allowed.get(prior["kind"], ("vq",))
+        ok = KINDS[prior["kind"]].sits_on
         if ae_kind not in ok:
             _fail(
                 origin,

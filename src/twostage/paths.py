@@ -1,7 +1,8 @@
 """Where every artifact lives, addressed by name (docs/architecture.md, "Stages and artifacts").
 
-The Snakefile rules, the DVC pipeline generator and the stages all take their
-paths from here, so the three never disagree about a file name.
+The Snakefile rules (called with wildcard patterns such as ``"{name}"``), the DVC
+pipeline generator, the stages and the report all take their paths from here, so they
+never disagree about a file name.
 """
 
 from __future__ import annotations
@@ -97,6 +98,20 @@ def reconstruction(ae: str) -> dict[str, str]:
         "usage": f"{d}/usage.png",
         "grid": f"{d}/recon_grid.png",
     }
+
+
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+
+
+def log(stage: str, name: str | None = None) -> str:
+    """A job's log (Snakemake's ``log:``): one per stage and name, one for the report."""
+    return f"{LOGS}/{stage}/{name}.log" if name is not None else f"{LOGS}/{stage}.log"
+
+
+def benchmark(stage: str, name: str | None = None) -> str:
+    """A job's Snakemake benchmark file (wall time, CPU time, memory), read by the report."""
+    return f"{BENCHMARKS}/{stage}/{name}.tsv" if name is not None else f"{BENCHMARKS}/{stage}.tsv"
 
 
 # The code and software hash of every job (src/twostage/versions.py): a params file of

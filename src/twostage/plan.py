@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from twostage import paths
-from twostage.config import JOINT_PRIORS, Params
+from twostage.config import Params
+from twostage.kinds import JOINT_PRIORS
 
 # Params of a job: (file, dotted key) pairs. Only these trigger a rerun in DVC.
 ParamKeys = list[tuple[str, str]]

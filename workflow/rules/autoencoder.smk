@@ -2,19 +2,19 @@ rule train_autoencoder:
     input:
         job_inputs("train_autoencoder"),
     output:
-        model="results/autoencoders/{name}/model.pt",
+        model=paths.autoencoder("{name}")["model"],
         recon=report(
-            "results/autoencoders/{name}/recon.png",
+            paths.autoencoder("{name}")["recon"],
             caption="../report/recon.rst",
             category="Autoencoders",
             subcategory="{name}",
         ),
-        metrics="results/autoencoders/{name}/metrics.json",
-        curve="results/autoencoders/{name}/train_log.csv",
+        metrics=paths.autoencoder("{name}")["metrics"],
+        curve=paths.autoencoder("{name}")["curve"],
     log:
-        "results/logs/train_autoencoder/{name}.log",
+        paths.log("train_autoencoder", "{name}"),
     benchmark:
-        "results/benchmarks/train_autoencoder/{name}.tsv"
+        paths.benchmark("train_autoencoder", "{name}")
     priority: job_priority("train_autoencoder")
     conda:
         TWOSTAGE_ENV
@@ -33,12 +33,12 @@ rule encode:
     input:
         job_inputs("encode"),
     output:
-        train="results/latents/{name}/train.npy",
-        val="results/latents/{name}/val.npy",
+        train=paths.latents("{name}")["train"],
+        val=paths.latents("{name}")["val"],
     log:
-        "results/logs/encode/{name}.log",
+        paths.log("encode", "{name}"),
     benchmark:
-        "results/benchmarks/encode/{name}.tsv"
+        paths.benchmark("encode", "{name}")
     priority: job_priority("encode")
     conda:
         TWOSTAGE_ENV
@@ -57,13 +57,13 @@ rule evaluate_reconstruction:
     input:
         job_inputs("evaluate_reconstruction"),
     output:
-        metrics="results/eval/autoencoders/{name}/metrics.json",
-        usage="results/eval/autoencoders/{name}/usage.png",
-        grid="results/eval/autoencoders/{name}/recon_grid.png",
+        metrics=paths.reconstruction("{name}")["metrics"],
+        usage=paths.reconstruction("{name}")["usage"],
+        grid=paths.reconstruction("{name}")["grid"],
     log:
-        "results/logs/evaluate_reconstruction/{name}.log",
+        paths.log("evaluate_reconstruction", "{name}"),
     benchmark:
-        "results/benchmarks/evaluate_reconstruction/{name}.tsv"
+        paths.benchmark("evaluate_reconstruction", "{name}")
     priority: job_priority("evaluate_reconstruction")
     conda:
         TWOSTAGE_ENV

@@ -6,7 +6,8 @@ from snakemake.logging import logger
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 from twostage import adopt, paths, plan, versions
-from twostage.config import SINGLE_PROCESS_KINDS, ConfigError, load_params
+from twostage.config import ConfigError, load_params
+from twostage.kinds import SINGLE_PROCESS_KINDS
 
 # Profiles are the files given with --configfile; the twostage loader merges
 # them over params/*.yaml itself so it can name the file of any bad key.

@@ -2,13 +2,13 @@ rule prepare_data:
     input:
         job_inputs("prepare_data"),
     output:
-        train="results/data/{name}/train.npz",
-        val="results/data/{name}/val.npz",
-        manifest="results/data/{name}/manifest.json",
+        train=paths.data("{name}")["train"],
+        val=paths.data("{name}")["val"],
+        manifest=paths.data("{name}")["manifest"],
     log:
-        "results/logs/prepare_data/{name}.log",
+        paths.log("prepare_data", "{name}"),
     benchmark:
-        "results/benchmarks/prepare_data/{name}.tsv"
+        paths.benchmark("prepare_data", "{name}")
     priority: job_priority("prepare_data")
     conda:
         TWOSTAGE_ENV

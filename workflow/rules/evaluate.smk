@@ -6,12 +6,12 @@ rule train_classifier:
     input:
         job_inputs("train_classifier"),
     output:
-        model="results/extractors/classifier-{name}/model.pt",
-        metrics="results/extractors/classifier-{name}/metrics.json",
+        model=paths.classifier("{name}")["model"],
+        metrics=paths.classifier("{name}")["metrics"],
     log:
-        "results/logs/train_classifier/{name}.log",
+        paths.log("train_classifier", "{name}"),
     benchmark:
-        "results/benchmarks/train_classifier/{name}.tsv"
+        paths.benchmark("train_classifier", "{name}")
     priority: job_priority("train_classifier")
     conda:
         TWOSTAGE_ENV
@@ -31,15 +31,15 @@ rule extract_features:
         job_inputs("extract_features"),
     output:
         # Every configured extractor's train/val features and cache key.
-        expand(
-            "results/features/{{name}}-{extractor}/{file}",
-            extractor=plan.extractor_names(P),
-            file=["train.npy", "val.npy", "key.json"],
-        ),
+        [
+            f
+            for extractor in plan.extractor_names(P)
+            for f in paths.features("{name}", extractor).values()
+        ],
     log:
-        "results/logs/extract_features/{name}.log",
+        paths.log("extract_features", "{name}"),
     benchmark:
-        "results/benchmarks/extract_features/{name}.tsv"
+        paths.benchmark("extract_features", "{name}")
     priority: job_priority("extract_features")
     conda:
         TWOSTAGE_ENV
@@ -58,17 +58,17 @@ rule calibrate:
     input:
         job_inputs("calibrate"),
     output:
-        metrics="results/calibration/{name}/metrics.json",
+        metrics=paths.calibration("{name}")["metrics"],
         grid=report(
-            "results/calibration/{name}/random_tokens.png",
+            paths.calibration("{name}")["grid"],
             caption="../report/random_tokens.rst",
             category="Autoencoders",
             subcategory="{name}",
         ),
     log:
-        "results/logs/calibrate/{name}.log",
+        paths.log("calibrate", "{name}"),
     benchmark:
-        "results/benchmarks/calibrate/{name}.tsv"
+        paths.benchmark("calibrate", "{name}")
     priority: job_priority("calibrate")
     conda:
         TWOSTAGE_ENV
@@ -88,15 +88,15 @@ rule evaluate:
         job_inputs("evaluate"),
     output:
         metrics=report(
-            "results/eval/{name}/metrics.json",
+            paths.evaluation("{name}")["metrics"],
             caption="../report/eval_metrics.rst",
             category="Metrics",
             labels={"run": "{name}"},
         ),
     log:
-        "results/logs/evaluate/{name}.log",
+        paths.log("evaluate", "{name}"),
     benchmark:
-        "results/benchmarks/evaluate/{name}.tsv"
+        paths.benchmark("evaluate", "{name}")
     priority: job_priority("evaluate")
     conda:
         TWOSTAGE_ENV
@@ -115,14 +115,14 @@ rule neighbours:
     input:
         job_inputs("neighbours"),
     output:
-        grid="results/eval/{name}/neighbours.png",
-        metrics="results/eval/{name}/memorization.json",
-        histogram="results/eval/{name}/memorization.png",
-        flagged="results/eval/{name}/flagged.png",
+        grid=paths.neighbours("{name}")["grid"],
+        metrics=paths.neighbours("{name}")["metrics"],
+        histogram=paths.neighbours("{name}")["histogram"],
+        flagged=paths.neighbours("{name}")["flagged"],
     log:
-        "results/logs/neighbours/{name}.log",
+        paths.log("neighbours", "{name}"),
     benchmark:
-        "results/benchmarks/neighbours/{name}.tsv"
+        paths.benchmark("neighbours", "{name}")
     priority: job_priority("neighbours")
     conda:
         TWOSTAGE_ENV

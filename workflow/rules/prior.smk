@@ -2,13 +2,13 @@ rule train_prior:
     input:
         job_inputs("train_prior"),
     output:
-        model="results/priors/{name}/model.pt",
-        metrics="results/priors/{name}/metrics.json",
-        curve="results/priors/{name}/train_log.csv",
+        model=paths.prior("{name}")["model"],
+        metrics=paths.prior("{name}")["metrics"],
+        curve=paths.prior("{name}")["curve"],
     log:
-        "results/logs/train_prior/{name}.log",
+        paths.log("train_prior", "{name}"),
     benchmark:
-        "results/benchmarks/train_prior/{name}.tsv"
+        paths.benchmark("train_prior", "{name}")
     priority: job_priority("train_prior")
     conda:
         TWOSTAGE_ENV

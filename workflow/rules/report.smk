@@ -15,9 +15,9 @@ rule report:
             category="Comparison",
         ),
     log:
-        "results/logs/report.log",
+        paths.log("report"),
     benchmark:
-        "results/benchmarks/report.tsv"
+        paths.benchmark("report")
     conda:
         TWOSTAGE_ENV
     threads: 1

@@ -2,18 +2,18 @@ rule sample:
     input:
         job_inputs("sample"),
     output:
-        images="results/samples/{name}/images.npy",
+        images=paths.samples("{name}")["images"],
         grid=report(
-            "results/samples/{name}/grid.png",
+            paths.samples("{name}")["grid"],
             caption="../report/samples.rst",
             category="Samples",
             labels={"run": "{name}"},
         ),
-        stats="results/samples/{name}/stats.json",
+        stats=paths.samples("{name}")["stats"],
     log:
-        "results/logs/sample/{name}.log",
+        paths.log("sample", "{name}"),
     benchmark:
-        "results/benchmarks/sample/{name}.tsv"
+        paths.benchmark("sample", "{name}")
     priority: job_priority("sample")
     conda:
         TWOSTAGE_ENV
@@ -34,16 +34,16 @@ rule inpaint:
         job_inputs("inpaint"),
     output:
         grid=report(
-            "results/inpainting/{name}/grid.png",
+            paths.inpainting("{name}")["grid"],
             caption="../report/inpainting.rst",
             category="Priors",
             subcategory="{name}",
         ),
-        stats="results/inpainting/{name}/stats.json",
+        stats=paths.inpainting("{name}")["stats"],
     log:
-        "results/logs/inpaint/{name}.log",
+        paths.log("inpaint", "{name}"),
     benchmark:
-        "results/benchmarks/inpaint/{name}.tsv"
+        paths.benchmark("inpaint", "{name}")
     priority: job_priority("inpaint")
     conda:
         TWOSTAGE_ENV
@@ -63,16 +63,16 @@ rule large_samples:
         job_inputs("large_samples"),
     output:
         grid=report(
-            "results/large_samples/{name}/grid.png",
+            paths.large_samples("{name}")["grid"],
             caption="../report/large_samples.rst",
             category="Priors",
             subcategory="{name}",
         ),
-        stats="results/large_samples/{name}/stats.json",
+        stats=paths.large_samples("{name}")["stats"],
     log:
-        "results/logs/large_samples/{name}.log",
+        paths.log("large_samples", "{name}"),
     benchmark:
-        "results/benchmarks/large_samples/{name}.tsv"
+        paths.benchmark("large_samples", "{name}")
     priority: job_priority("large_samples")
     conda:
         TWOSTAGE_ENV

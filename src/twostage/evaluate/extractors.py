@@ -1,4 +1,5 @@
-"""The feature-extractor registry: a name in params → a network that embeds uint8 images.
+"""The feature-extractor registry (``REGISTRY``): a name in params → a network that embeds
+uint8 images.
 
 Names (``evaluation.extractor`` and ``evaluation.extra_extractors``):
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +36,6 @@ from twostage.images import to_tensor
 
 EVAL_FILE = "params/evaluation.yaml"
 
-# Our name → (torch-fidelity registry name, feature layer, logits layer for IS or None).
-_TORCH_FIDELITY = {
-    "inception": ("inception-v3-compat", "2048", "logits_unbiased"),
-    "vgg16": ("vgg16", "fc2_relu", None),
-}
 # torch-fidelity's own input handling, recorded as the protocol's resize mode.
 _RESIZE = {
     "inception-v3-compat": "torch-fidelity: TF1-compatible bilinear to 299x299",
@@ -46,37 +43,6 @@ _RESIZE = {
     "clip": "torch-fidelity: TF1-compatible bilinear to the CLIP model's input size",
     "dinov2": "torch-fidelity: TF1-compatible bilinear to 224x224",
 }
-_RANDOM = re.compile(r"^random-(classifier|inception)-(\d+)$")
-
-
-def _torch_fidelity_entry(name: str) -> tuple[str, str, str | None] | None:
-    if name in _TORCH_FIDELITY:
-        return _TORCH_FIDELITY[name]
-    family = name.split("-")[0]
-    if family in ("clip", "dinov2"):
-        return name, family, None  # torch-fidelity names their single feature after the family
-    return None
-
-
-def is_pretrained(name: str) -> bool:
-    """Whether ``name`` needs pretrained weights (from a local file or a download)."""
-    return _torch_fidelity_entry(name) is not None
-
-
-def check_name(name: str) -> None:
-    """ConfigError unless ``name`` is a known extractor."""
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
-    entry = _torch_fidelity_entry(name)
-    if name == "classifier" or _RANDOM.match(name):
-        return
-    if entry is not None and entry[0] in FEATURE_EXTRACTORS_REGISTRY:
-        return
-    tf = sorted(k for k in FEATURE_EXTRACTORS_REGISTRY if k.startswith(("clip", "dinov2")))
-    raise ConfigError(
-        f"{EVAL_FILE}: evaluation.extractor: unknown extractor {name!r} (known: classifier, "
-        f"inception, vgg16, random-<classifier|inception>-<seed>, {', '.join(tf)})"
-    )
 
 
 def configured(p: Params) -> list[str]:
@@ -88,8 +54,8 @@ def configured(p: Params) -> list[str]:
 
 def weights_file(p: Params, name: str) -> str | None:
     """The local weights file declared for ``name`` (a DAG dependency), or None."""
-    if name == "classifier":
-        return None  # the classifier's model.pt is its own DAG dependency
+    if not is_pretrained(name):
+        return None  # e.g. the classifier's model.pt is its own DAG dependency
     return p["evaluation"].get("weights", {}).get(name)
 
 
@@ -257,20 +223,115 @@ def random_inception_state_dict(seed: int) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def _classifier(p: Params, match: re.Match, dataset: str, device) -> Extractor:
+    from twostage.train.classifier import load_classifier
+
+    model_file = paths.classifier(dataset)["model"]
+    return ClassifierExtractor(
+        match[0], load_classifier(dataset, device), device, sha256_file(model_file)
+    )
+
+
+def _random(p: Params, match: re.Match, dataset: str, device) -> Extractor:
+    channels = p.dataset(dataset)["channels"]
+    return _random_extractor(match[0], match[1], int(match[2]), channels, device)
+
+
+def _torch_fidelity(tf_name: str | None, layer: str | None, logits_layer: str | None):
+    """The builder of a torch-fidelity extractor: its registry name, feature layer and
+    logits layer for the Inception Score (or None). ``tf_name`` and ``layer`` None: the
+    extractor's own name, and one feature named after its family (torch-fidelity's
+    clip-* and dinov2-*)."""
+
+    def build_it(p: Params, match: re.Match, dataset: str, device) -> Extractor:
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+        name = match[0]
+        tf, feature = tf_name or name, layer or name.split("-")[0]
+        if tf not in FEATURE_EXTRACTORS_REGISTRY:
+            _unknown(name)
+        return _pretrained_torch_fidelity(p, name, tf, feature, logits_layer, device)
+
+    return build_it
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One family of extractor names.
+
+    ``pattern``: the names it serves (a full match; its groups go to ``build``);
+    ``build(p, match, dataset, device) -> Extractor``, a ConfigError when it cannot;
+    ``pretrained``: needs pretrained weights (a local file ``evaluation.weights.<name>``, or
+    a download when ``evaluation.allow_download`` is true);
+    ``shown``: how the family is listed when a name is unknown ("" for torch-fidelity's
+    clip-* and dinov2-*, listed from torch-fidelity's own registry).
+    """
+
+    pattern: str
+    build: Callable[[Params, re.Match, str, torch.device], Extractor]
+    pretrained: bool
+    shown: str
+
+
+# The extractor registry: adding an extractor is one entry here (and its own module).
+REGISTRY = (
+    Registration("classifier", _classifier, pretrained=False, shown="classifier"),
+    Registration(
+        "inception",
+        _torch_fidelity("inception-v3-compat", "2048", "logits_unbiased"),
+        pretrained=True,
+        shown="inception",
+    ),
+    Registration(
+        "vgg16", _torch_fidelity("vgg16", "fc2_relu", None), pretrained=True, shown="vgg16"
+    ),
+    Registration(
+        r"(?:clip|dinov2)-[a-z0-9-]+", _torch_fidelity(None, None, None), pretrained=True, shown=""
+    ),
+    Registration(
+        r"random-(classifier|inception)-(\d+)",
+        _random,
+        pretrained=False,
+        shown="random-<classifier|inception>-<seed>",
+    ),
+)
+
+
+def _lookup(name: str) -> tuple[Registration, re.Match] | None:
+    for entry in REGISTRY:
+        if match := re.fullmatch(entry.pattern, name):
+            return entry, match
+    return None
+
+
+def _unknown(name: str):
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    known = [entry.shown for entry in REGISTRY if entry.shown]
+    known += sorted(k for k in FEATURE_EXTRACTORS_REGISTRY if k.startswith(("clip", "dinov2")))
+    raise ConfigError(
+        f"{EVAL_FILE}: evaluation.extractor: unknown extractor {name!r} (known: {', '.join(known)})"
+    )
+
+
+def is_pretrained(name: str) -> bool:
+    """Whether ``name`` needs pretrained weights (from a local file or a download)."""
+    found = _lookup(name)
+    return found is not None and found[0].pretrained
+
+
 def build(p: Params, name: str, dataset: str, device: torch.device) -> Extractor:
     """The extractor ``name`` for ``dataset``; a ConfigError says which weights file is missing."""
-    check_name(name)
-    if name == "classifier":
-        from twostage.train.classifier import load_classifier
+    found = _lookup(name)
+    if found is None:
+        _unknown(name)
+    entry, match = found
+    return entry.build(p, match, dataset, device)
 
-        model_file = paths.classifier(dataset)["model"]
-        return ClassifierExtractor(
-            name, load_classifier(dataset, device), device, sha256_file(model_file)
-        )
-    if m := _RANDOM.match(name):
-        channels = p.dataset(dataset)["channels"]
-        return _random_extractor(name, m.group(1), int(m.group(2)), channels, device)
-    tf_name, layer, logits_layer = _torch_fidelity_entry(name)
+
+def _pretrained_torch_fidelity(
+    p: Params, name: str, tf_name: str, layer: str, logits_layer: str | None, device
+) -> Extractor:
     allow_download = p["evaluation"].get("allow_download", False)
     if tf_name.startswith("dinov2") and not allow_download:
         # torch-fidelity 0.4.0 builds DINOv2 only through torch.hub (code + weights).

@@ -39,8 +39,8 @@ from twostage.models.autoencoders.perceptual import (  # noqa: E402
     backbone_problem,
     load_perceptual,
 )
+from twostage.models.autoencoders.quantizers import codebook_stats  # noqa: E402
 from twostage.runtime import pick_device  # noqa: E402
-from twostage.train.autoencoder import codebook_stats  # noqa: E402
 
 
 @torch.no_grad()

@@ -16,7 +16,8 @@ import yaml
 
 from twostage import paths
 from twostage.artifacts import atomic_path
-from twostage.config import CONTINUOUS_AUTOENCODERS, Params
+from twostage.config import Params
+from twostage.kinds import CONTINUOUS_AUTOENCODERS
 from twostage.plan import absorbing_priors
 from twostage.report import collect, convergence, figures, headline, replicates
 from twostage.report.figures import Figure, copy_image
@@ -97,11 +98,11 @@ def _autoencoder_sections(
     """One subsection per autoencoder with every picture it has; plus its training curve."""
     sections, curves = [], []
     for ae in p.target_autoencoders():
-        extra = collect.ae_eval_files(ae)
+        extra = paths.reconstruction(ae)  # a separate stage: may not exist yet
         # The evaluation's grid shows the same originals/reconstructions layout as the
         # training stage's: show one of them, the evaluation's when it exists.
-        if collect.optional(extra["recon_grid"]):
-            recon, recon_caption = extra["recon_grid"], "the evaluation images"
+        if collect.optional(extra["grid"]):
+            recon, recon_caption = extra["grid"], "the evaluation images"
         else:
             recon, recon_caption = paths.autoencoder(ae)["recon"], "validation images"
         continuous = p.autoencoder(ae)["kind"] in CONTINUOUS_AUTOENCODERS
@@ -188,10 +189,10 @@ def _run_sections(p: Params, table: pd.DataFrame, fig_dir: Path) -> list[Section
                 paths.samples(run)["grid"], fig_dir, f"samples-{run}.png", f"Samples of run {run}"
             ),
         ]
-        if collect.optional(collect.neighbours_grid(run)):
+        if collect.optional(paths.neighbours(run)["grid"]):
             blocks.append(
                 copy_image(
-                    collect.neighbours_grid(run),
+                    paths.neighbours(run)["grid"],
                     fig_dir,
                     f"neighbours-{run}.png",
                     f"Run {run}: samples and their nearest training images",

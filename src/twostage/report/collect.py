@@ -16,7 +16,8 @@ import pandas as pd
 
 from twostage import paths
 from twostage.artifacts import read_json
-from twostage.config import CONTINUOUS_AUTOENCODERS, JOINT_PRIORS, Params
+from twostage.config import Params
+from twostage.kinds import CONTINUOUS_AUTOENCODERS, JOINT_PRIORS
 from twostage.report import convergence
 
 # Calibration rows of every autoencoder: key in calibration/metrics.json → row label.
@@ -84,21 +85,6 @@ def optional(path: str | Path) -> Path | None:
     return Path(path) if Path(path).is_file() else None
 
 
-def ae_eval_files(ae: str) -> dict[str, str]:
-    """Reconstruction evaluation of an autoencoder (a separate stage; may not exist yet)."""
-    d = f"{paths.RESULTS}/eval/autoencoders/{ae}"
-    return {
-        "metrics": f"{d}/metrics.json",
-        "usage": f"{d}/usage.png",
-        "recon_grid": f"{d}/recon_grid.png",
-    }
-
-
-def neighbours_grid(run: str) -> str:
-    """Nearest training images of a run's samples (written by evaluation when enabled)."""
-    return f"{paths.RESULTS}/eval/{run}/neighbours.png"
-
-
 def numeric(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Every top-level number of a metrics dict (bools and nested dicts are not metrics)."""
     return {
@@ -115,7 +101,7 @@ def _read_optional(path: str | Path) -> dict[str, Any]:
 def autoencoder_metrics(ae: str) -> dict[str, float]:
     """Training metrics of an autoencoder plus its reconstruction evaluation when present."""
     out = numeric(read_json(paths.autoencoder(ae)["metrics"]))
-    out.update(numeric(_read_optional(ae_eval_files(ae)["metrics"]), prefix="recon_"))
+    out.update(numeric(_read_optional(paths.reconstruction(ae)["metrics"]), prefix="recon_"))
     return out
 
 
@@ -214,7 +200,7 @@ def reference_rows(p: Params, ae: str, conv: pd.DataFrame) -> list[dict[str, Any
     carries the autoencoder's still-improving marker, since a longer training moves it.
     """
     blocks = read_json(paths.calibration(ae)["metrics"])
-    recon = _read_optional(ae_eval_files(ae)["metrics"])
+    recon = _read_optional(paths.reconstruction(ae)["metrics"])
     if CEILING_KEY in recon:
         blocks[CEILING_KEY] = recon[CEILING_KEY]
     labels = {**calibration_rows(p, ae), CEILING_KEY: CEILING_ROW}
@@ -266,8 +252,7 @@ def wall_times(p: Params) -> pd.DataFrame:
     own file (``benchmarks/report.tsv``) is skipped: it would be the previous report's.
     """
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    bench_root = Path(paths.RESULTS) / "benchmarks"
-    for tsv in sorted(bench_root.glob("*/*.tsv")):  # <stage>/<name>.tsv
+    for tsv in sorted(Path(paths.BENCHMARKS).glob("*/*.tsv")):  # <stage>/<name>.tsv
         stage, name = tsv.parent.name, tsv.stem
         rows[(stage, name)] = {"stage": stage, "name": name, "source": "benchmark"}
         rows[(stage, name)].update(_benchmark_seconds(tsv))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from twostage.config import CONTINUOUS_PRIORS, JOINT_PRIORS
+from twostage.kinds import CONTINUOUS_PRIORS, JOINT_PRIORS
 from twostage.report import convergence
 from twostage.report.collect import CALIBRATION_ROWS, CEILING_ROW, CONTINUOUS_CALIBRATION_ROWS
 

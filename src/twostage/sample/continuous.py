@@ -15,8 +15,9 @@ from tqdm import tqdm
 
 from twostage import paths
 from twostage.artifacts import check_spec, checkpoint_contents, load_torch, save_npy, write_json
-from twostage.config import JOINT_PRIORS, Params
+from twostage.config import Params
 from twostage.images import save_grid, to_uint8
+from twostage.kinds import JOINT_PRIORS
 from twostage.models.autoencoders import build_autoencoder, load_autoencoder
 from twostage.models.priors import load_prior
 from twostage.runtime import pick_device, seed_everything

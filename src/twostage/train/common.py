@@ -1,7 +1,9 @@
-"""Pieces every training loop shares: batching from in-memory arrays, LR warm-up, logs."""
+"""Pieces every training loop shares: batching from in-memory arrays, LR warm-up, logs,
+the EMA of weights and the best checkpoint kept by validation."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 from pathlib import Path
@@ -164,3 +166,40 @@ class NonFiniteGuard:
 def evaluation_steps(total: int, every: int) -> set[int]:
     """Steps (1-based) after which to validate: every ``every`` and always the last."""
     return set(range(every, total + 1, every)) | {total}
+
+
+class EMA:
+    """Exponential moving average of a model's weights (the paper uses decay 0.995)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            ema_p.lerp_(p, 1.0 - self.decay)
+
+
+class BestCheckpoint:
+    """The weights with the lowest selection score so far (the paper's early stopping).
+
+    ``val`` is that score; ``values`` keeps the other numbers logged at the same step.
+    """
+
+    def __init__(self):
+        self.val, self.step, self.weights, self.values = math.inf, 0, None, {}
+
+    def update(self, val: float, step: int, model: torch.nn.Module, **values: float) -> None:
+        if val < self.val:
+            self.val, self.step, self.values = val, step, values
+            self.weights = copy.deepcopy(model.state_dict())
+
+    def state_dict(self) -> dict:
+        return {"val": self.val, "step": self.step, "weights": self.weights, "values": self.values}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.val, self.step, self.weights = state["val"], state["step"], state["weights"]
+        self.values = state.get("values", {})

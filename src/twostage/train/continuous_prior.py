@@ -23,13 +23,13 @@ from twostage.models.priors.continuous import StandardNormalPrior, build_continu
 from twostage.models.priors.gmm import GaussianMixturePrior
 from twostage.runtime import pick_device, seed_everything
 from twostage.train.common import (
+    BestCheckpoint,
     CurveLog,
     InfiniteBatches,
     check_finite,
     evaluation_steps,
     step_progress,
 )
-from twostage.train.prior import BestCheckpoint
 from twostage.train.resume import ResumableState, fingerprint
 
 
@@ -164,7 +164,7 @@ def train_gmm(p: Params, name: str) -> dict:
 
 def vae_prior(p: Params, name: str) -> dict:
     """Nothing to train: N(0, I). Report the VAE's validation ELBO and the latents' NLL."""
-    from twostage.train.continuous import vae_elbo
+    from twostage.train.continuous_ae import vae_elbo
 
     spec = p.prior(name)
     ae = spec["autoencoder"]

@@ -1,36 +1,24 @@
-"""Route a training stage to the trainer of the params entry's ``kind``.
+"""Route a training stage to the trainer of the params entry's ``kind`` (``kinds.KINDS``).
 
-VQ autoencoders and token priors keep their own trainers; the continuous family has
-its own modules. Each table entry is imported only when used, so
+Each family has its own trainer module: train/vq.py (VQ autoencoders),
+train/continuous_ae.py (ae, rae, vae), train/token_prior.py (absorbing, autoregressive),
+train/continuous_prior.py (flow, gmm, vae_prior), train/glf.py and train/vae_flow.py
+(autoencoder and flow trained jointly). Each table entry is imported only when used, so
 a job's code dependencies (codedeps.py) hold only its own kind's trainer.
 """
 
 from __future__ import annotations
 
 from twostage.config import Params
+from twostage.kinds import KINDS
 from twostage.lazy import resolve
 
-AUTOENCODER_TRAINERS = {
-    "vq": "twostage.train.autoencoder:train_autoencoder",
-    "ae": "twostage.train.continuous:train_continuous_autoencoder",
-    "rae": "twostage.train.continuous:train_continuous_autoencoder",
-    "vae": "twostage.train.continuous:train_continuous_autoencoder",
-}
-
-PRIOR_TRAINERS = {
-    "absorbing": "twostage.train.prior:train_prior",
-    "autoregressive": "twostage.train.prior:train_prior",
-    "glf": "twostage.train.glf:train_glf",
-    "vae_flow": "twostage.train.vae_flow:train_vae_flow",
-    "flow": "twostage.train.continuous_prior:train_flow",
-    "gmm": "twostage.train.continuous_prior:train_gmm",
-    "vae_prior": "twostage.train.continuous_prior:vae_prior",
-}
+RESOLVES = ("AutoencoderKind.trainer", "PriorKind.trainer")  # for codedeps.py
 
 
 def train_autoencoder(p: Params, name: str) -> dict:
-    return resolve(AUTOENCODER_TRAINERS[p.autoencoder(name)["kind"]])(p, name)
+    return resolve(KINDS[p.autoencoder(name)["kind"]].trainer)(p, name)
 
 
 def train_prior(p: Params, name: str) -> dict:
-    return resolve(PRIOR_TRAINERS[p.prior(name)["kind"]])(p, name)
+    return resolve(KINDS[p.prior(name)["kind"]].trainer)(p, name)

@@ -39,7 +39,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from twostage.config import SINGLE_PROCESS_KINDS, Params
+from twostage.config import Params
+from twostage.kinds import SINGLE_PROCESS_KINDS
 from twostage.models.data_parallel import global_batchnorm
 
 # CLI stages with data-parallel training loops, and the params table their NAME is from.

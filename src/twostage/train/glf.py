@@ -42,7 +42,7 @@ from twostage.models.priors.flow import CouplingFlow
 from twostage.runtime import pick_device
 from twostage.train import distributed
 from twostage.train.common import CurveLog, check_finite, evaluation_steps, step_progress
-from twostage.train.continuous import reconstruction_metrics
+from twostage.train.continuous_ae import reconstruction_metrics
 from twostage.train.continuous_prior import bits_per_dim, mean_log_prob
 from twostage.train.joint import encode_all, joint_setup, save_joint
 

@@ -18,7 +18,7 @@ from twostage.models.autoencoders.continuous import ContinuousAutoencoder
 from twostage.models.priors.flow import CouplingFlow
 from twostage.runtime import seed_everything
 from twostage.train.common import CurveLog, InfiniteBatches
-from twostage.train.continuous import autoencoder_checkpoint
+from twostage.train.continuous_ae import autoencoder_checkpoint
 from twostage.train.continuous_prior import prior_checkpoint
 from twostage.train.resume import ResumableState, fingerprint
 

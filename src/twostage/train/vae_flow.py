@@ -32,7 +32,7 @@ from twostage.models.autoencoders.continuous import ContinuousAutoencoder
 from twostage.models.priors.flow import CouplingFlow
 from twostage.runtime import pick_device
 from twostage.train.common import CurveLog, check_finite, evaluation_steps, step_progress
-from twostage.train.continuous import reconstruction_metrics
+from twostage.train.continuous_ae import reconstruction_metrics
 from twostage.train.continuous_prior import bits_per_dim, mean_log_prob
 from twostage.train.joint import encode_all, joint_setup, save_joint
 
@@ -90,7 +90,7 @@ def vae_flow_elbo(
     batch_size: int = 256,
 ) -> dict[str, float]:
     """Validation ELBO in nats per image (one draw, fixed noise) and −ELBO in bits/pixel,
-    the same estimator and keys as the plain VAE's (``train.continuous.vae_elbo``)."""
+    the same estimator and keys as the plain VAE's (``train.continuous_ae.vae_elbo``)."""
     modes = vae.training, flow.training
     vae.eval()
     flow.eval()

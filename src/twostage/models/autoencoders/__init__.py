@@ -1,7 +1,8 @@
 """Stage-1 autoencoders and loading them back from their checkpoints.
 
-Each kind's model module is imported only when an autoencoder of that kind is built, so
-a job's code dependencies (codedeps.py) hold only the model of its own autoencoder's kind.
+Each kind's model (``kinds.KINDS``) is imported only when an autoencoder of that kind is
+built, so a job's code dependencies (codedeps.py) hold only the model of its own
+autoencoder's kind.
 """
 
 from __future__ import annotations
@@ -9,15 +10,10 @@ from __future__ import annotations
 import torch
 
 from twostage.artifacts import check_spec, checkpoint_contents, load_torch
-from twostage.config import CONTINUOUS_AUTOENCODERS, CONTINUOUS_PRIORS
+from twostage.kinds import KINDS
 from twostage.lazy import resolve
 
-AUTOENCODER_MODELS = {
-    "vq": "twostage.models.autoencoders.vq:VQAutoencoder",
-    "ae": "twostage.models.autoencoders.continuous:ContinuousAutoencoder",
-    "rae": "twostage.models.autoencoders.continuous:ContinuousAutoencoder",
-    "vae": "twostage.models.autoencoders.continuous:ContinuousAutoencoder",
-}
+RESOLVES = ("AutoencoderKind.model",)  # for codedeps.py: the kind table entries built here
 
 
 def load_autoencoder(
@@ -40,9 +36,9 @@ def load_autoencoder(
 
 def build_autoencoder(spec: dict, channels: int, resolution: int) -> torch.nn.Module:
     """The stage-1 network of ``spec["kind"]``: vq, or continuous (ae, rae, vae)."""
-    return resolve(AUTOENCODER_MODELS[spec["kind"]])(spec, channels, resolution)
+    return resolve(KINDS[spec["kind"]].model)(spec, channels, resolution)
 
 
 def is_continuous(spec: dict) -> bool:
     """Whether an autoencoder (or prior) params entry works with latent vectors, not tokens."""
-    return spec["kind"] in CONTINUOUS_AUTOENCODERS + CONTINUOUS_PRIORS
+    return KINDS[spec["kind"]].continuous

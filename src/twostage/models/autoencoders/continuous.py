@@ -18,8 +18,6 @@ import torch.nn.functional as F
 
 from twostage.models.data_parallel import rows_of_global_draw
 
-CONTINUOUS_KINDS = ("ae", "rae", "vae")
-
 
 class ContinuousAutoencoder(nn.Module):
     def __init__(self, spec: dict, channels: int, resolution: int):

@@ -16,6 +16,14 @@ from torch import nn
 from twostage.models.data_parallel import gather_rows, rows_of_global_draw, sum_over_ranks
 
 
+def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    """Used-code count and perplexity exp(H) of the code histogram (collapse shows here)."""
+    counts = torch.bincount(indices.flatten(), minlength=codebook_size).double()
+    probs = counts / counts.sum()
+    entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
+    return {"codebook_used": int((counts > 0).sum()), "codebook_perplexity": float(entropy.exp())}
+
+
 class VectorQuantizer(nn.Module):
     """Nearest-neighbour codebook (eq. 4.1) with the straight-through estimator.
 

@@ -16,48 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from twostage.models.autoencoders.quantizers import VectorQuantizer, build_quantizer
+from twostage.models.cpu_fast_paths import GroupNorm
 
 __all__ = ["Decoder", "Encoder", "VQAutoencoder", "VectorQuantizer"]
-
-
-# Up to this many pixels per channel, a channels-last activation is normalised in the
-# standard layout when no gradients are taken (decoding samples; training keeps torch's
-# path, whose rounding the data-parallel tests pin): PyTorch's CPU GroupNorm kernel for
-# channels-last inputs is ~10-20x slower there (250 x 32 x 16 x 16: 16 ms against 0.9 ms
-# contiguous; 8 x 8: 4.0 vs 0.3), while at 32 x 32 it is as fast as the standard one and
-# the two layout copies would cost more than they save (bench/BENCHMARKS.md, "Sampling at
-# equal quality").
-_STANDARD_LAYOUT_MAX_PIXELS = 16 * 16
-
-
-class GroupNorm(nn.GroupNorm):
-    """GroupNorm that normalises bf16 CPU activations in float32 (returning bf16), and,
-    without gradients, small channels-last CPU activations in the standard layout
-    (returning channels-last).
-
-    Under CPU bf16 autocast the convolutions gain ~2x, but PyTorch's CPU GroupNorm kernel
-    is ~3x slower on bf16 than on float32 (bench/BENCHMARKS.md); the statistics are also
-    better taken in float32. Decoding a token grid runs channels-last (the code lookup is
-    a permuted embedding, and the convolutions keep its layout), which is where the
-    second case arises. Other inputs take the plain path.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
-            return super().forward(x)
-        channels_last = (
-            not torch.is_grad_enabled()
-            and x.dim() == 4
-            and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and x.shape[2] * x.shape[3] <= _STANDARD_LAYOUT_MAX_PIXELS
-        )
-        y = x.contiguous() if channels_last else x
-        if y.dtype == torch.bfloat16:
-            y = super().forward(y.float()).to(torch.bfloat16)
-        else:
-            y = super().forward(y)
-        return y.contiguous(memory_format=torch.channels_last) if channels_last else y
 
 
 def norm(channels: int) -> nn.GroupNorm:

@@ -1,7 +1,7 @@
 """Stage-2 priors, built by ``kind`` and loaded back from checkpoints.
 
-Each kind's model module is imported only when a prior of that kind is built, so a
-job's code dependencies (codedeps.py) hold only the model of its own prior's kind.
+Each kind's model (``kinds.KINDS``) is imported only when a prior of that kind is built,
+so a job's code dependencies (codedeps.py) hold only the model of its own prior's kind.
 """
 
 from __future__ import annotations
@@ -9,24 +9,15 @@ from __future__ import annotations
 import torch
 
 from twostage.artifacts import check_spec, checkpoint_contents, load_torch
-from twostage.config import CONTINUOUS_PRIORS
+from twostage.kinds import KINDS
 from twostage.lazy import resolve
 
-# kind → the class of a prior over token grids, or the builder of one over latent vectors.
-PRIOR_MODELS = {
-    "absorbing": "twostage.models.priors.absorbing:AbsorbingDiffusion",
-    "autoregressive": "twostage.models.priors.autoregressive:AutoregressivePrior",
-    "flow": "twostage.models.priors.continuous:build_continuous_prior",
-    "glf": "twostage.models.priors.continuous:build_continuous_prior",
-    "gmm": "twostage.models.priors.continuous:build_continuous_prior",
-    "vae_prior": "twostage.models.priors.continuous:build_continuous_prior",
-    "vae_flow": "twostage.models.priors.continuous:build_continuous_prior",
-}
+RESOLVES = ("PriorKind.model",)  # for codedeps.py: the kind table entries built here
 
 
 def build_prior(spec: dict, codebook_size: int, length: int) -> torch.nn.Module:
     """A prior over token grids (absorbing, autoregressive)."""
-    return resolve(PRIOR_MODELS[spec["kind"]])(spec, codebook_size, length)
+    return resolve(KINDS[spec["kind"]].model)(spec, codebook_size, length)
 
 
 def load_prior(path: str, device: torch.device, expected: dict | None = None) -> torch.nn.Module:
@@ -39,8 +30,8 @@ def load_prior(path: str, device: torch.device, expected: dict | None = None) ->
     with checkpoint_contents(path):
         check_spec(path, ckpt["spec"], expected)
         spec = ckpt["spec"]
-        if spec["kind"] in CONTINUOUS_PRIORS:
-            model = resolve(PRIOR_MODELS[spec["kind"]])(spec, ckpt["latent_dim"])
+        if KINDS[spec["kind"]].continuous:
+            model = resolve(KINDS[spec["kind"]].model)(spec, ckpt["latent_dim"])
         else:
             model = build_prior(spec, ckpt["codebook_size"], ckpt["length"])
         model.load_state_dict(ckpt["state_dict"])

@@ -7,35 +7,10 @@ key/value ``cache`` lets sampling feed one new token per call.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-def float32_under_cpu_autocast(fn, *tensors: torch.Tensor) -> torch.Tensor:
-    """``fn(*tensors)``, in float32 when CPU (bf16) autocast is on, else unchanged."""
-    if tensors[0].device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        with torch.autocast("cpu", enabled=False):
-            return fn(*(t.float() for t in tensors))
-    return fn(*tensors)
-
-
-def bf16_inference_attention(q, k, v, causal: bool) -> torch.Tensor:
-    """Attention as two bf16 batched matmuls around a float32 softmax, for sampling.
-
-    At 16 tokens x 32 per head this is ~6x faster than casting q, k, v to float32 for
-    the CPU flash kernel and back (0.9 vs 5.6 ms per layer on 250 grids, 1 thread), and
-    ~2x faster than the flash kernel in bf16; the softmax, where bf16 would hurt, stays
-    float32. Inference only: training keeps the flash kernel (bench/BENCHMARKS.md).
-    """
-    scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
-    if causal:  # the n new queries come after the m - n cached positions
-        n, m = scores.shape[-2:]
-        future = torch.ones(n, m, dtype=torch.bool, device=q.device).triu(m - n + 1)
-        scores = scores.masked_fill(future, float("-inf"))
-    return scores.softmax(-1).to(v.dtype) @ v
+from twostage.models.cpu_fast_paths import attention, float32_under_cpu_autocast
 
 
 class SelfAttention(nn.Module):
@@ -57,20 +32,7 @@ class SelfAttention(nn.Module):
             cache["k"], cache["v"] = k, v
         causal = self.causal and n > 1
         dropout = self.dropout if self.training else 0.0
-        # Under CPU bf16 autocast (cpu_bf16) training attention stays float32: the CPU
-        # flash-attention kernel is slower in bf16 (its backward ~12x at 16 tokens, 32 per
-        # head; bench/BENCHMARKS.md), while the linear layers gain ~2x. Sampling (no
-        # gradients) uses bf16 matmuls with a float32 softmax instead.
-        if (
-            x.device.type == "cpu"
-            and torch.is_autocast_enabled("cpu")
-            and not torch.is_grad_enabled()
-            and not dropout  # bf16_inference_attention has no dropout
-        ):
-            y = bf16_inference_attention(q, k, v, causal)
-        else:
-            attention = partial(F.scaled_dot_product_attention, is_causal=causal, dropout_p=dropout)
-            y = float32_under_cpu_autocast(attention, q, k, v)
+        y = attention(q, k, v, causal, dropout)  # CPU bf16 paths: models/cpu_fast_paths.py
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
 
@@ -156,6 +118,6 @@ class Transformer(nn.Module):
             cache.extend({} for _ in self.blocks)
         for i, block in enumerate(self.blocks):
             x = block(x, None if cache is None else cache[i])
-        # bf16 logits would be off by ~0.4 % of their size, enough to skew the sampling
-        # softmax; the head is ~2 % of the FLOPs, so it stays in float32.
+        # bf16 logits would be off enough to skew the sampling softmax, and the head is a
+        # small part of the work, so it stays in float32.
         return float32_under_cpu_autocast(self.head, self.ln_f(x))

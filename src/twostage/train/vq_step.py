@@ -33,8 +33,7 @@ from twostage.models.autoencoders.discriminator import (
 )
 from twostage.models.autoencoders.quantizers import GUMBEL_DEFAULTS, gumbel_temperature
 from twostage.train import distributed
-from twostage.train.common import NonFiniteGuard, set_lr, warmup_lr
-from twostage.train.prior import EMA
+from twostage.train.common import EMA, NonFiniteGuard, set_lr, warmup_lr
 
 # Values of the optional keys when absent: the plain VQ autoencoder.
 DEFAULTS = {
@@ -67,7 +66,7 @@ def training_options(spec: dict) -> dict:
     return options
 
 
-class Stage1Trainer:
+class VQTrainer:
     """Models, optimizers, scaler and EMA of one stage-1 run, and its training step."""
 
     def __init__(

@@ -11,9 +11,7 @@ and saved.
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import time
 
 import torch
@@ -26,6 +24,8 @@ from twostage.models.priors import build_prior
 from twostage.runtime import cpu_bf16_autocast, cpu_bf16_enabled, pick_device, seed_everything
 from twostage.train import distributed
 from twostage.train.common import (
+    EMA,
+    BestCheckpoint,
     CurveLog,
     InfiniteBatches,
     NonFiniteGuard,
@@ -66,47 +66,10 @@ def validation_bound(
     return total / count
 
 
-class EMA:
-    """Exponential moving average of a model's weights (the paper uses decay 0.995)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            ema_p.lerp_(p, 1.0 - self.decay)
-
-
-class BestCheckpoint:
-    """The weights with the lowest selection score so far (the paper's early stopping).
-
-    ``val`` is that score; ``values`` keeps the other numbers logged at the same step.
-    """
-
-    def __init__(self):
-        self.val, self.step, self.weights, self.values = math.inf, 0, None, {}
-
-    def update(self, val: float, step: int, model: torch.nn.Module, **values: float) -> None:
-        if val < self.val:
-            self.val, self.step, self.values = val, step, values
-            self.weights = copy.deepcopy(model.state_dict())
-
-    def state_dict(self) -> dict:
-        return {"val": self.val, "step": self.step, "weights": self.weights, "values": self.values}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.val, self.step, self.weights = state["val"], state["step"], state["weights"]
-        self.values = state.get("values", {})
-
-
-def train_prior(p: Params, name: str) -> dict:
+def train_token_prior(p: Params, name: str) -> dict:
     ctx = distributed.init(p)
     try:
-        return _train_prior(p, name, ctx)
+        return _train_token_prior(p, name, ctx)
     finally:
         distributed.close(ctx)
 
@@ -117,7 +80,7 @@ def resume_fingerprint(spec: dict, seed: int) -> str:
     return fingerprint({k: v for k, v in spec.items() if k != "skip_nonfinite_steps"}, seed)
 
 
-def _train_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
+def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     spec = p.prior(name)
     ae = spec["autoencoder"]
     device = ctx.device(pick_device(p["device"]))

@@ -1,5 +1,5 @@
 """Stage 1: train the VQ autoencoder (L1 reconstruction + codebook + commitment), and with
-the params' options the full VQ-GAN (perceptual, adversarial, EMA, ...: train/stage1.py).
+the params' options the full VQ-GAN (perceptual, adversarial, EMA, ...: train/vq_step.py).
 
 Data-parallel under torchrun when ``distributed.nproc`` > 1 (train/distributed.py):
 each rank trains on its slice of every global batch, rank 0 validates and writes."""
@@ -18,6 +18,7 @@ from twostage.config import Params
 from twostage.data.prepare import load_split
 from twostage.images import save_grid, to_tensor, to_uint8
 from twostage.models.autoencoders.perceptual import load_perceptual
+from twostage.models.autoencoders.quantizers import codebook_stats
 from twostage.models.autoencoders.vq import VQAutoencoder
 from twostage.runtime import pick_device, seed_everything
 from twostage.train import distributed
@@ -29,19 +30,11 @@ from twostage.train.common import (
     step_progress,
 )
 from twostage.train.resume import ResumableState, fingerprint
-from twostage.train.stage1 import Stage1Trainer, training_options
-
-
-def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
-    """Used-code count and perplexity exp(H) of the code histogram (collapse shows here)."""
-    counts = torch.bincount(indices.flatten(), minlength=codebook_size).double()
-    probs = counts / counts.sum()
-    entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
-    return {"codebook_used": int((counts > 0).sum()), "codebook_perplexity": float(entropy.exp())}
+from twostage.train.vq_step import VQTrainer, training_options
 
 
 @torch.no_grad()
-def evaluate_reconstruction(
+def vq_validation_metrics(
     model: VQAutoencoder, images: np.ndarray, device: torch.device, batch_size: int = 256
 ) -> dict[str, float]:
     """MSE and PSNR on [0, 1] pixel scale, plus codebook usage, over a whole split."""
@@ -66,15 +59,15 @@ def evaluate_reconstruction(
     }
 
 
-def train_autoencoder(p: Params, name: str) -> dict:
+def train_vq_autoencoder(p: Params, name: str) -> dict:
     ctx = distributed.init(p)
     try:
-        return _train_autoencoder(p, name, ctx)
+        return _train_vq_autoencoder(p, name, ctx)
     finally:
         distributed.close(ctx)
 
 
-def _train_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dict:
+def _train_vq_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dict:
     spec = p.autoencoder(name)
     dataset = spec["dataset"]
     ds_spec = p.dataset(dataset)
@@ -88,7 +81,7 @@ def _train_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dict:
     if training_options(spec)["perceptual_weight"] > 0:
         perceptual = load_perceptual(spec, name).to(device)
     guard = NonFiniteGuard(spec.get("skip_nonfinite_steps", 0))
-    trainer = Stage1Trainer(model, spec, ds_spec["channels"], device, perceptual, guard, ctx)
+    trainer = VQTrainer(model, spec, ds_spec["channels"], device, perceptual, guard, ctx)
     batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
     train_x = torch.from_numpy(train_images)  # uint8 in memory; converted per batch
     log = CurveLog([*trainer.log_columns(), "val_mse", "val_psnr", "codebook_used"])
@@ -113,7 +106,7 @@ def _train_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dict:
         row = trainer.step(x, step)
         # Validation decides nothing here: rank 0 alone runs it (and logs it).
         if step in eval_at and ctx.is_main:
-            val = evaluate_reconstruction(trainer.evaluated, val_images, device)
+            val = vq_validation_metrics(trainer.evaluated, val_images, device)
             row.update({k: val[k] for k in ("val_mse", "val_psnr", "codebook_used")})
             progress.set_postfix(psnr=f"{val['val_psnr']:.2f}", codes=val["codebook_used"])
         log.add(step, **row)
@@ -126,7 +119,7 @@ def _train_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dict:
         return {"processes": ctx.world_size, "rank": ctx.rank}
 
     model = trainer.evaluated.eval()  # the EMA weights when enabled: those are sampled
-    final = evaluate_reconstruction(model, val_images, device)
+    final = vq_validation_metrics(model, val_images, device)
     out = paths.autoencoder(name)
     save_torch(
         out["model"],
