@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from twostage import paths
-from twostage.artifacts import load_torch, read_json, save_npz
+from twostage.artifacts import load_torch, read_json, remove, save_npz
 from twostage.config import load_params
 from twostage.sample.continuous import load_decoder
 from twostage.train import glf, vae_flow
@@ -49,8 +49,14 @@ def project(tmp_path: Path, repo: Path, monkeypatch) -> Path:
     torch.set_num_threads(threads)
 
 
+def _finished(name: str) -> None:
+    """What the CLI does once a job has written everything: drop its training state."""
+    remove(paths.training_state("train_prior", name))
+
+
 def _train(params) -> tuple[dict, dict]:
     metrics = glf.train_glf(params, "glf_mnist")
+    _finished("glf_mnist")
     ckpt = load_torch(paths.prior("glf_mnist")["model"])
     return metrics, ckpt
 
@@ -94,6 +100,7 @@ def test_vae_flow_trains_jointly_saves_its_vae_and_resumes_identically(project: 
 
     def train():
         metrics = vae_flow.train_vae_flow(params, name)
+        _finished(name)
         return metrics, load_torch(paths.prior(name)["model"])
 
     clean_metrics, clean = train()

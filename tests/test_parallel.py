@@ -12,8 +12,8 @@ import yaml
 
 from twostage import paths
 from twostage.config import load_params
+from twostage.paths import STATE_DIR
 from twostage.plan import Job, jobs
-from twostage.train.resume import STATE_DIR
 
 # Two experiments on one dataset with their own autoencoders: the data, the
 # classifier and the real-image features are shared by both.

@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import yaml
 
-from twostage.artifacts import ArtifactError, write_text
+from twostage import paths
+from twostage.artifacts import ArtifactError, remove, write_text
 from twostage.config import ConfigError, load_params
 from twostage.data.sources import DataError
 from twostage.lazy import resolve
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> None:
         code = distributed.launch(params, args.argv)
         if code:
             raise SystemExit(code)
-        _record_versions(params, args.stage, args.name)
+        _finish(params, args.stage, args.name)
         return
     from twostage.runtime import set_threads
 
@@ -138,18 +139,26 @@ def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     seeded = params.with_seed_of(table, args.name) if args.stage in SEEDED_STAGES else params
     result = stage_function(args.stage)(seeded, args.name)
-    _record_versions(params, args.stage, args.name)
+    _finish(params, args.stage, args.name)
     log.info("%s %s done in %.1f s: %s", args.stage, args.name, time.perf_counter() - start, result)
+
+
+def _finish(params, stage: str, name: str) -> None:
+    """A job's last writes: its hashes, then its training state goes (only now: a kill
+    before this point reruns from the last saved state, not from step one). Under
+    torchrun the launching process does both, once every rank has finished."""
+    if "LOCAL_RANK" in os.environ:
+        return
+    _record_versions(params, stage, name)
+    remove(paths.training_state(stage.replace("-", "_"), name))
 
 
 def _record_versions(params, stage: str, name: str) -> None:
     """After a job: its hashes into its metrics, and results/versions.yaml up to date.
 
     DVC reads the versions file after the command, so a stage that `dvc repro` ran is
-    recorded with the code it ran with. Under torchrun only the launching process does it.
+    recorded with the code it ran with.
     """
-    if "LOCAL_RANK" in os.environ:
-        return
     loaded = [m for m in sys.modules if m.split(".")[0] == "twostage"]  # before versions' own
     from twostage import versions  # bookkeeping: no job's code (codedeps.BOOKKEEPING)
 
@@ -170,7 +179,7 @@ def rebuild_hint(path: str, profiles: list[str], missing: bool = False) -> str:
     from twostage import plan
 
     rel = os.path.relpath(path)
-    if rel.split(os.sep)[0] == ".twostage-state":
+    if rel.split(os.sep)[0] == paths.STATE_DIR:
         return "; a cache of an unfinished or earlier job: delete it and rerun the job"
     try:
         job = plan.producer(load_params(profiles), rel)

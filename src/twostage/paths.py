@@ -117,3 +117,11 @@ def benchmark(stage: str, name: str | None = None) -> str:
 # The code and software hash of every job (src/twostage/versions.py): a params file of
 # every DVC stage, rewritten whenever Snakemake parses the Snakefile or twostage runs.
 VERSIONS = f"{RESULTS}/versions.yaml"
+
+# Resumable training state: outside results/, so neither Snakemake (which deletes a
+# rerun job's outputs) nor DVC (which tracks only declared outputs) touches it.
+STATE_DIR = ".twostage-state"
+
+
+def training_state(stage: str, name: str) -> str:
+    return f"{STATE_DIR}/{stage}/{name}.pt"

@@ -206,5 +206,4 @@ def _train_continuous_autoencoder(p: Params, name: str, ctx: distributed.Context
         "device": str(device),
     }
     write_json(out["metrics"], metrics)
-    resume.clear()
     return metrics

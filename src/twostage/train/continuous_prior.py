@@ -124,7 +124,6 @@ def train_flow(p: Params, name: str) -> dict:
         "device": str(device),
     }
     write_json(out["metrics"], metrics)
-    resume.clear()
     return metrics
 
 

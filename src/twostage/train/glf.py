@@ -181,5 +181,4 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
         "device": str(device),
     }
     write_json(out["metrics"], metrics)
-    joint.resume.clear()
     return metrics

@@ -5,8 +5,10 @@ tracks what the pipeline declares, so the state lives under ``.twostage-state/``
 A training loop saves it every ``checkpoint_every`` steps (params/config.yaml);
 a rerun after a crash or a kill picks it up and, because the RNG states are
 saved with the weights, ends exactly where an uninterrupted run would. The
-state is tied to the params it was made with (a fingerprint), and deleted once
-the stage has written its outputs.
+state is tied to the params it was made with (a fingerprint), and deleted by
+the CLI once the job has written everything: a kill while
+the last outputs are written then costs the steps after the last save, not the
+whole training.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import Any
 
 import torch
 
-from twostage.artifacts import load_torch, remove, save_torch
+from twostage import paths
+from twostage.artifacts import load_torch, save_torch
 
-STATE_DIR = ".twostage-state"
 log = logging.getLogger("twostage")
 
 
@@ -42,7 +44,7 @@ class ResumableState:
         parts: dict[str, Any] | None = None,
         generators: tuple[torch.Generator, ...] = (),
     ):
-        self.path = Path(STATE_DIR) / stage / f"{name}.pt"
+        self.path = Path(paths.training_state(stage, name))
         self.fingerprint = fingerprint
         self.every = every
         self.parts = parts or {}
@@ -83,9 +85,6 @@ class ResumableState:
 
     def save(self, step: int, **objects: Any) -> None:
         save_torch(self.path, {"fingerprint": self.fingerprint, "step": step, **objects})
-
-    def clear(self) -> None:
-        remove(self.path)
 
 
 def rng_state(*generators: torch.Generator) -> dict:

@@ -202,5 +202,4 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     )
     log.write(out["curve"])
     write_json(out["metrics"], metrics)
-    resume.clear()
     return metrics

@@ -164,5 +164,4 @@ def train_vae_flow(p: Params, name: str) -> dict:
         "device": str(device),
     }
     write_json(out["metrics"], metrics)
-    joint.resume.clear()
     return metrics

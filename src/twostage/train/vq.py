@@ -153,5 +153,4 @@ def _train_vq_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dic
         "device": str(device),
     }
     write_json(out["metrics"], metrics)
-    resume.clear()
     return metrics
