@@ -126,14 +126,6 @@ def autoencoder_checkpoint(spec: dict, ds_spec: dict, model: torch.nn.Module) ->
     }
 
 
-def train_continuous_autoencoder(p: Params, name: str) -> dict:
-    ctx = distributed.init(p)
-    try:
-        return _train_continuous_autoencoder(p, name, ctx)
-    finally:
-        distributed.close(ctx)
-
-
 def _train_continuous_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dict:
     spec = p.autoencoder(name)
     ds_spec = p.dataset(spec["dataset"])
@@ -207,3 +199,6 @@ def _train_continuous_autoencoder(p: Params, name: str, ctx: distributed.Context
     }
     write_json(out["metrics"], metrics)
     return metrics
+
+
+train_continuous_autoencoder = distributed.in_process_group(_train_continuous_autoencoder)

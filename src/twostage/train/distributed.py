@@ -27,6 +27,7 @@ nothing here does anything.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -199,6 +200,23 @@ def init(p: Params) -> Context:
 def close(ctx: Context) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def in_process_group(
+    train: Callable[[Params, str, Context], dict],
+) -> Callable[[Params, str], dict]:
+    """A trainer ``train(p, name, ctx)`` as the stage ``train(p, name)``: inside the process
+    group torchrun set up (if any), left whatever happens so no rank hangs on the others."""
+
+    @functools.wraps(train)
+    def stage(p: Params, name: str) -> dict:
+        ctx = init(p)
+        try:
+            return train(p, name, ctx)
+        finally:
+            close(ctx)
+
+    return stage
 
 
 def _call_loss(model: nn.Module, *args, **kwargs):

@@ -85,14 +85,6 @@ def weights_finite(*modules: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for m in modules for t in m.state_dict().values())
 
 
-def train_glf(p: Params, name: str) -> dict:
-    ctx = distributed.init(p)
-    try:
-        return _train_glf(p, name, ctx)
-    finally:
-        distributed.close(ctx)
-
-
 def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
     device = ctx.device(pick_device(p["device"]))
     log = CurveLog(
@@ -182,3 +174,6 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
     }
     write_json(out["metrics"], metrics)
     return metrics
+
+
+train_glf = distributed.in_process_group(_train_glf)

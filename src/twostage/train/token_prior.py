@@ -66,14 +66,6 @@ def validation_bound(
     return total / count
 
 
-def train_token_prior(p: Params, name: str) -> dict:
-    ctx = distributed.init(p)
-    try:
-        return _train_token_prior(p, name, ctx)
-    finally:
-        distributed.close(ctx)
-
-
 def resume_fingerprint(spec: dict, seed: int) -> str:
     # The skip budget does not change the run up to a bad step: raising it after a
     # failure must resume from the saved state, not restart.
@@ -203,3 +195,6 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     log.write(out["curve"])
     write_json(out["metrics"], metrics)
     return metrics
+
+
+train_token_prior = distributed.in_process_group(_train_token_prior)

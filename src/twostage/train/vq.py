@@ -59,14 +59,6 @@ def vq_validation_metrics(
     }
 
 
-def train_vq_autoencoder(p: Params, name: str) -> dict:
-    ctx = distributed.init(p)
-    try:
-        return _train_vq_autoencoder(p, name, ctx)
-    finally:
-        distributed.close(ctx)
-
-
 def _train_vq_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dict:
     spec = p.autoencoder(name)
     dataset = spec["dataset"]
@@ -154,3 +146,6 @@ def _train_vq_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dic
     }
     write_json(out["metrics"], metrics)
     return metrics
+
+
+train_vq_autoencoder = distributed.in_process_group(_train_vq_autoencoder)
