@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 
 def pick_device(setting: str) -> torch.device:
@@ -30,9 +31,15 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def set_threads() -> None:
-    """Use the threads Snakemake granted the job (exported as TWOSTAGE_THREADS), else all cores."""
+    """Use the threads Snakemake granted the job (exported as TWOSTAGE_THREADS), else all cores.
+
+    NumPy's BLAS is capped too: Snakemake exports OMP_NUM_THREADS for its jobs, a plain
+    `twostage` call does not, and a BLAS reduction split over another number of threads
+    rounds differently, so the same job would not give the same bytes run either way.
+    """
     threads = int(os.environ.get("TWOSTAGE_THREADS", "0")) or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 # CPU flags of the instructions that multiply bf16 natively. Without them PyTorch

@@ -28,6 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SMOKE = "params/profiles/smoke.yaml"
+# Written by the fault matrix into its copies: resumable states every few training steps.
+# Only trainers read it; every other job sees the params of the build (the report prints
+# them all).
+CHECKPOINTS = "params/profiles/fault-checkpoints.yaml"
 STATE_DIR = ".twostage-state"
 # Keys of metrics files that measure the run, not its result (wall clock, the process).
 VOLATILE_KEYS = ("seconds", "time", "versions", "per_s", "duration", "elapsed")
@@ -127,9 +131,9 @@ def run_job(
             _log_write_points(point_log)
             from twostage import cli
 
-            code = cli.main(
-                ["--profile", SMOKE, stage.replace("_", "-"), *([name] if name else [])]
-            )
+            profiles = [SMOKE, *([CHECKPOINTS] if stage.startswith("train_") else [])]
+            args = [a for f in profiles if Path(f).exists() for a in ("--profile", f)]
+            code = cli.main([*args, stage.replace("_", "-"), *([name] if name else [])])
         finally:
             os._exit(code)
     status = _wait(pid, start + kill_after if kill_after is not None else None)

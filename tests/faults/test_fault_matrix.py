@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 from conftest import SMOKE, copy_built, record_fault_matrix
 from harness import (
+    CHECKPOINTS,
     PLACES,
     STATE_DIR,
     Outcome,
@@ -56,9 +57,9 @@ from twostage.config import load_params
 pytestmark = pytest.mark.slow
 
 SEED = 19
-# Resumable states every few steps in the work copy, so kills land before, during and
-# after them (no job's param: the key changes no result, which the bit-identity check
-# against the DAG's own build confirms).
+# Resumable states every few steps for the trainers in the work copy, so kills land before,
+# during and after them (the key changes no result, which the bit-identity check against
+# the DAG's own build confirms).
 CHECKPOINT_EVERY = 4
 # (stage, name, kills): every kind of job of the smoke DAG, upstream first. Each trainer
 # of every model kind, and each job that reads the models, for one model of a kind; more
@@ -158,9 +159,7 @@ def test_jobs_killed_at_any_moment_rerun_to_the_same_results(
     lanes = {}
     for i in range(LANES):  # each lane its own copy of the DAG, in a fresh interpreter
         work = copy_built(smoke_dag, tmp_path / f"work{i}")
-        config = work / "params/config.yaml"
-        every = f"checkpoint_every: {CHECKPOINT_EVERY}"
-        config.write_text(re.sub(r"(?m)^checkpoint_every: \d+", every, config.read_text()))
+        (work / CHECKPOINTS).write_text(f"checkpoint_every: {CHECKPOINT_EVERY}\n")
         result = tmp_path / f"lane{i}.json"
         args = json.dumps([str(smoke_dag), str(work), todo[i::LANES], str(result)])
         lanes[subprocess.Popen([sys.executable, "-c", LANE, args], env=tool_env)] = result
