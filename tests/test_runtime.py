@@ -1,4 +1,4 @@
-"""CPU bf16 autocast: used only where requested, on CPU, and native to the processor."""
+"""CPU threads and bf16 autocast: used only where requested, on CPU, and native to the processor."""
 
 import json
 import logging
@@ -183,3 +183,20 @@ def test_sampling_under_cpu_bf16_autocast_uses_bf16_attention(monkeypatch):
     with torch.no_grad():
         net(tokens)  # float32 sampling: the flash kernel, as before
     assert calls == [torch.bfloat16]
+
+
+def test_a_job_keeps_torch_and_numpys_blas_to_its_granted_threads(monkeypatch):
+    """Without the BLAS cap a job's NumPy reductions split over as many threads as the
+    environment allows, and the same job rounds differently in and out of Snakemake."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    torch_threads = torch.get_num_threads()
+    monkeypatch.setenv("TWOSTAGE_THREADS", "1")
+    with threadpool_limits(limits=2, user_api="blas"):  # restores the caps afterwards
+        try:
+            runtime.set_threads()
+            assert torch.get_num_threads() == 1
+            blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+            assert blas and all(p["num_threads"] == 1 for p in blas), blas
+        finally:
+            torch.set_num_threads(torch_threads)
