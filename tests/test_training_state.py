@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from twostage import cli
+from twostage import cli, paths
 from twostage.artifacts import load_torch
 from twostage.train.resume import ResumableState
 
@@ -19,7 +19,7 @@ TINY_PRIOR = (
     "  autoregressive_mnist: {n_layer: 1, n_embd: 16, n_head: 2, steps: 12, eval_every: 6,"
     " warmup_steps: 2, batch_size: 16}\n"
 )
-STATE = Path(".twostage-state/train_prior/autoregressive_mnist.pt")
+STATE = Path(paths.training_state("train_prior", "autoregressive_mnist"))
 OUT = Path("results/priors/autoregressive_mnist")
 TRAIN = ["--profile", PROFILE, "train-prior", "autoregressive_mnist"]
 

@@ -27,12 +27,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twostage.paths import STATE_DIR
+
 SMOKE = "params/profiles/smoke.yaml"
 # Written by the fault matrix into its copies: resumable states every few training steps.
 # Only trainers read it; every other job sees the params of the build (the report prints
 # them all).
 CHECKPOINTS = "params/profiles/fault-checkpoints.yaml"
-STATE_DIR = ".twostage-state"
 # Keys of metrics files that measure the run, not its result (wall clock, the process).
 VOLATILE_KEYS = ("seconds", "time", "versions", "per_s", "duration", "elapsed")
 # Written by every twostage call: bookkeeping, not a job's result.

@@ -6,9 +6,8 @@ A training loop saves it every ``checkpoint_every`` steps (params/config.yaml);
 a rerun after a crash or a kill picks it up and, because the RNG states are
 saved with the weights, ends exactly where an uninterrupted run would. The
 state is tied to the params it was made with (a fingerprint), and deleted by
-the CLI once the job has written everything: a kill while
-the last outputs are written then costs the steps after the last save, not the
-whole training.
+the CLI once the job has written everything: a kill while the last outputs are
+written then costs the steps after the last save, not the whole training.
 """
 
 from __future__ import annotations
