@@ -1,11 +1,11 @@
 """Durable artifact writing, checksums, and readers that name a damaged file.
 
 Every output is written to a temporary name in the same directory, flushed to disk,
-renamed into place and the directory entry flushed too, so a crash, a kill or a
-power cut mid-write leaves either the previous good file or nothing, never a
-truncated file that looks complete. Next to each file goes ``<file>.sha256``,
-hashed once at write; the readers here verify it before use, so a file changed
-since its stage wrote it is refused rather than used.
+renamed into place and the directory entry flushed too (and each folder the write
+creates, in its parent), so a crash, a kill or a power cut mid-write leaves either the
+previous good file or nothing, never a truncated file that looks complete. Next to each
+file goes ``<file>.sha256``, hashed once at write; the readers here verify it before use,
+so a file changed since its stage wrote it is refused rather than used.
 """
 
 from __future__ import annotations
@@ -70,6 +70,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: str | Path) -> None:
+    """``mkdir -p``, durably: each folder created is flushed in its parent, so a power cut
+    cannot lose a folder (and the artifacts in it) whose files were flushed."""
+    directory = Path(directory)
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)  # exist_ok: a concurrent job may make it first
+        _fsync_dir(folder.parent)
+
+
 def _sync_and_hash(path: Path) -> str:
     """Flush a written file to disk and return its sha256 (one read of what was written)."""
     digest = hashlib.sha256()
@@ -111,7 +124,7 @@ def atomic_path(path: str | Path, checksum: bool = True) -> Iterator[Path]:
     no sidecar, for files kept in git that no stage reads as an input (dvc.yaml).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent
     )

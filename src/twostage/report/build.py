@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from twostage import paths
-from twostage.artifacts import atomic_path
+from twostage.artifacts import atomic_path, make_dirs
 from twostage.config import Params
 from twostage.kinds import CONTINUOUS_AUTOENCODERS
 from twostage.plan import absorbing_priors
@@ -241,7 +241,7 @@ def build_report(p: Params) -> str:
     out = paths.report()
     root = Path(out["html"]).parent
     fig_dir, tab_dir = root / "figures", root / "tables"
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(fig_dir)
     fd_col = f"fd_{p['evaluation']['extractor']}"
 
     conv = collect.convergence_table(p)
