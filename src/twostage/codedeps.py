@@ -16,7 +16,9 @@ autoregressive prior's. An entry may be a call whose keyword arguments are *role
 module that resolves that role, declared by a module-level
 ``RESOLVES = ("PriorKind.model",)``; so a kind's trainer is code of its training jobs, not
 of the jobs that only load its model. A ``"twostage.module:attr"`` string anywhere else
-counts as an import of that module.
+counts as an import of that module, and so does ``importlib.import_module("twostage.x")``
+with a literal name; a computed name is followed only through a dispatch table (the tests
+refuse any other).
 
 A module's hash is that of its syntax tree without docstrings and without the dispatch
 entries the job does not select: comments, blank lines, line breaks, formatting and
@@ -111,6 +113,30 @@ def _resolve_from(node: ast.ImportFrom, current: str, is_package: bool) -> list[
     return found
 
 
+# Functions that import the module their first argument names.
+IMPORTERS = frozenset({"import_module", "__import__"})
+
+
+def importer_call(node: ast.AST) -> bool:
+    """A call of ``importlib.import_module`` or ``__import__`` (by any prefix)."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return name in IMPORTERS
+
+
+def literal_import(node: ast.AST) -> str | None:
+    """The module ``import_module("twostage.x")`` / ``__import__("twostage.x")`` imports:
+    a literal name is an import like any other. A computed name is not followed (and
+    tests/test_dynamic_imports.py allows none outside lazy.py's dispatch-table resolver)."""
+    if importer_call(node) and node.args:
+        first = node.args[0]
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            return first.value
+    return None
+
+
 def _references(node: ast.AST) -> set[str]:
     found = set()
     for sub in ast.walk(node):
@@ -193,6 +219,8 @@ def load(name: str) -> Module:
             imports.update(a.name for a in node.names if module_path(a.name))
         elif live and isinstance(node, ast.ImportFrom):
             imports.update(_resolve_from(node, name, is_package))
+        elif live and (imported := literal_import(node)) and module_path(imported):
+            imports.add(imported)
         elif live and isinstance(node, ast.Constant) and isinstance(node.value, str):
             match = REFERENCE.match(node.value)
             if match and module_path(match.group(1)):
