@@ -23,9 +23,12 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def tool_env() -> dict[str, str]:
-    """Environment for subprocesses: the venv's bin first (twostage, snakemake, dvc)."""
+    """Environment for subprocesses: the venv's bin first (twostage, snakemake, dvc), and
+    this checkout's src/ first on PYTHONPATH: the venv holds no twostage, and a subprocess
+    working in a folder outside the clone (a tmp_path project) runs the code under test."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
     env["DVC_NO_ANALYTICS"] = "1"
     env["PYTHONWARNINGS"] = "ignore"
     return env
