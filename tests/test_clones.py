@@ -5,7 +5,8 @@ two copies of the project (clones A and B) get one venv root; each calls ensure_
 (as run.sh and test.sh do), clone B last. Clone A's code is then edited, and in each
 clone the `twostage` command, ``python -c "import twostage"`` and Snakemake reading the
 Snakefile must run that clone's code: A's edit runs in A and changes A's code hashes,
-and B runs and hashes the unedited code.
+and B runs and hashes the unedited code. A PYTHONPATH set by hand still chooses the code,
+and outside any clone `twostage` says so instead of running some clone's code.
 
 The venv is made cheap: the copies' requirement files list only pip (present in a
 fresh venv, so nothing is downloaded), and the test then gives the venv this test's own
@@ -24,6 +25,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import PROJECT_IGNORE, SMOKE
+
+from twostage import versions
+from twostage.config import load_params
 
 # A module-level line that every twostage command and the Snakefile run; config.py is
 # code of every job.
@@ -109,22 +113,21 @@ def test_each_clone_runs_and_hashes_its_own_code(tmp_path: Path, repo: Path, env
         assert (MARK in proc.stderr) == ran[clone.name]
 
     assert ran == {"A": True, "B": False}, f"which clone ran clone A's edit: {ran}"
-    chosen = {**run_env, "PYTHONPATH": str(a / "src")}  # set by hand: it comes first
-    imported = _run(["python", "-c", "import twostage; print(twostage.__file__)"], b, chosen)
-    assert imported.stdout.strip() == str(a / "src/twostage/__init__.py")
-    assert hashes["A"].keys() == hashes["B"].keys()
-    assert all(hashes["A"][job] != hashes["B"][job] for job in hashes["A"]), (
+    unedited = versions.code_hashes(load_params([SMOKE], root=repo))  # this checkout's code
+    assert hashes["B"] == unedited, "clone B hashed other code than its own"
+    assert hashes["A"].keys() == unedited.keys()
+    assert all(hashes["A"][job] != unedited[job] for job in unedited), (
         "clone A's edit of config.py (code of every job) is not in A's code hashes"
     )
 
+    chosen = {**run_env, "PYTHONPATH": str(a / "src")}  # set by hand: it comes first
+    imported = _run(["python", "-c", "import twostage; print(twostage.__file__)"], b, chosen)
+    assert imported.stdout.strip() == str(a / "src/twostage/__init__.py")
 
-def test_twostage_outside_a_clone_says_so(tmp_path: Path, env: dict, repo: Path):
-    """Outside any clone the command names what is wrong instead of running some clone."""
-    venv = _ensure_venv(_clone(repo, tmp_path / "A"), env)
+    # outside any clone the command names what is wrong instead of running some clone
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     proc = subprocess.run(
-        [venv / "bin/twostage", "validate"], cwd=outside, env=env, capture_output=True, text=True
+        ["twostage", "validate"], cwd=outside, env=run_env, capture_output=True, text=True
     )
-    assert proc.returncode != 0
-    assert "not inside a clone of the project" in proc.stderr, proc.stderr
+    assert proc.returncode != 0 and "not inside a clone of the project" in proc.stderr, proc.stderr
