@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 from twostage.evaluate.frechet import feature_statistics
 
 RESAMPLES = 200  # bootstrap resamples for precision, density, coverage
-SPLITS = 50  # random half-splits for FD: 100 FDs of n/2 points, a quarter of the resamples' cost
+SPLITS = 50  # random half-splits for FD: 100 FDs of n/2 points
 LEVEL = 0.95
 Z = NormalDist().inv_cdf((1 + LEVEL) / 2)  # a 95 % interval from a standard error: 1.96
 

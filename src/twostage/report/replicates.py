@@ -156,8 +156,8 @@ def _text(diffs: pd.DataFrame, intervals: pd.DataFrame, metric: str) -> str:
     left_out = len(known) * (len(known) - 1) // 2 - len(diffs)
     kinds = (
         f"{metric} ± its 95 % interval, of one of two kinds (column interval of the runs "
-        f"table): {describe(REPLICATES, 'N')} for a run with replicates, "
-        f"else {describe(SINGLE_RUN, 1)}: how far the draw of its generated samples alone "
+        f"table): '{describe(REPLICATES, 'N')}' for a run with replicates, "
+        f"else '{describe(SINGLE_RUN, 1)}': how far the draw of its generated samples alone "
         "moves the score, which leaves out what another seed's training would change. "
         "Only intervals of one kind are compared"
         + (
