@@ -148,7 +148,8 @@ def test_calibration_brackets_every_run(snakemake_project: Path):
 def test_replicates_redo_their_level_with_their_seed(snakemake_project: Path):
     # The smoke profile replicates one run per level: each replicate redid what its level
     # names with its own seed (different numbers), shared the rest, and the runs table
-    # gives every run's FD an interval: t over the seeds, or a bootstrap over its samples.
+    # gives every run's FD an interval and says which kind: t over the seeds, or a single
+    # run's sampling interval over its samples.
     params = load_params([SMOKE], root=snakemake_project)
     results = snakemake_project / "results"
 
@@ -175,8 +176,12 @@ def test_replicates_redo_their_level_with_their_seed(snakemake_project: Path):
         assert math.isfinite(table.loc[run, f"{fd_key}_ci95"]), run
         assert table.loc[run, f"{fd_key}_ci95"] > 0, run
         if n == 1:
-            boot = json.loads((results / f"eval/{run}/metrics.json").read_text())["bootstrap"]
-            assert table.loc[run, f"{fd_key}_ci95"] == pytest.approx(boot[f"{fd_key}_ci95"])
+            metrics = json.loads((results / f"eval/{run}/metrics.json").read_text())
+            own = metrics["sampling_intervals"]
+            assert table.loc[run, f"{fd_key}_ci95"] == pytest.approx(own[f"{fd_key}_ci95"])
+            assert table.loc[run, "interval"] == "single run, sampling interval (95 %)", run
+        else:
+            assert table.loc[run, "interval"] == f"over {n} replicates (Student-t 95 %)", run
     rows = pd.read_csv(results / "report/tables/replicates.csv")
     assert len(rows) == sum(len(params.replicates_of(r)) for r in params["targets"])
     assert (results / "report/tables/run_differences.csv").is_file()

@@ -1,5 +1,5 @@
 """Replicates: seeds as a DAG dimension (seeds.py, plan.py) and the intervals the report
-gives every run (report/replicates.py, evaluate/bootstrap.py)."""
+gives every run (report/replicates.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -16,9 +15,6 @@ from scipy import stats
 from twostage import cli, paths
 from twostage.artifacts import write_json
 from twostage.config import ConfigError, load_params
-from twostage.evaluate import bootstrap
-from twostage.evaluate.frechet import frechet_distance_from_features
-from twostage.evaluate.prdc import compute_prdc
 from twostage.plan import dvc_pipeline, jobs, param_values
 from twostage.report import replicates
 
@@ -241,7 +237,7 @@ def _evaluations(root: Path, p, scores: dict[str, dict]) -> None:
         write_json(path, metrics)
 
 
-def test_runs_table_gets_mean_std_interval_and_pairs(params_root: Path, monkeypatch):
+def test_runs_table_gets_mean_std_interval_kind_and_pairs(params_root: Path, monkeypatch):
     _set_replicates(
         params_root,
         "evaluation.yaml",
@@ -249,7 +245,7 @@ def test_runs_table_gets_mean_std_interval_and_pairs(params_root: Path, monkeypa
     )
     path = params_root / "params" / "config.yaml"
     config = yaml.safe_load(path.read_text())
-    config["targets"] = ["glf", "rae_gmm", "vae", "vae_flow"]
+    config["targets"] = ["glf", "rae_gmm", "vae", "vae_flow", "autoregressive"]
     path.write_text(yaml.safe_dump(config))
     p = load_params(root=params_root)
     monkeypatch.chdir(params_root)
@@ -262,20 +258,22 @@ def test_runs_table_gets_mean_std_interval_and_pairs(params_root: Path, monkeypa
     for run, values in fd.items():
         for (name, _), v in zip(p.replicates_of(run), values, strict=True):
             scores[name] = {"fd_classifier": v, "precision": v / 100, "protocol": {"k": 3}}
-    boot = {"fd_classifier_ci95": 1.5, "precision_ci95": 0.01, "resamples": 200}
-    scores["vae_flow"] = {"fd_classifier": 30.0, "precision": 0.3, "bootstrap": boot}
+    # two single runs, each with the half-widths its evaluation measured over its samples
+    for run, value, half in (("vae_flow", 30.0, 1.5), ("autoregressive", 32.0, 1.0)):
+        own = {"fd_classifier_ci95": half, "precision_ci95": 0.01, "splits": 50}
+        scores[run] = {"fd_classifier": value, "precision": 0.3, replicates.BLOCK: own}
     _evaluations(params_root, p, scores)
 
     reps = replicates.replicate_rows(p)
     assert list(reps["replicate"]) == [
         "glf", "glf-seed1", "glf-seed2", "rae_gmm", "rae_gmm-seed1", "rae_gmm-seed2",
-        "vae", "vae-seed1", "vae_flow",
+        "vae", "vae-seed1", "vae_flow", "autoregressive",
     ]  # fmt: skip
     summary = replicates.summary(p, reps)
     runs = pd.DataFrame(
         {
             "run": [*config["targets"], "calibration: floor"],
-            "fd_classifier": [10.0, 20.0, 10.5, 30.0, 1.0],
+            "fd_classifier": [10.0, 20.0, 10.5, 30.0, 32.0, 1.0],
         }
     )
     table = replicates.with_intervals(runs, summary).set_index("run")
@@ -284,11 +282,15 @@ def test_runs_table_gets_mean_std_interval_and_pairs(params_root: Path, monkeypa
     assert table.loc["glf", "fd_classifier_std"] == pytest.approx(1.0)
     assert table.loc["glf", "fd_classifier_ci95"] == pytest.approx(half, rel=1e-6)
     assert table.loc["vae", "fd_classifier_ci95"] == pytest.approx(12.7062, rel=1e-5)
-    assert table.loc["vae_flow", "fd_classifier_ci95"] == 1.5  # its bootstrap, one seed
+    assert table.loc["vae_flow", "fd_classifier_ci95"] == 1.5  # its own samples, one seed
     assert math.isnan(table.loc["vae_flow", "fd_classifier_std"])
     assert table.loc["glf", "n_replicates"] == 3 and table.loc["vae_flow", "n_replicates"] == 1
-    assert table.loc["glf", "ci95_source"] == replicates.T_SOURCE
-    assert table.loc["vae_flow", "ci95_source"] == replicates.BOOTSTRAP_SOURCE
+    # every row says which kind its ± is, in a column and in words
+    assert table.loc["glf", "interval_kind"] == replicates.REPLICATES
+    assert table.loc["glf", "interval"] == "over 3 replicates (Student-t 95 %)"
+    assert table.loc["vae", "interval"] == "over 2 replicates (Student-t 95 %)"
+    assert table.loc["vae_flow", "interval_kind"] == replicates.SINGLE_RUN
+    assert table.loc["vae_flow", "interval"] == "single run, sampling interval (95 %)"
     assert math.isnan(table.loc["calibration: floor", "fd_classifier_ci95"])
     cols = list(table.reset_index().columns)
     assert cols[cols.index("fd_classifier") + 1 :][:2] == [
@@ -297,55 +299,45 @@ def test_runs_table_gets_mean_std_interval_and_pairs(params_root: Path, monkeypa
     ]
 
     diffs = replicates.differences(summary, reps, "fd_classifier").set_index(["run_a", "run_b"])
+    # Only pairs whose intervals are of one kind: the three replicated runs among
+    # themselves, the two single runs with each other; never a half-width over seeds
+    # added to one over samples.
+    assert set(diffs.index) == {
+        ("glf", "rae_gmm"),
+        ("glf", "vae"),
+        ("rae_gmm", "vae"),
+        ("vae_flow", "autoregressive"),
+    }
+    assert diffs.loc[("glf", "vae"), "interval_kind"] == replicates.REPLICATES
+    assert diffs.loc[("vae_flow", "autoregressive"), "interval_kind"] == replicates.SINGLE_RUN
     # glf 11 ± 2.48 and vae 11.5 ± 12.7 overlap; glf and rae_gmm are 10 apart with ± 2.48 each
     assert diffs.loc[("glf", "vae"), "within_intervals"]
     assert not diffs.loc[("glf", "rae_gmm"), "within_intervals"]
-    assert not diffs.loc[("rae_gmm", "vae_flow"), "within_intervals"]  # 21 ± 2.48 vs 30 ± 1.5
+    # 30 ± 1.5 and 32 ± 1.0: 2 apart, within 2.5
+    assert diffs.loc[("vae_flow", "autoregressive"), "within_intervals"]
+    assert diffs.loc[("vae_flow", "autoregressive"), "difference"] == pytest.approx(2.0)
     welch = stats.ttest_ind([10.0, 11.0, 12.0], [20.0, 21.0, 22.0], equal_var=False).pvalue
     assert diffs.loc[("glf", "rae_gmm"), "welch_p"] == pytest.approx(welch)
-    assert math.isnan(diffs.loc[("glf", "vae_flow"), "welch_p"])  # one seed: no test
-    assert "glf ~ vae" in replicates._text(diffs.reset_index(), "fd_classifier")
+    assert math.isnan(diffs.loc[("vae_flow", "autoregressive"), "welch_p"])  # one seed: no test
+    text = replicates._text(diffs.reset_index(), summary, "fd_classifier")
+    assert "glf ~ vae" in text and "vae_flow ~ autoregressive" in text
+    assert "rae_gmm ~ vae" in text  # 21 ± 2.48 and 11.5 ± 12.7
+    assert "3 of 4 compared pairs" in text
+    assert "(6 pairs of runs with intervals of different kinds, or none, are not)" in text
 
 
-# Bootstrap over generated samples ---------------------------------------------------
-
-
-def test_fast_frechet_equals_the_reference_formula():
-    rng = np.random.default_rng(0)
-    real = rng.normal(size=(500, 8)) @ rng.normal(size=(8, 8))
-    fake = rng.normal(loc=0.3, size=(400, 8)) @ rng.normal(size=(8, 8))
-    fast = bootstrap.FrechetToFixed(real)(fake)
-    assert fast == pytest.approx(frechet_distance_from_features(fake, real), rel=1e-8)
-
-
-def test_fd_bootstrap_matches_the_delta_method():
-    # 1-D, real N(0, 1) known to high precision, n fakes from N(3, 1): FD ≈ m², whose sd
-    # is 2·3/sqrt(n) (delta method), so the 95 % half-width is 1.96 · 6 / sqrt(n).
-    rng = np.random.default_rng(1)
-    real = rng.normal(size=(200_000, 1))
-    n = 2000
-    fake = rng.normal(loc=3.0, size=(n, 1))
-    width = bootstrap.fd_half_width(fake, real, seed=0, resamples=400)
-    assert width == pytest.approx(1.96 * 6 / math.sqrt(n), rel=0.15)
-    # and four times the samples halve it
-    more = bootstrap.fd_half_width(rng.normal(loc=3.0, size=(4 * n, 1)), real, 0, resamples=400)
-    assert more == pytest.approx(width / 2, rel=0.2)
-
-
-def test_prdc_bootstrap_decisions_and_binomial_width():
-    rng = np.random.default_rng(2)
-    real = rng.normal(size=(600, 4))
-    near = rng.normal(size=(500, 4))
-    far = rng.normal(loc=50.0, size=(500, 4))  # outside every real ball
-    fake = np.concatenate([near, far])
-    hit, count, inside = bootstrap.prdc_decisions(real, fake, 3)
-    reference = compute_prdc(real, fake, nearest_k=3)
-    assert hit.mean() == pytest.approx(reference["precision"])
-    assert count.mean() == pytest.approx(reference["density"])
-    assert inside.any(axis=1).mean() == pytest.approx(reference["coverage"])
-    widths = bootstrap.prdc_half_widths(real, fake, 3, seed=0, resamples=400)
-    # precision is a mean of 1000 Bernoulli values: half-width 1.96 · sqrt(p (1 - p) / n)
-    p_hat = hit.mean()
-    assert widths["precision"] == pytest.approx(
-        1.96 * math.sqrt(p_hat * (1 - p_hat) / 1000), rel=0.2
+def test_a_single_run_without_its_intervals_is_compared_with_nothing():
+    # An evaluation written before it measured its own intervals has none: no kind, so it
+    # is in no pair (its half-width is NaN, and no sum with it means anything).
+    summary = pd.DataFrame(
+        {
+            "run": ["a", "b", "c"],
+            "n_replicates": [1, 1, 1],
+            "interval_kind": [replicates.SINGLE_RUN, replicates.SINGLE_RUN, ""],
+            "fd": [5.0, 9.0, 7.0],
+            "fd_ci95": [1.0, 2.0, math.nan],
+        }
     )
+    diffs = replicates.differences(summary, pd.DataFrame(), "fd")
+    assert list(zip(diffs["run_a"], diffs["run_b"], strict=True)) == [("a", "b")]
+    assert not diffs.loc[0, "within_intervals"]  # 4 apart, half-widths sum to 3

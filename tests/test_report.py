@@ -19,7 +19,7 @@ from PIL import Image
 from twostage import paths
 from twostage.config import load_params
 from twostage.plan import report_inputs
-from twostage.report import figures
+from twostage.report import figures, replicates
 from twostage.report.build import build_report
 from twostage.report.collect import (
     CALIBRATION_ROWS,
@@ -27,7 +27,15 @@ from twostage.report.collect import (
     CONTINUOUS_CALIBRATION_ROWS,
 )
 from twostage.report.convergence import MARKER
-from twostage.report.headline import BEST, BITS, headline_rows, headline_tables, with_interval
+from twostage.report.headline import (
+    BEST,
+    BITS,
+    fd_text,
+    headline_rows,
+    headline_tables,
+    legend,
+    with_interval,
+)
 
 SMOKE = "params/profiles/smoke.yaml"
 HOSTILE = '<script>alert("x")</script>'
@@ -418,8 +426,8 @@ def test_headline_lists_each_reference_once_sorted_by_fd_with_the_best_trained_r
     assert (t_ae.best, t_ae.references, t_ae.joint, t_vq.joint) == (1, [0, 2, 3], True, False)
     frame = t_vq.frame
     assert list(frame.columns) == [
-        "run", "prior", "sampler", "steps", "τ", "FD", "prec", "rec", "dens", "cov", "bits",
-        "img/s",
+        "run", "prior", "sampler", "±", "steps", "τ", "FD", "prec", "rec", "dens", "cov",
+        "bits", "img/s",
     ]  # fmt: skip
     assert list(frame["run"]) == [
         "floor: real images",
@@ -437,18 +445,38 @@ def test_headline_lists_each_reference_once_sorted_by_fd_with_the_best_trained_r
     assert t_ae.frame.loc[3, "run"] == "bad: N(0, I) latents"
 
 
-def test_headline_shows_an_interval_where_the_runs_table_has_one():
+def test_headline_shows_an_interval_and_its_kind_where_the_runs_table_has_one():
     runs = _runs_frame()
     runs[f"{FD}_ci95"] = float("nan")
-    runs.loc[runs["run"] == "good", f"{FD}_ci95"] = 1.26
-    runs.loc[runs["run"] == "good", "precision_ci95"] = 0.013
+    runs["interval_kind"] = ""
+    runs["n_replicates"] = pd.array([pd.NA] * len(runs), dtype="Int64")
+    good, slow = runs["run"] == "good", runs["run"] == "slow"
+    runs.loc[good, [f"{FD}_ci95", "precision_ci95"]] = [1.26, 0.013]
+    runs.loc[good, ["interval_kind", "n_replicates"]] = [replicates.REPLICATES, 3]
+    runs.loc[slow, [f"{FD}_ci95", "interval_kind", "n_replicates"]] = [
+        0.44,
+        replicates.SINGLE_RUN,
+        1,
+    ]
     frame = headline_tables(runs, ["vq"], FD)[0].frame.set_index("run")
     assert frame.loc[f"{BEST} good", "FD"] == "20.0 ± 1.3"
     assert frame.loc[f"{BEST} good", "prec"] == "0.87 ± 0.01"
-    assert frame.loc["slow", "FD"] == "30.0"  # no interval for this run: the plain value
+    assert frame.loc[f"{BEST} good", "±"] == "3 seeds"
+    assert frame.loc["slow", "FD"] == "30.0 ± 0.4"
+    assert frame.loc["slow", "±"] == "samples"
+    assert frame.loc["diverged", "±"] == frame.loc["floor: real images", "±"] == ""
+    rows = runs.set_index("run")
+    assert fd_text(rows.loc["good"], FD) == "20.0 ± 1.3 (3 seeds)"
+    assert fd_text(rows.loc["slow"], FD) == "30.0 ± 0.4 (samples)"
+    assert fd_text(rows.loc["glf"], FD) == "50.0"  # no interval: the plain value
     row = pd.Series({"fd": 3.0})
     assert with_interval(row, "fd", lambda v: f"{v:.1f}") == "3.0"
     assert with_interval(row, "precision", lambda v: f"{v:.1f}") == ""
+    # the legend names both kinds and the column that tells them apart
+    text = legend(FD, joint=False)
+    assert "± column names: N seeds, the Student-t interval" in text
+    assert "samples, a single run's sampling interval" in text
+    assert "over replicates." not in text
 
 
 def test_headline_comes_first_with_a_gallery_and_the_full_table_folded(report):

@@ -8,7 +8,7 @@ import torch
 from twostage import paths
 from twostage.artifacts import load_npy, write_json
 from twostage.config import Params
-from twostage.evaluate import bootstrap, cache, extractors
+from twostage.evaluate import cache, extractors, sampling_intervals
 from twostage.evaluate.protocol import kid_and_is, metric_key, real_subset, score, score_extra
 from twostage.images import save_grid, to_uint8
 from twostage.models.autoencoders import is_continuous, load_autoencoder
@@ -39,7 +39,7 @@ def evaluate_run(p: Params, run: str) -> dict:
             # What the draw of the samples alone moves the scores by (a nested block: the
             # report reads it for runs without replicates; it is no column of its own).
             prdc_real = real_subset(real, len(fake.features), p["seed"])
-            metrics["bootstrap"] = bootstrap.intervals(
+            metrics["sampling_intervals"] = sampling_intervals.intervals(
                 fake.features, real, prdc_real, metric_key(name), ev["nearest_k"], p["seed"]
             )
         else:

@@ -212,7 +212,7 @@ def _headline_sections(p: Params, runs: pd.DataFrame, fd_col: str, fig_dir: Path
             CompactTable(
                 t.frame,
                 caption=f"Autoencoder {t.autoencoder} ({p.autoencoder(t.autoencoder)['kind']})",
-                text_columns=("run", "prior", "sampler"),
+                text_columns=("run", "prior", "sampler", headline.KIND),
                 best=t.best,
                 muted=t.references,
             )

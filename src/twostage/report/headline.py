@@ -5,8 +5,9 @@ every sampling run of a prior on that autoencoder plus its three reference rows 
 stage-1 ceiling, bad model), each reference once even when the runs table repeats it,
 sorted by FD, the lowest-FD trained run marked. Cells are short display strings: FD with
 one decimal, PRDC with two, a ``± half-width`` when the runs table has a ``<metric>_ci95``
-column beside ``<metric>`` (replicated runs), so the table fits a laptop screen. Every
-column of every run stays in the full table further down the page.
+column beside ``<metric>``, so the table fits a laptop screen; the ``±`` column says per row
+which kind of interval that is (over N seeds, or a single run's samples). Every column of
+every run stays in the full table further down the page.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import pandas as pd
 from twostage.kinds import CONTINUOUS_PRIORS, JOINT_PRIORS
 from twostage.report import convergence
 from twostage.report.collect import CALIBRATION_ROWS, CEILING_ROW, CONTINUOUS_CALIBRATION_ROWS
+from twostage.report.replicates import REPLICATES, SINGLE_RUN
 
 BEST = "★"
-# Suffix of the column holding the 95% interval half-width of a replicated metric.
+# Suffix of the column holding the 95% interval half-width of a metric.
 INTERVAL_SUFFIX = "_ci95"
+# Header of the column that says which kind each row's ± is.
+KIND = "±"
 
 # Row label in the runs table → short label in the headline, best to worst.
 REFERENCE_LABELS = {
@@ -48,7 +52,7 @@ def _rate(v: float) -> str:
 
 def with_interval(row: pd.Series, col: str, fmt: Callable[[float], str]) -> str:
     """``row[col]`` formatted, followed by ``± row[col + "_ci95"]`` when that half-width is
-    there (runs with replicates); "" when the row has no value."""
+    there (its kind: :func:`interval_label`); "" when the row has no value."""
     value = row.get(col)
     if value is None or pd.isna(value):
         return ""
@@ -59,9 +63,23 @@ def with_interval(row: pd.Series, col: str, fmt: Callable[[float], str]) -> str:
     return text
 
 
+def interval_label(row: pd.Series) -> str:
+    """Which kind a row's ± is, in a word or two: "3 seeds" (Student-t over replicates),
+    "samples" (a single run's sampling interval), "" (no interval)."""
+    kind = row.get("interval_kind")
+    if kind == REPLICATES:
+        return f"{int(row['n_replicates'])} seeds"
+    if kind == SINGLE_RUN:
+        return "samples"
+    return ""
+
+
 def fd_text(row: pd.Series, fd_col: str) -> str:
-    """A run's Fréchet distance as the headline shows it (one decimal, interval if any)."""
-    return with_interval(row, fd_col, _fixed(1))
+    """A run's Fréchet distance as the headline shows it (one decimal), with its interval
+    and the interval's kind if it has one: "30.0 ± 1.5 (samples)"."""
+    text = with_interval(row, fd_col, _fixed(1))
+    label = interval_label(row)
+    return f"{text} ({label})" if "±" in text and label else text
 
 
 @dataclass(frozen=True)
@@ -149,6 +167,7 @@ def format_headline(rows: pd.DataFrame, fd_col: str) -> pd.DataFrame:
         "run": [_run_label(r) for _, r in rows.iterrows()],
         "prior": [text(r, "prior") for _, r in rows.iterrows()],
         "sampler": [text(r, "sampler") for _, r in rows.iterrows()],
+        KIND: [interval_label(r) for _, r in rows.iterrows()],
     }
     for col in metric_columns(fd_col):
         if col.source in rows:
@@ -187,9 +206,13 @@ def legend(fd_col: str, joint: bool) -> str:
         "ceiling: the autoencoder's reconstructions of them (what stage 1 costs before any "
         "prior); bad: decoded random tokens or N(0, I) latents (a prior that learned nothing). "
         f"{cols}; bits: the prior's validation bits per token (/tok), or per latent dimension "
-        "for a continuous prior (/dim: a density, it can be negative). ± is a 95% interval "
-        f"half-width over replicates. {convergence.SYMBOL}: the prior or autoencoder was "
-        "still improving when its training stopped (see Convergence)."
+        "for a continuous prior (/dim: a density, it can be negative). ± is a 95 % interval "
+        f"half-width of the kind the {KIND} column names: N seeds, the Student-t interval of "
+        "the mean over the run's N replicates; samples, a single run's sampling interval, "
+        "how far the draw of its generated samples alone moves the score, without what "
+        "another seed's training would change; the report compares intervals of one kind "
+        f"only. {convergence.SYMBOL}: the prior or "
+        "autoencoder was still improving when its training stopped (see Convergence)."
     )
     if joint:
         text += (
