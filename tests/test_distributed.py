@@ -153,12 +153,14 @@ def _ae_project(root: Path, repo: Path, nproc: int, steps: int = 8, every: int =
     return root
 
 
-def _train_autoencoder(root: Path, env: dict, name: str, nproc: int, **popen):
-    # One thread per process either way: the convolutions then sum in the same order, and
+def _train_autoencoder(
+    root: Path, env: dict, name: str, nproc: int, threads: int | None = None, **popen
+):
+    # One thread per process by default: the convolutions then sum in the same order, and
     # what remains is the order of the gradient average over the two halves of the batch.
     stage = "train-prior" if name.startswith("glf") else "train-autoencoder"
     cmd = ["twostage", "--profile", PROFILE, stage, name]
-    env = {**env, "TWOSTAGE_THREADS": str(nproc)}
+    env = {**env, "TWOSTAGE_THREADS": str(threads or nproc)}
     if popen:
         return subprocess.Popen(cmd, cwd=root, env=env, **popen)
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
@@ -196,8 +198,27 @@ def _zero_gradient_tensors(root: Path, name: str, state_dict: dict) -> set[str]:
     return {n for n, q in model.named_parameters() if float(q.grad.abs().max()) < 1e-5 * largest}
 
 
+def _count_off(single: dict, other: dict, noise_only: set[str]) -> tuple[int, int]:
+    """Weights of ``other`` beyond float tolerance of ``single``'s, and how many were compared."""
+    off = total = 0
+    for key, value in single.items():
+        if not value.is_floating_point():
+            assert torch.equal(other[key], value), key  # counters, codebook usage
+            continue
+        diff = (other[key] - value).abs()
+        assert diff.max() <= 3 * 1e-3 * 8, key
+        if key not in noise_only and not key.endswith("running_mean"):
+            off += int((diff > 1e-4 + 1e-3 * value.abs()).sum())
+            total += value.numel()
+    return off, total
+
+
 def _assert_same_weights(
-    single: dict, double: dict, noise_only: set[str] = frozenset(), tight: float = 1.0
+    single: dict,
+    double: dict,
+    reordered: dict,
+    noise_only: set[str] = frozenset(),
+    tight: float = 1.0,
 ) -> None:
     """Same weights, but for those that only rounding noise moves.
 
@@ -205,20 +226,42 @@ def _assert_same_weights(
     right before a norm; the norm's running mean follows it) moves by ~lr a step on
     float-order noise alone, differently in each run. Every element stays within Adam's
     largest move (lr = 1e-3, 8 steps); the others (a fraction ``tight`` of them) agree to
-    float tolerance. A codebook revived differently, or batch statistics of half a batch,
-    would be off by the weights' own size (~0.1), or everywhere.
+    float tolerance, or at least as many of them as agree between the single-process run
+    and its reordering (``reordered``, within NOISE_FACTOR): rounding that grows past the
+    tolerance in a few weights on one CPU's kernels is the run's own, not the split's. A
+    codebook revived differently, or batch statistics of half a batch, would be off by the
+    weights' own size (~0.1), or everywhere.
     """
-    off = total = 0
-    for key, value in single.items():
-        if not value.is_floating_point():
-            assert torch.equal(double[key], value), key  # counters, codebook usage
-            continue
-        diff = (double[key] - value).abs()
-        assert diff.max() <= 3 * 1e-3 * 8, key
-        if key not in noise_only and not key.endswith("running_mean"):
-            off += int((diff > 1e-4 + 1e-3 * value.abs()).sum())
-            total += value.numel()
-    assert off <= (1 - tight) * total, f"{off} of {total} weights differ"
+    off, total = _count_off(single, double, noise_only)
+    noise, _ = _count_off(single, reordered, noise_only)
+    allowed = max((1 - tight) * total, NOISE_FACTOR * noise)
+    assert off <= allowed, f"{off} of {total} weights differ ({noise} in the reordered run)"
+
+
+# Two float summation orders of the same run drift apart at a rate set by the model and
+# the CPU's kernels (the adversarial game and Adam on ~0 gradients amplify rounding), so the
+# two-process run is held to the drift of a reordering of the one-process run itself:
+# within NOISE_FACTOR times that run's distance, as far as it has grown by each step. Over
+# the columns of these three models, on AVX-512 and on AVX2 kernels, the two-process
+# distance was at most 3x the two-thread one; a real fault (half-batch statistics, a codebook
+# revived differently) is off by the values' own size from the first steps on.
+NOISE_FACTOR = 10
+ROUNDING = 1e-6  # relative: float32 rounding of a logged value, where the noise is 0
+
+
+def _assert_within_float_order_noise(single, double, reordered, column: str) -> None:
+    finite = np.isfinite(single)
+    assert np.array_equal(finite, np.isfinite(double)), column
+    if not finite.any():  # a column this model does not log
+        return
+    a, b, c = single[finite], double[finite], reordered[finite]
+    envelope = np.maximum.accumulate(np.abs(c - a))
+    allowed = NOISE_FACTOR * envelope + ROUNDING * np.abs(a)
+    worst = int(np.argmax(np.abs(b - a) - allowed))
+    assert np.all(np.abs(b - a) <= allowed), (
+        f"{column}: two processes {b[worst]:.6g} vs one {a[worst]:.6g} at logged row {worst}, "
+        f"beyond {NOISE_FACTOR}x the float-order drift of the run itself ({envelope[worst]:.3g})"
+    )
 
 
 @pytest.mark.slow
@@ -232,23 +275,25 @@ def test_two_processes_train_like_one(tmp_path, repo, tool_env, name):
         proc = _train_autoencoder(root, tool_env, name, nproc)
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--nproc_per_node=2" in proc.stderr
+    # The same single-process run on two threads: the same arithmetic in another float
+    # summation order, so its distance from the one-thread run is this CPU's own
+    # float-order noise after the same steps.
+    reordered = _ae_project(tmp_path / "p1t2", repo, nproc=1)
+    proc = _train_autoencoder(reordered, tool_env, name, 1, threads=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     single, double = _log(runs[1], name), _log(runs[2], name)
-    assert single.keys() == double.keys() and len(single["loss"]) == 8
+    noise = _log(reordered, name)
+    assert single.keys() == double.keys() == noise.keys() and len(single["loss"]) == 8
     if name == "vq_mnist":
         assert np.isfinite(single["d_loss"][2:]).all()  # the discriminator trained
     for column in single:
-        # Adam divides by the gradient's size, so float-order noise on gradients that are
-        # ~0 (a bias right before a norm) grows a little step after step. GLF's latent
-        # spread (~0.02, in eval mode: the running means trail those biases) feels it most;
-        # the batch latents' spread (global over the ranks, equal at the first steps) next.
-        rtol = {"val_latent_std": 3e-2, "latent_std": 1e-2}.get(column, 1e-3)
-        np.testing.assert_allclose(double[column], single[column], rtol=rtol, err_msg=column)
-    a, b = _checkpoint(runs[1], name), _checkpoint(runs[2], name)
+        _assert_within_float_order_noise(single[column], double[column], noise[column], column)
+    a, b, r = (_checkpoint(root, name) for root in (runs[1], runs[2], reordered))
     if name == "glf_mnist":
         # The flow sees latents of spread ~0.02: its first layers' gradients are so small
         # that Adam's ε (1e-8) is not negligible, and a few weights follow the noise.
-        _assert_same_weights(a["state_dict"], b["state_dict"], tight=0.95)
-        a, b = a["autoencoder"], b["autoencoder"]
+        _assert_same_weights(a["state_dict"], b["state_dict"], r["state_dict"], tight=0.95)
+        a, b, r = a["autoencoder"], b["autoencoder"], r["autoencoder"]
     ae = "ae_mnist" if name == "glf_mnist" else name
     noise_only = _zero_gradient_tensors(runs[1], ae, a["state_dict"])
     assert noise_only  # biases right before a norm: their gradient is 0 up to rounding
@@ -256,11 +301,11 @@ def test_two_processes_train_like_one(tmp_path, repo, tool_env, name):
     # the VAE: its curve agrees to ~2e-4 after 8 steps, and its weights only within
     # Adam's bound. One step of it is checked exactly below (a continuous step, ae).
     tight = 0.0 if name == "glf_mnist" else 1.0
-    _assert_same_weights(a["state_dict"], b["state_dict"], noise_only, tight)
+    _assert_same_weights(a["state_dict"], b["state_dict"], r["state_dict"], noise_only, tight)
     if name == "vq_mnist":
         # The adversarial game amplifies differences; batch norm makes the scale of the
         # convolutions before it free. Half-batch statistics would differ everywhere.
-        _assert_same_weights(a["discriminator"], b["discriminator"], tight=0.99)
+        _assert_same_weights(a["discriminator"], b["discriminator"], r["discriminator"], tight=0.99)
     metrics = json.loads((_results(runs[2], name) / "metrics.json").read_text())
     assert metrics["processes"] == 2
     assert not list((runs[2] / ".twostage-state").rglob("*.pt"))
