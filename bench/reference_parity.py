@@ -30,8 +30,11 @@ against all training features and PRDC against an equal-sized subset, under the
 primary extractor; and one validation ELBO estimator for all models (the full sum over
 t = 1..T with the same masks for every model, in bits per token).
 
-Results go to ``--out`` (one JSON per training run, reused when present, and
-``summary.md`` over every run there): per arm and selection the FD of every seed, mean,
+Results go to ``--out`` (one JSON per training run, and ``summary.md`` over every run
+there). A run's JSON records the reference commit and every effective setting (the prior
+and autoencoder entries after the overrides, the seed, the scoring), and is reused only
+when its cache key matches: those settings, this project's training and evaluation code and
+this file, and the reference commit: per arm and selection the FD of every seed, mean,
 standard deviation, 95 % Student-t interval, std/mean, and Welch's one-sided tests.
 """
 
@@ -283,6 +286,69 @@ def run_one(job: dict) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- what a cached run is
+def reference_commit(src: Path) -> str:
+    """The reference checkout's commit, or a hash of its model files if it is no checkout."""
+    import subprocess
+
+    proc = subprocess.run(
+        ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode == 0:
+        return proc.stdout.strip()
+    files = sorted((src / "models").glob("*.py"))
+    return "files:" + _sha256(b"".join(f.read_bytes() for f in files))
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def effective_settings(project: Path, job: dict) -> dict:
+    """Every setting the run uses: the prior entry after the override profile (defaults
+    filled), its autoencoder's, the seed, and how the kept models are scored."""
+    from twostage.config import load_params
+
+    scratch = Path(job["scratch"])
+    _scratch_project(project, scratch, job["profile"])
+    p = load_params(["profile.yaml"], root=scratch)
+    spec = p.prior(job["prior"])
+    scoring = ("images", "sample_steps", "temperature", "sample_seed", "elbo_seed", "threads")
+    return {
+        "prior": spec,
+        "autoencoder": p.autoencoder(spec["autoencoder"]),
+        "seed": p["seed"],
+        "evaluation": p["evaluation"],
+        **{k: job[k] for k in scoring},
+    }
+
+
+def cache_key(job: dict) -> str:
+    """A result is reused only for the same effective settings, the same code (this
+    project's training and evaluation code and this file) and the same reference commit."""
+    from twostage import versions
+    from twostage.config import load_params
+
+    p = load_params(["profile.yaml"], root=Path(job["scratch"]))
+    code = versions.code_hashes(p)[f"train_prior-{job['prior']}"]
+    evaluate = sorted((Path(versions.__file__).parent / "evaluate").glob("*.py"))
+    own = [Path(__file__), *evaluate]
+    text = json.dumps(
+        {
+            "settings": job["effective"],
+            "arm": job["arm"],
+            "train_code": code,
+            "scoring_code": _sha256(b"".join(f.read_bytes() for f in own)),
+            "reference": job["reference_commit"] if job["arm"] == "reference" else None,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return _sha256(text.encode())
+
+
 # ---------------------------------------------------------------- statistics
 def interval(values: list[float]) -> tuple[float, float, float]:
     """(mean, sample standard deviation, half-width of the 95 % Student-t interval)."""
@@ -412,16 +478,23 @@ def main() -> None:
                 }
             )
     config = {k: v for k, v in vars(args).items() if k not in ("out",)}
+    reference = reference_commit(src)
     todo = []
     for job in jobs:
+        job["reference_commit"] = reference
+        job["effective"] = effective_settings(project, job)
+        job["key"] = cache_key(job)
         f = Path(job["file"])
-        if f.is_file() and json.loads(f.read_text()).get("job_profile") == job["profile"]:
+        if f.is_file() and json.loads(f.read_text()).get("cache_key") == job["key"]:
             continue
         todo.append(job)
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs reused from {args.out}", file=sys.stderr)
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         for result, job in zip(pool.imap(run_one, todo), todo, strict=True):
             result["job_profile"] = job["profile"]
+            result["cache_key"] = job["key"]
+            result["reference_commit"] = job["reference_commit"]
+            result["effective_settings"] = job["effective"]
             Path(job["file"]).write_text(json.dumps(result, indent=1, default=str))
             print(f"done {job['arm']} seed {job['seed']}", file=sys.stderr)
     # Every run in --out, so that invocations over other arms or seeds add up.
