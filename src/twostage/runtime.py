@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
 from functools import cache
 from pathlib import Path
@@ -62,6 +63,23 @@ def cpu_has_native_bf16() -> bool:
     except OSError:  # not Linux: stay in float32
         return False
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def cpu_description() -> dict:
+    """The CPU a job ran on, for its metrics: model name, whether it multiplies bf16
+    natively, and oneDNN's instruction cap when one is set (an emulated older CPU)."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {"cpu": name, "native_bf16": cpu_has_native_bf16()}
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        out["onednn_max_cpu_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
+    return out
 
 
 def cpu_bf16_enabled(device: torch.device, requested: bool) -> bool:

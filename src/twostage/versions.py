@@ -137,6 +137,9 @@ def record(p: Params, stage: str, name: str, loaded: list[str]) -> None:
     if j.dvc_name not in {x.dvc_name for x in plan}:
         plan.append(j)
     entry = {"code": code_hashes(p, plan)[j.dvc_name], "software": software.software_hash()}
+    from twostage.runtime import cpu_description  # torch: only in a job, not at parse time
+
+    entry["machine"] = cpu_description()  # results differ between CPU kinds (bf16 or not)
     static = set(codedeps.closure(selectors(p, j)))
     undeclared = sorted(set(loaded) - static - codedeps.BOOKKEEPING)
     if undeclared:

@@ -30,7 +30,7 @@ from twostage.report.page import (
     render_html,
     render_markdown,
 )
-from twostage.report.provenance import provenance, stage_params
+from twostage.report.provenance import machines, provenance, stage_params
 
 TITLE = "twostage report"
 
@@ -56,7 +56,7 @@ def _intro(p: Params) -> str:
         f"Feature extractor: {ext} ({note}). Each run: {ev['n_samples']} samples; FD against all "
         f"training images, PRDC (k={ev['nearest_k']}) against an equal-sized training subset. "
         "First, per dataset, the runs of each autoencoder ranked by FD between its floor and "
-        "its bad model, and their samples; every other number follows."
+        f"its bad model, and their samples; every other number follows. {machines(p)}"
     )
 
 

@@ -69,6 +69,46 @@ def devices(p: Params) -> dict[str, str]:
     return {k: v for k, v in found.items() if v is not None}
 
 
+def _trainings(p: Params) -> dict[str, str]:
+    """Each training job of the targets → its metrics file."""
+    found = {
+        f"train_autoencoder {ae}": paths.autoencoder(ae)["metrics"]
+        for ae in p.target_autoencoders()
+    }
+    found.update({f"train_prior {pr}": paths.prior(pr)["metrics"] for pr in p.target_priors()})
+    return found
+
+
+def machines(p: Params) -> str:
+    """One sentence: the CPUs the trainings ran on, and which of them trained in bf16.
+
+    The same params give other numbers on a CPU without native bf16 (float32 training),
+    so a reader comparing with another build needs this next to the numbers.
+    """
+    cpus: dict[str, list[str]] = {}
+    bf16 = []
+    for job, metrics in _trainings(p).items():
+        m = read_json(metrics)
+        machine = (m.get("versions") or {}).get("machine")
+        if machine:
+            isa = machine.get("onednn_max_cpu_isa")
+            label = (
+                f"{machine['cpu']} ({'with' if machine['native_bf16'] else 'without'} native bf16"
+                + (f", oneDNN capped at {isa}" if isa else "")
+                + ")"
+            )
+            cpus.setdefault(label, []).append(job.split()[1])
+        if m.get("cpu_bf16_used"):
+            bf16.append(job.split()[1])
+    if not cpus:
+        return "Trained on: not recorded."
+    where = "; ".join(f"{cpu}: {', '.join(names)}" for cpu, names in cpus.items())
+    if len(cpus) == 1:
+        where = next(iter(cpus))
+    trained = f"bf16 autocast in {', '.join(bf16)}" if bf16 else "every training in float32"
+    return f"Trained on {where}; {trained}."
+
+
 def dataset_manifests(p: Params) -> dict[str, Any]:
     """Source, counts and content hashes of every dataset: the data a number was measured on."""
     out = {}
@@ -130,5 +170,6 @@ def provenance(p: Params) -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": package_versions(),
         "devices": devices(p),
+        "machines": machines(p),
         "datasets": dataset_manifests(p),
     }
