@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -153,6 +154,28 @@ def remove(path: str | Path) -> None:
     """Delete an artifact and its checksum."""
     Path(path).unlink(missing_ok=True)
     checksum_path(path).unlink(missing_ok=True)
+
+
+def leftovers(path: str | Path) -> list[Path]:
+    """The temporary files that killed writes of ``path`` or of its checksum left beside it.
+
+    Only the names atomic_path and the checksum writer give exactly this file's
+    temporaries: ``.<name>.<random>.tmp<suffix>``. The random part holds no dot, so
+    another file's temporary never matches (``.a.npy.x.tmp.npy`` is a.npy's, and
+    a.npy.x's would be ``.a.npy.x.<random>.tmp.x``).
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    patterns = [
+        re.compile(rf"\.{re.escape(n.name)}\.[^./]+\.tmp(?:{re.escape(n.suffix)})?")
+        for n in (path, checksum_path(path))
+    ]
+    return sorted(
+        f
+        for f in path.parent.iterdir()
+        if f.name.startswith(".") and any(p.fullmatch(f.name) for p in patterns)
+    )
 
 
 def write_text(path: str | Path, text: str, checksum: bool = True) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import yaml
 
 from twostage import paths
-from twostage.artifacts import ArtifactError, remove, write_text
+from twostage.artifacts import ArtifactError, leftovers, remove, write_text
 from twostage.config import ConfigError, load_params
 from twostage.data.sources import DataError
 from twostage.lazy import resolve
@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> None:
         write_text(args.output, text, checksum=False)
         return
     if args.stage == "report":
+        _remove_leftovers(params, "report", "")
         print(resolve(COMMANDS["report"])(params))
         _record_versions(params, "report", "")
         return
@@ -124,6 +125,8 @@ def run(args: argparse.Namespace) -> None:
     if args.name not in params[table]:
         known = ", ".join(sorted(params[table])) or "none"
         raise ConfigError(f"{args.stage}: no entry {args.name!r} in '{table}' (defined: {known})")
+    if "LOCAL_RANK" not in os.environ:  # under torchrun, the launching process did it
+        _remove_leftovers(params, args.stage, args.name)
     from twostage.train import distributed
 
     if distributed.needs_launch(params, args.stage, args.name):
@@ -141,6 +144,24 @@ def run(args: argparse.Namespace) -> None:
     result = stage_function(args.stage)(seeded, args.name)
     _finish(params, args.stage, args.name)
     log.info("%s %s done in %.1f s: %s", args.stage, args.name, time.perf_counter() - start, result)
+
+
+def _remove_leftovers(params, stage: str, name: str) -> None:
+    """Delete the temporary files a killed earlier run of this job left beside its own
+    declared outputs and its training state, before it writes them again.
+
+    Safe beside other jobs and clones sharing a folder or a cache: no two jobs declare
+    one file, a temporary's name belongs to exactly one file (artifacts.leftovers), and
+    one job never runs twice at once in one workspace (Snakemake's and DVC's locks).
+    """
+    from twostage import plan
+
+    job = plan.job(params, stage.replace("-", "_"), name)
+    state = paths.training_state(job.stage, name) if name else None
+    for out in [*job.outs, *job.metrics, *job.plots, *([state] if state else [])]:
+        for f in leftovers(out):
+            log.info("removing %s, left by a killed run of this job", f)
+            f.unlink(missing_ok=True)
 
 
 def _finish(params, stage: str, name: str) -> None:

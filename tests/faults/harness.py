@@ -8,7 +8,8 @@ kinds of kill:
 * at a write point: ``TWOSTAGE_FAULT_KILL_AT=N`` makes the child SIGKILL itself at the
   N-th moment of an artifact or resumable-state write (temporary file made, written,
   synced, renamed, checksummed: ``artifacts.atomic_path``);
-* at a time: the parent SIGKILLs the child a seeded fraction of the job's duration in.
+* at a time: the parent SIGKILLs the child a seeded fraction of the job's duration in,
+  or a seeded time after the job's resumable training state first appeared on disk.
 
 The child logs each write point as it passes it, so every kill is placed exactly: the
 last point logged before the kill says whether it landed before any write, in the middle
@@ -27,17 +28,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twostage.paths import STATE_DIR
+from twostage.artifacts import leftovers
+from twostage.paths import STATE_DIR, training_state
 
 SMOKE = "params/profiles/smoke.yaml"
 # Written by the fault matrix into its copies: resumable states every few training steps.
 # Only trainers read it; every other job sees the params of the build (the report prints
 # them all).
 CHECKPOINTS = "params/profiles/fault-checkpoints.yaml"
-# Keys of metrics files that measure the run, not its result (wall clock, the process).
-VOLATILE_KEYS = ("seconds", "time", "versions", "per_s", "duration", "elapsed")
+# Keys of metrics files that measure the run's wall clock, not its result: every other
+# key is compared, these by exact name only (a key merely containing "per_s" or "time",
+# e.g. network_calls_per_sample or tokens_per_sample, is a result).
+TIMING_KEYS = frozenset({"train_time_s", "samples_per_s", "seconds_per_image"})
 # Written by every twostage call: bookkeeping, not a job's result.
 BOOKKEEPING = ("results/versions.yaml", "results/logs/", "results/benchmarks/")
+# The row of the matrix for the kills of Snakemake itself.
+SNAKEMAKE = "snakemake itself (process group)"
 # Where a kill landed, by the last write point passed: the columns of the matrix.
 PLACES = (
     "before any write",
@@ -56,6 +62,7 @@ class Outcome:
     code: int | None  # its exit status when it was not killed
     points: list[tuple[str, str]]  # (file, moment) of the write points it passed
     seconds: float
+    state_seconds: float | None = None  # when its training state first appeared, if it did
 
     @property
     def place(self) -> str:
@@ -80,41 +87,61 @@ class Tally:
     """The fault matrix: job → where the kill landed → faults injected and survived."""
 
     survived: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Of those, the kills that left a resumable training state, each followed by a rerun
+    # that resumed from it: job → count.
+    resumed: dict[str, int] = field(default_factory=dict)
     ran_through: int = 0  # planned kills the job finished before reaching
     checks: int = 0  # outputs compared with the uninterrupted run's
-    resumed: int = 0  # trainer reruns that went on from a state a kill left
 
-    def add(self, job: str, place: str) -> None:
+    def add(self, job: str, place: str, resumed: bool = False) -> None:
         self.survived.setdefault(job, {}).setdefault(place, 0)
         self.survived[job][place] += 1
+        self.resumed[job] = self.resumed.get(job, 0) + resumed
 
     @property
     def total(self) -> int:
         return sum(sum(row.values()) for row in self.survived.values())
 
+    @property
+    def total_resumed(self) -> int:
+        return sum(self.resumed.values())
+
     def table(self) -> str:
         places = [p for p in PLACES if any(p in row for row in self.survived.values())]
         places += sorted({p for row in self.survived.values() for p in row} - set(places))
-        lines = ["| job | " + " | ".join(places) + " | faults |"]
-        lines.append("|---" * (len(places) + 2) + "|")
+        lines = ["| job | " + " | ".join(places) + " | faults | resumed from a state |"]
+        lines.append("|---" * (len(places) + 3) + "|")
         for job, row in self.survived.items():
             cells = [str(row.get(p, 0) or "") for p in places]
-            lines.append(f"| {job} | " + " | ".join(cells) + f" | {sum(row.values())} |")
+            resumed = self.resumed.get(job, 0) or ""
+            lines.append(
+                f"| {job} | " + " | ".join(cells) + f" | {sum(row.values())} | {resumed} |"
+            )
         return "\n".join(lines)
 
     def summary(self) -> str:
+        jobs = self.total - sum(self.survived.get(SNAKEMAKE, {}).values())
         return (
-            f"faults injected and survived: {self.total} (each followed by a rerun whose "
-            f"outputs equal the uninterrupted run's; {self.checks} such comparisons; "
-            f"{self.resumed} trainer reruns resumed from the state a kill left, redoing no saved "
-            f"step); planned kills the job finished before, not counted: {self.ran_through}"
+            f"faults injected and survived: {self.total}; job kills: {jobs}, of them "
+            f"{self.total_resumed} with a resumable training state on disk, each followed by a "
+            f"rerun that resumed from it (saving only the states after it) and "
+            f"{jobs - self.total_resumed} with none (the job reran from its start); every job "
+            f"kill followed by its own rerun whose outputs equal the uninterrupted run's "
+            f"({self.checks} comparisons, every result key); planned kills the job finished "
+            f"before, not counted: {self.ran_through}"
         )
 
 
 def run_job(
-    root: Path, stage: str, name: str, kill_at: int | None = None, kill_after: float | None = None
+    root: Path,
+    stage: str,
+    name: str,
+    kill_at: int | None = None,
+    kill_after: float | None = None,
+    kill_after_state: float | None = None,
 ) -> Outcome:
-    """Run ``twostage <stage> <name>`` in a forked child in ``root``; kill it as asked."""
+    """Run ``twostage <stage> <name>`` in a forked child in ``root``; kill it as asked
+    (``kill_after_state``: that many seconds after its training state first appeared)."""
     point_log = root / ".fault-points"
     point_log.unlink(missing_ok=True)
     start = time.perf_counter()
@@ -137,14 +164,17 @@ def run_job(
             code = cli.main([*args, stage.replace("_", "-"), *([name] if name else [])])
         finally:
             os._exit(code)
-    status = _wait(pid, start + kill_after if kill_after is not None else None)
+    state = root / training_state(stage, name) if name else None
+    kill_time = start + kill_after if kill_after is not None else None
+    status, state_time = _wait(pid, kill_time, state, kill_after_state)
     seconds = time.perf_counter() - start
     killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     lines = point_log.read_text().splitlines() if point_log.exists() else []
     points = [tuple(line.split("\t")) for line in lines]
     point_log.unlink(missing_ok=True)
-    return Outcome(killed, code, points, seconds)
+    state_seconds = state_time - start if state_time is not None else None
+    return Outcome(killed, code, points, seconds, state_seconds)
 
 
 def _log_write_points(point_log: Path) -> None:
@@ -162,18 +192,30 @@ def _log_write_points(point_log: Path) -> None:
     artifacts._write_point = logged
 
 
-def _wait(pid: int, kill_time: float | None, limit: float = 900.0) -> int:
-    """The child's wait status; SIGKILL it at ``kill_time`` if still running (a hung
-    child is killed at ``limit`` and fails the test)."""
+def _wait(
+    pid: int,
+    kill_time: float | None,
+    state: Path | None = None,
+    after_state: float | None = None,
+    limit: float = 900.0,
+) -> tuple[int, float | None]:
+    """The child's wait status and when ``state`` first appeared (None: never seen);
+    SIGKILL the child at ``kill_time``, or ``after_state`` seconds after the state
+    appeared, if still running (a hung child is killed at ``limit`` and fails the test)."""
     give_up = time.perf_counter() + limit
+    state_time = None
     while True:
         got, status = os.waitpid(pid, os.WNOHANG)
         if got:
-            return status
+            return status, state_time
         now = time.perf_counter()
+        if state is not None and state_time is None and state.exists():
+            state_time = now
+            if after_state is not None:
+                kill_time = now + after_state
         if kill_time is not None and now >= kill_time:
             os.kill(pid, signal.SIGKILL)
-            return os.waitpid(pid, 0)[1]
+            return os.waitpid(pid, 0)[1], state_time
         if now > give_up:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -200,7 +242,7 @@ def warm_up(root: Path) -> None:
 
 
 def normalised(path: Path) -> str:
-    """A digest of a file's result: JSON without the keys that measure the run."""
+    """A digest of a file's result: JSON without the keys that time the run."""
     if path.suffix == ".json":
         data = json.loads(path.read_text())
         return hashlib.sha256(json.dumps(_strip(data), sort_keys=True).encode()).hexdigest()
@@ -209,9 +251,7 @@ def normalised(path: Path) -> str:
 
 def _strip(obj):
     if isinstance(obj, dict):
-        return {
-            k: _strip(v) for k, v in obj.items() if not any(word in k for word in VOLATILE_KEYS)
-        }
+        return {k: _strip(v) for k, v in obj.items() if k not in TIMING_KEYS}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj
@@ -263,6 +303,11 @@ def snapshot(root: Path, skip: set[str]) -> dict[str, tuple[int, int]]:
 def is_temp(f: Path) -> bool:
     """A temporary file of atomic_path that a kill left (never at an artifact's name)."""
     return f.name.startswith(".") and ".tmp" in f.name
+
+
+def leftovers_of(root: Path, files: list[str]) -> list[Path]:
+    """Temporary files of atomic_path beside ``files`` (a job's outputs, its state)."""
+    return [t for f in files for t in leftovers(root / f)]
 
 
 def temp_files(root: Path) -> list[Path]:

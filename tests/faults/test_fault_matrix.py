@@ -5,15 +5,16 @@ uninterrupted run, no partial file is ever taken as complete, and nothing upstre
 Jobs run in forked children (harness.py) in copies of the shared smoke DAG
 (conftest.smoke_dag): two lanes, each its own copy, one job kind after the other. For
 each: an uninterrupted run gives the reference outputs and its write points (and must
-equal the DAG's own build); then its seeded kills. Before every rerun the outputs the
-kill left are checked whole and deleted, as Snakemake deletes an incomplete job's
-outputs; the resumable state is kept. A trainer's kill is followed by a rerun to
-completion (it resumes from its last state); a job with no resumable state is rerun
-straight into its next kill, and the run that completes must give the reference. A kill
-counts as survived only once a rerun after it has matched. Then the build's outputs are
-put back, so the next job reads exactly what the build read. Snakemake itself is killed,
-with its jobs, in another copy. The matrix is printed at the end of the session
-(conftest.pytest_terminal_summary) and described in docs/reliability.md.
+equal the DAG's own build); then its seeded kills, and for a trainer more kills once its
+first resumable state is on disk. Every kill is followed by its own rerun: the outputs
+the kill left are checked whole and deleted, as Snakemake deletes an incomplete job's
+outputs; the resumable state is kept. A rerun after a kill that left a state must resume
+from it (it saves only the states after it); the rerun must remove the temporary files
+the kill left of its outputs and state, and give the reference outputs (every JSON key
+but the timing ones). Then the build's outputs are put back, so the next job reads
+exactly what the build read. Snakemake itself is killed, with its jobs, in another copy.
+The matrix is printed at the end of the session (conftest.pytest_terminal_summary) and
+described in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -37,17 +38,19 @@ from conftest import SMOKE, copy_built, record_fault_matrix
 from harness import (
     CHECKPOINTS,
     PLACES,
+    SNAKEMAKE,
     STATE_DIR,
     Outcome,
     Tally,
     check_whole,
+    leftovers_of,
     log,
     normalised,
     place_of,
     run_job,
     snapshot,
     states,
-    temp_files,
+    training_state,
     warm_up,
 )
 
@@ -57,10 +60,15 @@ from twostage.config import load_params
 pytestmark = pytest.mark.slow
 
 SEED = 19
-# Resumable states every few steps for the trainers in the work copy, so kills land before,
-# during and after them (the key changes no result, which the bit-identity check against
-# the DAG's own build confirms).
-CHECKPOINT_EVERY = 4
+# Resumable states every other step for the trainers in the work copy, so kills land
+# before, during and after many of them (the key changes no result, which the
+# bit-identity check against the DAG's own build confirms).
+CHECKPOINT_EVERY = 2
+# Besides the kills of FAULTS, each trainer with a resumable state is killed this many
+# times once its first state is on disk, of them STATE_TIME_KILLS at a seeded time after
+# the state appeared: each such kill is followed by a rerun that must resume from it.
+STATE_KILLS = 6
+STATE_TIME_KILLS = 2
 # (stage, name, kills): every kind of job of the smoke DAG, upstream first. Each trainer
 # of every model kind, and each job that reads the models, for one model of a kind; more
 # kills where a run is short, fewer where it is long.
@@ -133,6 +141,20 @@ def _kills(rng: random.Random, clean: Outcome, n: int) -> list[tuple[str, float]
     return kills
 
 
+def _state_kills(rng: random.Random, clean: Outcome, taken: set[int]) -> list[tuple[str, float]]:
+    """A trainer's kills once its first resumable state is on disk: write points spread
+    evenly over the rest of its run (later saves, output writes), none of ``taken``, and
+    seeded times after the state appeared (mid-step, between saves)."""
+    first = next(k for k in range(1, len(clean.points) + 1) if _saves(clean.points[:k], "renamed"))
+    later = [k for k in range(first, len(clean.points) + 1) if k not in taken]
+    n = STATE_KILLS - STATE_TIME_KILLS
+    spread = [later[i * len(later) // n : (i + 1) * len(later) // n] for i in range(n)]
+    kills = [("kill_at", float(rng.choice(part))) for part in spread if part]
+    after = clean.seconds - (clean.state_seconds or 0.0)
+    kills += [("kill_after_state", rng.uniform(0.05, 0.9) * after) for _ in range(STATE_TIME_KILLS)]
+    return kills
+
+
 def _saves(points: list[tuple[str, str]], moment: str = "temp file made") -> int:
     """How many resumable-state writes reached ``moment`` among these write points."""
     return sum(1 for f, m in points if STATE_DIR in Path(f).parts and m == moment)
@@ -163,7 +185,7 @@ def test_jobs_killed_at_any_moment_rerun_to_the_same_results(
         result = tmp_path / f"lane{i}.json"
         args = json.dumps([str(smoke_dag), str(work), todo[i::LANES], str(result)])
         lanes[subprocess.Popen([sys.executable, "-c", LANE, args], env=tool_env)] = result
-    errors, not_identical, survived = [], [], {}
+    errors, not_identical, survived, resumed = [], [], {}, {}
     for proc, result in lanes.items():
         proc.wait()
         assert result.exists(), "a lane of the fault matrix died"
@@ -171,13 +193,14 @@ def test_jobs_killed_at_any_moment_rerun_to_the_same_results(
         errors += [lane["error"]] if lane["error"] else []
         not_identical += lane["not_identical"]
         survived |= lane["survived"]
+        resumed |= lane["resumed"]
         TALLY.ran_through += lane["ran_through"]
         TALLY.checks += lane["checks"]
-        TALLY.resumed += lane["resumed"]
     for stage, name, _ in todo:  # the matrix in the order of FAULTS, upstream first
         label = f"{stage} {name}".strip()
         for where, n in survived.get(label, {}).items():
             TALLY.survived.setdefault(label, {})[where] = n
+        TALLY.resumed[label] = resumed.get(label, 0)
     log(f"job faults: {time.perf_counter() - start:.0f} s, {_cpu_seconds() - cpu:.0f} CPU s")
     assert not errors, "\n\n".join(errors)
     log(f"outputs not bit-identical to the DAG's own build: {not_identical or 'none'}")
@@ -222,13 +245,14 @@ def lane(smoke_dag: str, work: str, faults: list, result: str) -> None:
 def _faults_of_one_job(
     smoke_dag: Path, work: Path, p, stage: str, name: str, n_kills: int, tally: Tally
 ) -> list[str]:
-    """One job's uninterrupted run and seeded kills, each followed by a rerun that must give
-    the same outputs; return the outputs that differ from the DAG's own build."""
+    """One job's uninterrupted run and seeded kills, each followed by its own rerun that
+    must give the same outputs; return the outputs that differ from the DAG's own build."""
     label = f"{stage} {name}".strip()
     start, cpu = time.perf_counter(), _cpu_seconds()
     rng = random.Random(f"{SEED} {label}")
     job = plan.job(p, stage, name) if stage != "report" else plan.report_job(p)
     outputs = [*job.outs, *job.metrics, *job.plots]
+    state = [training_state(stage, name)] if name else []
     prefix = UNDECLARED.get(stage, "\0")
     others = {k: v for k, v in snapshot(work, set(outputs)).items() if not k.startswith(prefix)}
     _clear(work, outputs)
@@ -237,44 +261,46 @@ def _faults_of_one_job(
     expected = _digests(work, outputs)
     tally.checks += 1
     differ = [o for o in outputs if expected[o] != normalised(smoke_dag / o)]
-    resumable = _saves(clean.points) > 0
-    pending: list[str] = []  # kills not yet followed by a completed, matching rerun
-    for how, at in [*_kills(rng, clean, n_kills), ("end", 0.0)]:
-        if how == "end" and not pending:
-            break  # every kill has been followed by a matching rerun already
+    saves = _saves(clean.points)  # resumable states an uninterrupted run writes
+    kills = _kills(rng, clean, n_kills)
+    if saves:
+        taken = {int(at) for how, at in kills if how == "kill_at"}
+        kills += _state_kills(rng, clean, taken)
+    for how, at in kills:
         _clear(work, outputs)
-        kill = {"kill_at": int(at)} if how == "kill_at" else {}
-        kill = {"kill_after": at} if how == "kill_after" else kill
-        out = run_job(work, stage, name, **kill)
-        if out.killed:
+        killed = run_job(work, stage, name, **{how: int(at) if how == "kill_at" else at})
+        if killed.killed:
             for o in outputs:  # whatever the kill left must be whole
                 if (work / o).exists():
                     check_whole(work / o)
-            for state in states(work):  # and the state a rerun resumes from
-                check_whole(state)
-            pending.append(out.place)
-            if not resumable:
-                continue  # the next kill's run is this kill's rerun
+            for s in states(work):  # and the state a rerun resumes from
+                check_whole(s)
+            resumable = any((work / s).exists() for s in state)
+            kept = _saves(killed.points, "renamed") if resumable else 0
+            assert kept or not resumable, f"{label}: a state on disk that no write renamed"
             _clear(work, outputs)
-            killed, out = out, run_job(work, stage, name)
-            # Training saved before the kill is not redone: the rerun saves at most the
-            # states the kill left to save (a rerun from scratch would save them all).
-            kept = _saves(killed.points, "renamed")
-            assert _saves(out.points) <= _saves(clean.points) - kept, f"{label}: redid saved steps"
-            tally.resumed += kept > 0
-        elif how != "end":
+            out = run_job(work, stage, name)
+            # A rerun resumes from the state the kill left: it saves exactly the states
+            # after it (one from scratch would save them all, as it must with no state).
+            assert _saves(out.points) == saves - kept, (
+                f"{label}: killed at {killed.place} with {kept} states saved, the rerun saved "
+                f"{_saves(out.points)} of {saves}: it did not resume from the state left"
+            )
+            assert not leftovers_of(work, outputs + state), f"{label}: kill leftovers stayed"
+        else:
+            out = killed
             tally.ran_through += 1  # finished before the kill: no fault injected
-        assert out.code == 0 and not out.killed, f"{label}: a rerun after {pending} failed"
+        assert out.code == 0 and not out.killed, f"{label}: a rerun after {killed.place} failed"
         got = _digests(work, outputs)
         tally.checks += 1
-        assert got == expected, f"{label}: killed {pending}, the rerun differs"
-        for where in pending:
-            tally.add(label, where)
-        pending = []
+        assert got == expected, f"{label}: killed {killed.place}, the rerun differs"
         assert not states(work), f"{label}: a finished job left its resumable state"
+        if killed.killed:
+            tally.add(label, killed.place, resumed=resumable)
+    if saves:  # a kill at a write point after the first save always finds that state
+        assert tally.resumed[label] >= STATE_KILLS - STATE_TIME_KILLS, f"{label}: few resumed"
     now = {k: v for k, v in snapshot(work, set(outputs)).items() if not k.startswith(prefix)}
     assert now == others, f"{label}: rewrote files outside its outputs (upstream work)"
-    assert not {t.relative_to(work).as_posix() for t in temp_files(work)} & set(outputs)
     for o in outputs:  # the build's own files back: the next job reads exactly what it read
         for f in (o, o + ".sha256"):
             if (smoke_dag / f).exists():
@@ -282,7 +308,11 @@ def _faults_of_one_job(
     n = sum(tally.survived.get(label, {}).values())
     seconds = f"{time.perf_counter() - start:.0f} s, {_cpu_seconds() - cpu:.0f} CPU s"
     places = tally.survived.get(label, {})
-    log(f"{label}: {n} faults survived {places} ({len(clean.points)} write points; {seconds})")
+    resumed = tally.resumed.get(label, 0)
+    log(
+        f"{label}: {n} faults survived {places}, {resumed} resumed from a state "
+        f"({len(clean.points)} write points, {saves} states saved; {seconds})"
+    )
     return [f"{label}: {o}" for o in differ]
 
 
@@ -365,18 +395,19 @@ def test_snakemake_killed_mid_dag_finishes_on_rerun(smoke_dag: Path, tmp_path: P
     assert snapshot(root, outputs | report_files) == others, "completed upstream work was redone"
     assert "Nothing to be done" in _snakemake(root, tool_env, "-n", "--cores", "2")
     for place in places:
-        TALLY.add("snakemake itself (process group)", place)
+        TALLY.add(SNAKEMAKE, place)
     log(f"Snakemake faults: {time.perf_counter() - start:.0f} s, {_cpu_seconds() - cpu:.0f} CPU s")
 
 
-def test_the_matrix_counts_at_least_100_faults_over_every_job_kind():
+def test_the_matrix_counts_at_least_100_faults_40_resumed_over_every_job_kind():
     if os.environ.get("TWOSTAGE_FAULTS_ONLY"):
         pytest.skip("a subset of the matrix ran (TWOSTAGE_FAULTS_ONLY)")
     log("\n" + TALLY.table() + "\n" + TALLY.summary())
     missed = [f"{s} {n}".strip() for s, n, _ in FAULTS if f"{s} {n}".strip() not in TALLY.survived]
     assert not missed, f"no kill landed in: {missed}"
-    assert "snakemake itself (process group)" in TALLY.survived
+    assert SNAKEMAKE in TALLY.survived
     assert TALLY.total >= 100, TALLY.total
+    assert TALLY.total_resumed >= 40, TALLY.total_resumed
 
 
 def _stat(path: Path) -> tuple[int, int]:

@@ -3,11 +3,12 @@ and placed by the write point it landed on."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
-from harness import SMOKE, run_job
+from harness import SMOKE, normalised, run_job
 
 from twostage import versions
 from twostage.config import load_params
@@ -42,3 +43,16 @@ def test_a_kill_at_the_nth_write_point_lands_there_and_leaves_whole_files(projec
             assert not (project / f).exists() or (project / f).read_bytes() == content
     assert places[:5] == ["output mid-write"] * 3 + ["output renamed, unsummed", "after an output"]
     assert run_job(project, "dvc_yaml", "", kill_after=0.0).place == "before any write"
+
+
+def test_results_are_compared_on_every_key_but_the_timing_ones(tmp_path: Path):
+    def digest(**metrics) -> str:
+        path = tmp_path / "stats.json"
+        path.write_text(json.dumps({"n_samples": 4, **metrics}))
+        return normalised(path)
+
+    base = {"network_calls_per_sample": 8.0, "tokens_per_sample": 16, "samples_per_s": 3.0}
+    assert digest(**base) == digest(**{**base, "samples_per_s": 9.0, "seconds_per_image": 1.0})
+    assert digest(**base) != digest(**{**base, "network_calls_per_sample": 9.0})
+    assert digest(**base) != digest(**{**base, "tokens_per_sample": 17})
+    assert digest(**base) != digest(**base, versions={"code": "edited"})
