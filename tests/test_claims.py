@@ -152,6 +152,7 @@ def test_claim_on_a_run_without_replicates_trains_its_prior_per_seed(params_root
     [
         ({"run": "nope"}, r"claims\.c\.run: run 'nope' is not among the targets"),
         ({"versus": 0, "estimate": "ratio"}, r"claims\.c\.versus: a ratio against 0"),
+        ({"versus": "glf"}, r"claims\.c\.versus: a run compared with itself"),
         ({"relation": "equal", "margin": -1}, r"claims\.c\.margin: an equal claim needs"),
         ({"run": "rae_gmm"}, r"claims\.c\.seeds: run 'rae_gmm' is replicated at level sampling"),
         ({"seeds": [4]}, r"claims\.c\.seeds: \[4\] is invalid"),

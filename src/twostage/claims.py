@@ -38,6 +38,8 @@ def check(data: dict[str, Any], fail) -> None:
         for key, run in (("run", claim["run"]), ("versus", claim["versus"])):
             if isinstance(run, str) and run not in data["targets"]:
                 fail(("claims", name, key), f"run {run!r} is not among the targets")
+        if claim["versus"] == claim["run"]:
+            fail(("claims", name, "versus"), "a run compared with itself")
         if claim.get("estimate", "difference") == "ratio" and claim["versus"] == 0:
             fail(("claims", name, "versus"), "a ratio against 0 is undefined")
         if claim["relation"] == "equal" and claim.get("margin", 0) < 0:
