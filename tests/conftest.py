@@ -130,7 +130,10 @@ window.addEventListener("load", function () {
     viewport: window.innerWidth,
     headlines: Array.prototype.map.call(
       document.querySelectorAll("table.headline"),
-      function (t) { return {scroll: t.scrollWidth, client: t.parentElement.clientWidth}; }
+      function (t) {
+        return {scroll: t.scrollWidth, client: t.parentElement.clientWidth,
+                caption: t.caption ? t.caption.textContent : ""};
+      }
     )
   });
   document.body.appendChild(out);

@@ -95,14 +95,21 @@ def test_replicates_have_code_hashes_and_share_their_originals_code(params, sour
     assert "sample-absorbing_confidence-seed1" in changed
 
 
+def _trainings_of(params, prior: str) -> set[str]:
+    """The training jobs of ``prior`` and of its replicates."""
+    replicas = [
+        pr for pr in params.target_replicas("priors") if params.original("priors", pr) == prior
+    ]
+    assert prior != "absorbing_mnist" or replicas  # the smoke profile replicates it
+    return {f"train_prior-{pr}" for pr in [prior, *replicas]}
+
+
 def test_editing_a_function_of_the_absorbing_prior_stales_its_chain_only(params, source):
     changed = changed_after(
         params, lambda: edit_function_body(source / "models/priors/absorbing.py")
     )
-    # the absorbing prior and its replicate of the smoke profile (seeds.py)
-    assert changed == downstream(
-        params, {"train_prior-absorbing_mnist", "train_prior-absorbing_mnist-seed1"}
-    )
+    # the absorbing prior and its replicates of the smoke profile (seeds.py, and its claim's)
+    assert changed == downstream(params, _trainings_of(params, "absorbing_mnist"))
     assert "train_prior-autoregressive_mnist" not in changed
     assert "train_autoencoder-vq_mnist" not in changed
     assert not any("glf" in job or "vae" in job for job in changed)
@@ -114,11 +121,7 @@ def test_editing_the_transformer_stales_both_token_priors(params, source):
     )
     assert changed == downstream(
         params,
-        {
-            "train_prior-absorbing_mnist",
-            "train_prior-absorbing_mnist-seed1",
-            "train_prior-autoregressive_mnist",
-        },
+        _trainings_of(params, "absorbing_mnist") | _trainings_of(params, "autoregressive_mnist"),
     )
 
 

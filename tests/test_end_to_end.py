@@ -57,7 +57,10 @@ def check_artifacts(root: Path) -> None:
     assert "<table" in html and "calibration: real validation images" in html
     assert html.count("(stage-1 ceiling)") == len(params.target_autoencoders())
     # The headline: one table per autoencoder with its floor, ceiling and bad model once each.
-    headlines = [t.split("</table>")[0] for t in html.split('<table class="headline">')[1:]]
+    before_claims = html.split('id="claims"')[0]  # the claims table comes after the headlines
+    headlines = [
+        t.split("</table>")[0] for t in before_claims.split('<table class="headline">')[1:]
+    ]
     assert len(headlines) == len(params.target_autoencoders())
     for table in headlines:
         assert [table.count(r) for r in ("floor: ", "ceiling: ", "bad: ")] == [1, 1, 1], table
@@ -68,6 +71,38 @@ def check_artifacts(root: Path) -> None:
     assert set(conv["model"]) == trained and (conv["n_evals"] >= 1).all(), conv
     for src in html.split('src="')[1:]:
         assert (root / "results/report" / src.split('"')[0]).is_file()
+    check_claims(root, params, html)
+
+
+def _metric_at(root: Path, params, run: str, seed: int, metric: str) -> float:
+    """``metric`` of the replicate of ``run`` with ``seed``, from its evaluation."""
+    replicate = {s: r for r, s in params.replicates_of(run)}[seed]
+    return json.loads((root / f"results/eval/{replicate}/metrics.json").read_text())[metric]
+
+
+def check_claims(root: Path, params, html: str) -> None:
+    """The smoke claim is judged in the report from the scores of its held-out replicates:
+    the per-seed differences of the two runs' metric, their mean inside its interval, and a
+    verdict, in the claims table under the headline."""
+    table = pd.read_csv(root / "results/report/tables/claims.csv").set_index("claim")
+    assert list(table.index) == list(params["claims"]) and len(table) >= 1
+    section = html.split('id="claims"')[1].split("<h2")[0]
+    for name, claim in params["claims"].items():
+        row, versus, metric = table.loc[name], claim["versus"], claim["metric"]
+        diffs = [
+            _metric_at(root, params, claim["run"], seed, metric)
+            - (
+                versus
+                if not isinstance(versus, str)
+                else _metric_at(root, params, versus, seed, metric)
+            )
+            for seed in claim["seeds"]
+        ]
+        assert row["mean"] == pytest.approx(np.mean(diffs), rel=1e-9)
+        assert row["ci95_low"] < row["mean"] < row["ci95_high"]  # two seeds that differ
+        assert row["verdict"] in ("supported", "contradicted", "inconclusive")
+        assert row["held_out_seeds"] == " ".join(map(str, claim["seeds"]))
+        assert name in section and row["verdict"] in section
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +201,7 @@ def test_replicates_redo_their_level_with_their_seed(snakemake_project: Path):
     assert logs[0] != logs[1]
     assert params.prior_of_run("rae_gmm-seed1") == "gmm_rae_mnist"  # sampling
     for run in ("absorbing_confidence", "glf", "rae_gmm"):
-        (_, _), (replicate, _) = params.replicates_of(run)
+        replicate = params.replicates_of(run)[1][0]
         assert differ(f"samples/{run}/images.npy", f"samples/{replicate}/images.npy"), run
     fd_key = f"fd_{params['evaluation']['extractor']}"
     table = pd.read_csv(results / "report/tables/runs.csv").set_index("run")

@@ -45,8 +45,16 @@ def _plan(p, profiles, root) -> dict:
 
 
 def _stripped_root(params_root: Path) -> Path:
+    """The params without replicates, and without the claims that add seeds to them."""
     for f in ("evaluation.yaml", "profiles/smoke.yaml"):
         _set_replicates(params_root, f, None)
+        path = params_root / "params" / f
+        data = yaml.safe_load(path.read_text())
+        if f == "evaluation.yaml":
+            data["claims"] = {}
+        else:
+            data.pop("claims", None)
+        path.write_text(yaml.safe_dump(data))
     return params_root
 
 
@@ -88,12 +96,28 @@ def test_replicates_add_jobs_and_change_none(repo: Path, params_root: Path, prof
             "evaluate-glf-seed3",
             "sample-rae_gmm-seed1",
             "evaluate-rae_gmm-seed1",
+            # the claim's held-out seeds 1 and 3: the absorbing chain at 3, the GLF prior at 1
+            "train_autoencoder-vq_mnist-seed3",
+            "encode-vq_mnist-seed3",
+            "train_prior-absorbing_mnist-seed3",
+            "sample-absorbing_confidence-seed3",
+            "evaluate-absorbing_confidence-seed3",
+            "train_prior-glf_mnist-seed1",
+            "sample-glf-seed1",
+            "evaluate-glf-seed1",
         }
     assert added == expected
     report_deps = set(full["report"][0]["deps"]) - set(single["report"][0]["deps"])
-    assert report_deps == {
+    # The replicates' scores, and what the claims table reads at the held-out seeds.
+    scores = {
         paths.evaluation(n.split("-", 1)[1])["metrics"] for n in added if n.startswith("evaluate-")
     }
+    claimed = set()
+    if profiles:  # the smoke's claim: absorbing_confidence against glf at seeds 1 and 3
+        p = load_params(profiles, root=repo)
+        for run in [f"{r}-seed{k}" for r in ("absorbing_confidence", "glf") for k in (1, 3)]:
+            claimed |= {paths.samples(run)["stats"], paths.prior(p.prior_of_run(run))["metrics"]}
+    assert report_deps == scores | claimed
 
 
 def test_one_seed_is_no_replicate(params_root: Path):

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from twostage import seeds
+from twostage import claims, seeds
 from twostage.kinds import (
     CONTINUOUS_AUTOENCODERS,
     CONTINUOUS_PRIORS,
@@ -67,6 +67,10 @@ class Params:
 
     def run(self, name: str) -> dict[str, Any]:
         return self.data["runs"][name]
+
+    def file_of(self, *path: str) -> str:
+        """The params file that set ``path`` (e.g. ``"claims", name``), for error messages."""
+        return _where(self.origin, path)
 
     # Walking the chain run → prior → autoencoder → dataset is needed by
     # almost every stage, so it lives here once.
@@ -210,8 +214,9 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
 def validate(
     data: dict[str, Any], origin: dict[tuple[str, ...], str]
 ) -> tuple[dict[str, str], seeds.Replicates]:
-    """Validate against the schema, expand sweeps into runs, check cross-references,
-    then add the replicates' seeded copies (checked as their originals are).
+    """Validate against the schema, expand sweeps into runs, check cross-references and
+    claims, then add the replicates' seeded copies (checked as their originals are), with
+    the seeds the claims are tested on.
 
     Returns the run → sweep map of the generated runs, and what the replicates made.
     """
@@ -227,7 +232,16 @@ def validate(
     _check_continuous(data, origin)
     _check_sampling(data, origin)
     _check_distributed(data, origin)
-    replicas = seeds.expand(data, origin, sweep_of, lambda path, msg: _fail(origin, path, msg))
+
+    def fail(path, msg):
+        _fail(origin, path, msg)
+
+    claims.check(data, fail)
+    settings = claims.replicate_settings(data, sweep_of, fail)
+    for name, claim in data.get("claims", {}).items():  # a claim's replicates are its file's
+        for run in claims.runs_of(claim):
+            origin.setdefault(("replicates", run), _where(origin, ("claims", name)))
+    replicas = seeds.expand(data, origin, sweep_of, fail, settings)
     return sweep_of, replicas
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from twostage import paths
+from twostage import claims, paths
 from twostage.config import Params
 from twostage.kinds import JOINT_PRIORS
 
@@ -380,7 +380,20 @@ def report_inputs(p: Params) -> list[str]:
     files += [paths.evaluation(run)["metrics"] for run in p.target_replicas("runs")]
     for prior in absorbing_priors(p):
         files += [*paths.inpainting(prior).values(), *paths.large_samples(prior).values()]
-    return files
+    files += claim_inputs(p)
+    return list(dict.fromkeys(files))  # each once: a claim reads what the runs table reads
+
+
+def claim_inputs(p: Params) -> list[str]:
+    """What the claims table reads at each held-out seed of each claim's runs (report/claims.py):
+    the replicate's evaluation, its samples' stats and its prior's metrics, each once."""
+    files: list[str] = []
+    for claim in p.data.get("claims", {}).values():
+        for replicas in claims.replicates_at_seeds(p, claim).values():
+            for run, _ in replicas:
+                files += [paths.evaluation(run)["metrics"], paths.samples(run)["stats"]]
+                files.append(paths.prior(p.prior_of_run(run))["metrics"])
+    return list(dict.fromkeys(files))
 
 
 def report_job(p: Params) -> Job:
@@ -391,7 +404,7 @@ def report_job(p: Params) -> Job:
         deps=report_inputs(p),
         outs=[out["html"], out["markdown"], out["table"]],
         plots=[out["fd_vs_steps"]],
-        params=[("params/config.yaml", "targets")],
+        params=[("params/config.yaml", "targets"), ("params/evaluation.yaml", "claims")],
         plot_props={
             out["fd_vs_steps"]: {
                 "x": "steps",

@@ -51,13 +51,16 @@ class Replicates:
     of_run: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
-def expand(data: dict[str, Any], origin: dict, sweep_of: dict[str, str], fail) -> Replicates:
+def expand(
+    data: dict[str, Any], origin: dict, sweep_of: dict[str, str], fail, settings=None
+) -> Replicates:
     """Add the seeded copies to ``data`` (runs, priors, autoencoders) and return what it made.
 
-    ``fail(path, message)`` raises the one-line config error.
+    ``settings`` are the replicates to make (default: ``data["replicates"]``; the claims add
+    their seeds to them, claims.py). ``fail(path, message)`` raises the one-line config error.
     """
     out = Replicates()
-    settings = data.get("replicates", {})
+    settings = data.get("replicates", {}) if settings is None else settings
     for key in settings:
         if key not in data["runs"] and key not in data["sweeps"]:
             fail(("replicates", key), f"undefined run or sweep {key!r}")

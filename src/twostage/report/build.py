@@ -19,7 +19,7 @@ from twostage.artifacts import atomic_path, make_dirs
 from twostage.config import Params
 from twostage.kinds import CONTINUOUS_AUTOENCODERS
 from twostage.plan import absorbing_priors
-from twostage.report import collect, convergence, figures, headline, replicates
+from twostage.report import claims, collect, convergence, figures, headline, replicates
 from twostage.report.figures import Figure, copy_image
 from twostage.report.page import (
     CompactTable,
@@ -247,6 +247,7 @@ def build_report(p: Params) -> str:
     conv = collect.convergence_table(p)
     runs = collect.runs_table(p, conv, fd_col)
     runs, intervals = replicates.add_to_report(p, runs, tab_dir, fd_col, _write_csv)
+    judged = claims.section(p, tab_dir, _write_csv)  # None without claims
     aes = collect.autoencoders_table(p, conv)
     times = collect.wall_times(p)
     sweep = figures.fd_vs_steps_rows(runs, fd_col)
@@ -271,6 +272,7 @@ def build_report(p: Params) -> str:
 
     sections = [
         *_headline_sections(p, runs, fd_col, fig_dir),
+        *([judged] if judged else []),
         intervals,
         Section("Comparisons", comparisons or [Text("No sweep in the targets varies a setting.")]),
         Section(
