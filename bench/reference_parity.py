@@ -201,12 +201,12 @@ def _scratch_project(project: Path, scratch: Path, overrides: dict) -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     for sub in ("params",):
         link = scratch / sub
-        if not link.exists():
+        if not os.path.lexists(link):  # a dangling link is there too
             link.symlink_to(project / sub)
     (scratch / "results").mkdir(exist_ok=True)
     for sub in ("data", "latents", "autoencoders", "features", "extractors"):
         link = scratch / "results" / sub
-        if not link.exists():
+        if not os.path.lexists(link):  # a dangling link is there too
             link.symlink_to(project / "results" / sub)
     (scratch / "profile.yaml").write_text(json.dumps(overrides))
 
@@ -349,6 +349,12 @@ def cache_key(job: dict) -> str:
     return _sha256(text.encode())
 
 
+def reusable(job: dict) -> bool:
+    """Whether the run's JSON in ``--out`` was made with this job's cache key."""
+    f = Path(job["file"])
+    return f.is_file() and json.loads(f.read_text()).get("cache_key") == job["key"]
+
+
 # ---------------------------------------------------------------- statistics
 def interval(values: list[float]) -> tuple[float, float, float]:
     """(mean, sample standard deviation, half-width of the 95 % Student-t interval)."""
@@ -484,10 +490,8 @@ def main() -> None:
         job["reference_commit"] = reference
         job["effective"] = effective_settings(project, job)
         job["key"] = cache_key(job)
-        f = Path(job["file"])
-        if f.is_file() and json.loads(f.read_text()).get("cache_key") == job["key"]:
-            continue
-        todo.append(job)
+        if not reusable(job):
+            todo.append(job)
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs reused from {args.out}", file=sys.stderr)
     with mp.get_context("spawn").Pool(args.jobs) as pool:
         for result, job in zip(pool.imap(run_one, todo), todo, strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +63,59 @@ def test_interval_is_the_student_t_interval(parity):
     p_worse = parity.welch_not_worse([2.0, 2.1, 1.9], [1.0, 1.1, 0.9])
     assert p_better < 0.01 < 0.99 < p_worse
     assert np.isnan(parity.interval([4.0])[1])
+
+
+def _job(parity, project, tmp_path, arm="ours", commit="abc"):
+    job = {
+        "arm": arm,
+        "seed": 300,
+        "prior": "absorbing_mnist",
+        "profile": {"seed": 300, "checkpoint_every": 0, "priors": {"absorbing_mnist": {}}},
+        "scratch": str(tmp_path / "scratch" / arm),
+        "images": 5000,
+        "sample_steps": 16,
+        "temperature": 0.8,
+        "sample_seed": 10_300,
+        "elbo_seed": 1234,
+        "threads": 1,
+        "file": str(tmp_path / f"{arm}.json"),
+        "reference_commit": commit,
+    }
+    job["effective"] = parity.effective_settings(project, job)
+    job["key"] = parity.cache_key(job)
+    return job
+
+
+def test_a_cached_run_is_reused_only_for_the_same_settings_code_and_reference(
+    parity, repo, tmp_path, monkeypatch
+):
+    import json
+    import shutil
+
+    from twostage import versions
+
+    project = tmp_path / "project"
+    shutil.copytree(repo / "params", project / "params")
+    first = _job(parity, project, tmp_path)
+    assert first["effective"]["prior"]["ema_decay"] == 0.995  # the defaults, filled in
+    Path(first["file"]).write_text(json.dumps({"cache_key": first["key"]}))
+    assert parity.reusable(_job(parity, project, tmp_path))
+
+    # A changed default: the override profile is the same, the run is not.
+    priors = project / "params/priors.yaml"
+    priors.write_text(priors.read_text().replace("steps: 6000", "steps: 5000", 1))
+    changed = _job(parity, project, tmp_path)
+    assert changed["profile"] == first["profile"] and not parity.reusable(changed)
+    priors.write_text(priors.read_text().replace("steps: 5000", "steps: 6000", 1))
+
+    # Other training code.
+    real = versions.code_hashes
+    monkeypatch.setattr(versions, "code_hashes", lambda p: {k: v + "x" for k, v in real(p).items()})
+    assert not parity.reusable(_job(parity, project, tmp_path))
+    monkeypatch.setattr(versions, "code_hashes", real)
+
+    # Another reference commit matters to the reference arm only.
+    ref = _job(parity, project, tmp_path, arm="reference")
+    Path(ref["file"]).write_text(json.dumps({"cache_key": ref["key"]}))
+    assert not parity.reusable(_job(parity, project, tmp_path, arm="reference", commit="def"))
+    assert parity.reusable(_job(parity, project, tmp_path, commit="def"))
