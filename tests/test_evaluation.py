@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from twostage import paths
-from twostage.artifacts import save_npz, save_torch, sha256_array, write_json
+from twostage.artifacts import file_sha256, save_npz, save_torch, sha256_array, write_json
 from twostage.config import ConfigError, Params, load_params
 from twostage.evaluate import extractors, protocol
 from twostage.evaluate.extractors import Extractor, random_inception_state_dict
@@ -57,7 +57,7 @@ def test_fid_and_is_equal_torch_fidelity_calculate_metrics(repo, inception_weigh
 
     p = _params(repo, weights={"inception": str(inception_weights)})
     ext = extractors.build(p, "inception", "mnist5k", CPU)
-    assert ext.weights_sha256 == extractors.sha256_file(inception_weights)
+    assert ext.weights_sha256 == file_sha256(inception_weights)
     real, fake = _images(5, 0), _images(20, 1, shift=30)
     emb_fake, emb_real = ext.embed(fake), ext.embed(real)
     ours = {"fid": fid_torch_fidelity(emb_fake.features, emb_real.features)}
@@ -266,7 +266,7 @@ def test_evaluate_run_records_protocol_and_refuses_stale_features(project):
     proto = metrics["protocol"]
     assert proto["extractor"] == "classifier" and proto["nearest_k"] == 3
     assert proto["n_fake"] == 40 and proto["resize"].startswith("none")
-    assert proto["weights_sha256"] == extractors.sha256_file(paths.classifier("mnist5k")["model"])
+    assert proto["weights_sha256"] == file_sha256(paths.classifier("mnist5k")["model"])
     assert metrics["protocol_random-classifier-0"]["kid_subset_size"] == 40
     _write_dataset(3)
     with pytest.raises(DataError, match=r"key\.json: real features are stale \(dataset_sha256"):

@@ -30,11 +30,6 @@ KILL_AT_ENV = "TWOSTAGE_FAULT_KILL_AT"
 _points: list[tuple[str, str]] = []  # (file, moment) of every write point passed
 
 
-def write_points() -> list[tuple[str, str]]:
-    """The write points this process has passed (tests/faults/ kills at one of them)."""
-    return list(_points)
-
-
 def _write_point(path: Path, moment: str) -> None:
     """A moment of a write where a crash must leave no partial artifact behind."""
     _points.append((str(path), moment))

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-LEVELS = ("sampling", "prior", "chain")
 # Which tables a level copies, upstream last.
 COPIED_TABLES = {
     "sampling": ("runs",),

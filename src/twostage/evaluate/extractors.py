@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from twostage import paths
+from twostage.artifacts import file_sha256
 from twostage.config import ConfigError, Params
 from twostage.images import to_tensor
 
@@ -57,14 +58,6 @@ def weights_file(p: Params, name: str) -> str | None:
     if not is_pretrained(name):
         return None  # e.g. the classifier's model.pt is its own DAG dependency
     return p["evaluation"].get("weights", {}).get(name)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -142,7 +135,7 @@ class TorchFidelityExtractor(Extractor):
         self.resize = _RESIZE.get(tf_name, _RESIZE.get(tf_name.split("-")[0], "torch-fidelity"))
         self.metric_key = "fid" if name == "inception" else f"fd_{name}"
         if weights_path is not None:
-            self.weights_sha256 = sha256_file(weights_path)
+            self.weights_sha256 = file_sha256(weights_path)
         else:
             self.weights_sha256 = _downloaded_sha256(tf_name)
 
@@ -162,7 +155,7 @@ def _downloaded_sha256(tf_name: str) -> str | None:
     if tf_name != "inception-v3-compat":
         return None
     f = Path(torch.hub.get_dir(), "checkpoints", os.path.basename(inc.URL_INCEPTION_V3))
-    return sha256_file(f) if f.is_file() else None
+    return file_sha256(f) if f.is_file() else None
 
 
 def _random_extractor(name: str, arch: str, seed: int, channels: int, device) -> Extractor:
@@ -228,7 +221,7 @@ def _classifier(p: Params, match: re.Match, dataset: str, device) -> Extractor:
 
     model_file = paths.classifier(dataset)["model"]
     return ClassifierExtractor(
-        match[0], load_classifier(dataset, device), device, sha256_file(model_file)
+        match[0], load_classifier(dataset, device), device, file_sha256(model_file)
     )
 
 

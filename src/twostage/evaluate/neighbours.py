@@ -23,10 +23,10 @@ import torch
 from tqdm import tqdm
 
 from twostage import paths
-from twostage.artifacts import atomic_path, load_npy, write_json
+from twostage.artifacts import atomic_path, file_sha256, load_npy, write_json
 from twostage.config import ConfigError, Params
 from twostage.data.prepare import load_split
-from twostage.evaluate.extractors import EVAL_FILE, ClassifierExtractor, sha256_file
+from twostage.evaluate.extractors import EVAL_FILE, ClassifierExtractor
 from twostage.images import grid, save_grid, save_png, to_tensor
 from twostage.runtime import pick_device
 
@@ -208,8 +208,8 @@ def nearest_neighbours(p: Params, run: str) -> dict:
             "n_train": len(train),
             "n_val": len(val),
             "k": cfg["k"],
-            "lpips_backbone_sha256": sha256_file(lpips_file) if "lpips" in funcs else None,
-            "classifier_sha256": sha256_file(paths.classifier(dataset)["model"]),
+            "lpips_backbone_sha256": file_sha256(lpips_file) if "lpips" in funcs else None,
+            "classifier_sha256": file_sha256(paths.classifier(dataset)["model"]),
             "resize": "none (native resolution)",
         },
     }

@@ -22,7 +22,6 @@ from torch import nn
 
 from twostage.models.priors.transformer import Transformer
 
-LOSS_TYPES = ("reweighted_elbo", "elbo", "mlm")
 SAMPLERS = ("random", "even", "cosine", "confidence")
 # Samplers whose reveal mask does not depend on the network (so it can be drawn first).
 RANDOM_ORDER = ("random", "even", "cosine")

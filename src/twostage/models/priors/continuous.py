@@ -16,8 +16,6 @@ import torch.nn as nn
 from twostage.models.priors.flow import CouplingFlow
 from twostage.models.priors.gmm import GaussianMixturePrior
 
-CONTINUOUS_PRIOR_KINDS = ("flow", "glf", "gmm", "vae_prior", "vae_flow")
-
 
 class StandardNormalPrior(nn.Module):
     """The VAE's own prior N(0, I)."""
