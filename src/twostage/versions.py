@@ -26,7 +26,7 @@ import yaml
 from twostage import codedeps, paths, software
 from twostage.artifacts import read_json, write_json, write_text
 from twostage.config import Params
-from twostage.plan import Job, job, jobs
+from twostage.plan import Job, job, jobs, param_values
 
 log = logging.getLogger("twostage")
 
@@ -76,6 +76,39 @@ def code_hashes(p: Params, plan: list[Job] | None = None) -> dict[str, str]:
         own = codedeps.code_hash(selectors(p, j))
         found[j.dvc_name] = hashlib.sha256(" ".join([own, *upstream]).encode()).hexdigest()[:16]
     return found
+
+
+# Where the package's source lies in the project: DVC's paths are relative to its root.
+SOURCE = Path("src") / codedeps.PACKAGE
+
+
+def code_files(p: Params, plan: list[Job] | None = None) -> dict[str, list[str]]:
+    """Each job's code as files DVC can hash, by DVC stage name: the source and data files
+    of its own code and of its upstream jobs' (so DVC, like the code hash, sees an edit
+    in the whole chain it makes stale), relative to the project's root."""
+    plan = jobs(p) if plan is None else plan
+    producer = {out: j.dvc_name for j in plan for out in j.outs + j.metrics + j.plots}
+    found: dict[str, set[str]] = {}
+    for j in plan:  # upstream first (plan.jobs)
+        own = {
+            (SOURCE / f.relative_to(codedeps.ROOT)).as_posix()
+            for f in codedeps.files(selectors(p, j))
+        }
+        for d in j.deps:
+            own |= found.get(producer.get(d, ""), set())
+        found[j.dvc_name] = own
+    return {name: sorted(files) for name, files in found.items()}
+
+
+def rule_params(p: Params, j: Job, versions: dict) -> str:
+    """What a Snakemake rule's params hold for job ``j`` (workflow/rules/common.smk): the
+    params values it reads, its code and software hashes, as one JSON string."""
+    values = {
+        **param_values(p, j),
+        "code": versions["code"][j.dvc_name],
+        "software": versions["software"],
+    }
+    return json.dumps(values, sort_keys=True)
 
 
 def current(p: Params) -> dict:
