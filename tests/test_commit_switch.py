@@ -9,7 +9,8 @@ recorded by DVC with `dvc commit -f`:
 2. switching commits: build, commit; change `runs.rae_gmm.temperature` and rebuild with
    Snakemake, commit; `git checkout HEAD~1` + `dvc checkout` restores the first build and
    then both tools have nothing to do, and so after switching back. With the newer value
-   put back in the params (not committed), both rebuild the same jobs.
+   put back in the params (not committed), both rebuild the same jobs. Both have nothing
+   to do either after `dvc exp apply` of an experiment that `dvc exp run` made.
 
 Every subprocess runs the copy's own code (PYTHONPATH=<copy>/src), so edits there count.
 """
@@ -24,7 +25,6 @@ import pytest
 import yaml
 from code_edits import edit_function_body
 from conftest import SMOKE, copy_built
-from test_dvc import GIT_ID
 from test_staleness import SHELL, dvc_downstream, trainings
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def dvc_stale(root: Path, env: dict) -> set[str]:
 
 def _commit(root: Path, env: dict, message: str) -> None:
     _run(["git", "add", "-A"], root, env)
-    _run(["git", *GIT_ID, "commit", "-qm", message], root, env)
+    _run(["git", "commit", "-qm", message], root, env)
 
 
 @pytest.fixture
@@ -70,6 +70,8 @@ def recorded(smoke_dag: Path, tmp_path: Path, tool_env: dict) -> tuple[Path, dic
     root = copy_built(smoke_dag, tmp_path / "project")
     env = {**tool_env, "PYTHONPATH": str(root / "src")}
     _run(["git", "init", "-q"], root, env)
+    for key, value in (("user.name", "test"), ("user.email", "test@example.com")):
+        _run(["git", "config", key, value], root, env)  # `dvc exp run` commits too
     _run(["twostage", "--profile", SMOKE, "dvc-yaml"], root, env)
     _run(["dvc", "commit", "-f"], root, env)
     _commit(root, env, "smoke build")
@@ -98,9 +100,9 @@ def _set_temperature(params: Path, value: str) -> None:
 def test_both_agree_after_switching_commits(recorded):
     root, env = recorded
     params = root / "params/evaluation.yaml"
-    samples = root / f"results/samples/{RUN}/stats.json"
+    samples = root / f"results/samples/{RUN}/images.npy"  # restored by DVC
     assert snakemake_jobs(root, env) == set() and dvc_stale(root, env) == set()
-    first = samples.read_text()
+    first = samples.read_bytes()
 
     _set_temperature(params, "0.9")
     rerun = snakemake_jobs(root, env)
@@ -108,12 +110,12 @@ def test_both_agree_after_switching_commits(recorded):
     _run(["snakemake", "--cores", "2", *CONFIG], root, env)
     _run(["dvc", "commit", "-f"], root, env)
     _commit(root, env, f"{RUN} at temperature 0.9")
-    second = samples.read_text()
+    second = samples.read_bytes()
     assert second != first
 
     _run(["git", "checkout", "-q", "HEAD~1"], root, env)
     _run(["dvc", "checkout"], root, env)
-    assert samples.read_text() == first
+    assert samples.read_bytes() == first
     assert dvc_stale(root, env) == set()
     assert snakemake_jobs(root, env) == set()  # the records were of the 0.9 build
     assert dvc_stale(root, env) == set()
@@ -128,6 +130,22 @@ def test_both_agree_after_switching_commits(recorded):
     # And back to the newer build.
     _run(["git", "checkout", "-q", "-"], root, env)
     _run(["dvc", "checkout"], root, env)
-    assert samples.read_text() == second
+    assert samples.read_bytes() == second
     assert snakemake_jobs(root, env) == set()
     assert dvc_stale(root, env) == set()
+    # Snakemake took the outputs over once: its next run has nothing to take over.
+    again = _run(["snakemake", "-n", "--cores", "1", *CONFIG], root, env)
+    assert "Snakemake record" not in again and "Nothing to be done" in again
+
+    # An experiment run by DVC, the workspace put back, then the experiment applied.
+    key = f"params/evaluation.yaml:runs.{RUN}.temperature=0.8"
+    _run(["dvc", "exp", "run", "-n", "t08", "-S", key], root, env)
+    third = samples.read_bytes()
+    assert third not in (first, second)
+    _run(["git", "checkout", "-q", "--", "."], root, env)
+    _run(["dvc", "checkout"], root, env)
+    assert samples.read_bytes() == second
+    _run(["dvc", "exp", "apply", "t08"], root, env)
+    assert samples.read_bytes() == third
+    assert dvc_stale(root, env) == set()
+    assert snakemake_jobs(root, env) == set()
