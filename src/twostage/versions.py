@@ -5,9 +5,10 @@ import, for the model kinds it uses) and the code hash of every job upstream of 
 it says whether anything that made a result has changed since; its *software hash* is
 that of the installed numeric packages (software.py).
 
-Snakemake gets both among each rule's params (workflow/rules/common.smk). DVC cannot
-hash code by its syntax tree, so it reads them from ``paths.VERSIONS``, a params file
-that every stage of dvc.yaml lists and that :func:`refresh` rewrites (only when a value
+Snakemake gets both among each rule's params (workflow/rules/common.smk). DVC hashes
+files by their bytes: each stage of dvc.yaml lists its code's source files as deps
+(:func:`code_files`), so DVC sees a code edit on its own, and reads the software hash
+from ``paths.VERSIONS``, a params file that :func:`refresh` rewrites (only when a value
 changed) whenever Snakemake parses the Snakefile or a ``twostage`` command runs. Each
 stage also records the hashes it ran with in its metrics (``versions``), which the
 report compares with the current ones.
@@ -33,8 +34,8 @@ log = logging.getLogger("twostage")
 HEADER = (
     "# Written by twostage (src/twostage/versions.py) whenever Snakemake parses the Snakefile\n"
     "# or a twostage command runs: each job's code hash (its own and its upstream jobs' code)\n"
-    "# and the software hash of the packages listed. DVC reads code.<stage> and software as\n"
-    "# params of every stage; run `twostage versions` to bring it up to date. Do not edit.\n"
+    "# and the software hash of the packages listed. DVC reads software as a param of every\n"
+    "# stage; run `twostage versions` to bring it up to date. Do not edit.\n"
 )
 
 
