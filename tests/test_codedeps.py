@@ -196,7 +196,7 @@ def test_an_import_under_type_checking_is_not_code(source):
 def test_a_changed_package_version_makes_every_job_stale(params, repo, tmp_path, monkeypatch):
     pipeline = dvc_pipeline(params, [SMOKE], root=repo)["stages"]
     for name, stage in pipeline.items():  # every stage reads the software hash
-        assert {paths.VERSIONS: [f"code.{name}", "software"]} in stage["params"], name
+        assert {paths.VERSIONS: ["software"]} in stage["params"], name
     before = software.software_hash()
     # importlib.metadata takes the first distribution of a name on sys.path
     dist = tmp_path / "numpy-99.0.dist-info"
@@ -238,6 +238,23 @@ def test_every_kind_dispatches_and_resolves():
         assert callable(resolve(kind.model)) and callable(resolve(kind.trainer)), kind
 
 
+def test_dvc_hashes_each_jobs_code_files_and_its_upstream_jobs(params, repo):
+    """DVC sees a code edit on its own: a stage's deps hold the source files of its own
+    code (codedeps closure) and of its upstream jobs', so an edited file stales the jobs
+    whose code holds it and everything downstream, as the code hash does."""
+    pipeline = dvc_pipeline(params, [SMOKE], root=repo)["stages"]
+    absorbing = "src/twostage/models/priors/absorbing.py"
+    holders = own_code_holds(params, "twostage.models.priors.absorbing")
+    assert {n for n, s in pipeline.items() if absorbing in s["deps"]} == downstream(params, holders)
+    schema = "src/twostage/params_schema.yaml"  # package data: code of every job
+    for name, stage in pipeline.items():
+        code = [d for d in stage["deps"] if d.startswith("src/")]
+        assert schema in code and "src/twostage/cli.py" in code, name
+        assert all((repo / d).is_file() for d in code), name
+        # the bookkeeping modules are no job's code
+        assert "src/twostage/versions.py" not in code and "src/twostage/codedeps.py" not in code
+
+
 def test_record_path_is_where_snakemake_keeps_the_record(tmp_path, monkeypatch):
     from snakemake.persistence.file import FilePersistence
 
@@ -248,6 +265,37 @@ def test_record_path_is_where_snakemake_keeps_the_record(tmp_path, monkeypatch):
     for output in ("results/priors/absorbing_mnist/model.pt", "results/" + "x" * 300):
         expected = persistence._record_path(persistence._metadata_path, output)
         assert record_path(output) == Path(expected).relative_to(tmp_path)
+
+
+def test_outputs_whose_record_is_not_of_them_are_found(params, tmp_path, monkeypatch):
+    """adopt.unrecorded_outputs: an output without a Snakemake record, with a record of
+    other params or code, or with a record of another file (modified since)."""
+    from twostage.adopt import record_path, unrecorded_outputs
+
+    monkeypatch.chdir(tmp_path)
+    now = {"code": versions.code_hashes(params), "software": software.software_hash()}
+    j = next(j for j in jobs(params) if j.dvc_name == "sample-rae_gmm")
+    out = j.outs[0]
+    Path(out).parent.mkdir(parents=True)
+    Path(out).write_text("samples")
+    assert unrecorded_outputs(params, now) == [out]  # no record
+
+    def record(params_list: list[str], endtime: float) -> None:
+        path = record_path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"params": params_list, "endtime": endtime}))
+
+    mtime = Path(out).stat().st_mtime
+    record([repr(versions.rule_params(params, j, now))], mtime)  # as Snakemake writes it
+    assert unrecorded_outputs(params, now) == []
+    other = {**now, "code": {**now["code"], j.dvc_name: "0" * 16}}
+    assert unrecorded_outputs(params, other) == [out]  # made by other code
+    values = json.loads(versions.rule_params(params, j, now))
+    values["runs.rae_gmm"]["temperature"] = 0.5
+    record([repr(json.dumps(values, sort_keys=True))], mtime)
+    assert unrecorded_outputs(params, now) == [out]  # made with other params
+    record([repr(versions.rule_params(params, j, now))], mtime - 1.0)
+    assert unrecorded_outputs(params, now) == [out]  # replaced since it was recorded
 
 
 def test_provenance_marks_results_made_by_other_code(params, tmp_path, monkeypatch):

@@ -2,19 +2,23 @@
 
 Snakemake judges a job by the record it keeps of each output (``.snakemake/metadata``:
 the params, code and software hashes and input checksums it was made with). Outputs
-that DVC put in place (``dvc pull`` into a fresh clone, a pipeline run by ``dvc repro``)
-have no record: Snakemake then falls back to modification times, which DVC does not
-restore in DAG order, so it would rebuild everything, and it cannot see a params change.
+that DVC put in place have no record (``dvc pull`` into a fresh clone, a pipeline run by
+``dvc repro``) or the record of other files (``git checkout`` + ``dvc checkout`` of
+another commit, ``dvc exp apply``: the records describe the build made last, with its
+params). Snakemake would then rebuild what DVC restored.
 
-When the Snakefile finds outputs without a record, and ``dvc status`` confirms that the
-workspace is exactly what dvc.lock says the current params, code and software make,
-those outputs are what Snakemake itself would have made: ``snakemake --touch
---forceall`` then records every job once (and orders the modification times). If
-anything differs, nothing is recorded and both tools report the difference.
+When the Snakefile finds an output without a record, with a record of other params,
+code or software, or with a record of another file (its modification time is not the
+one recorded), and ``dvc status`` confirms that the workspace is exactly what dvc.lock
+says the current params, code and software make, those outputs are what Snakemake
+itself would have made: ``snakemake --touch --forceall`` then records every job once
+(and orders the modification times). If anything differs, nothing is recorded and both
+tools report the difference.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +30,7 @@ import yaml
 
 from twostage.config import Params
 from twostage.plan import dvc_pipeline, jobs
+from twostage.versions import rule_params
 
 NESTED = "TWOSTAGE_ADOPTING"  # set in the `snakemake --touch` this starts
 
@@ -42,14 +47,37 @@ def record_path(output: str, metadata: Path = Path(".snakemake/metadata")) -> Pa
     return metadata.joinpath(*["@" + s for s in parts[:-1]], parts[-1])
 
 
-def unrecorded_outputs(p: Params) -> list[str]:
-    """Outputs of the plan that exist but that Snakemake has no record of."""
-    return [
-        out
-        for j in jobs(p)
-        for out in j.outs + j.metrics + j.plots
-        if Path(out).exists() and not record_path(out).exists()
-    ]
+def _record(output: str) -> dict | None:
+    try:
+        return json.loads(record_path(output).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _mtimes(output: str) -> set[float]:
+    """The modification times Snakemake may have recorded for ``output`` (a symlink's own
+    and its target's)."""
+    return {os.stat(output, follow_symlinks=False).st_mtime, os.stat(output).st_mtime}
+
+
+def unrecorded_outputs(p: Params, versions: dict) -> list[str]:
+    """Outputs of the plan that exist but that Snakemake has no record of as they are:
+    no record, a record of other params, code or software (``versions``: the current
+    hashes, versions.py), or of another file (modified since Snakemake recorded it)."""
+    found = []
+    for j in jobs(p):
+        params = [repr(rule_params(p, j, versions))]  # as Snakemake's record stores them
+        for out in j.outs + j.metrics + j.plots:
+            if not Path(out).exists():
+                continue
+            record = _record(out)
+            if (
+                record is None
+                or record.get("params") != params
+                or record.get("endtime") not in _mtimes(out)
+            ):
+                found.append(out)
+    return found
 
 
 def _dvc_status_clean() -> tuple[bool, str]:
@@ -57,7 +85,7 @@ def _dvc_status_clean() -> tuple[bool, str]:
     return proc.returncode == 0 and "up to date" in proc.stdout, proc.stdout + proc.stderr
 
 
-def adopt_dvc_outputs(p: Params, profiles: list[str], snakefile: str) -> str | None:
+def adopt_dvc_outputs(p: Params, profiles: list[str], snakefile: str, versions: dict) -> str | None:
     """Record DVC-restored outputs for Snakemake if DVC confirms them; what was done, or why not.
 
     None when there is nothing to do (every existing output has a record, or the project
@@ -67,10 +95,10 @@ def adopt_dvc_outputs(p: Params, profiles: list[str], snakefile: str) -> str | N
         return None
     if shutil.which("dvc") is None:
         return None
-    unrecorded = unrecorded_outputs(p)
+    unrecorded = unrecorded_outputs(p, versions)
     if not unrecorded:
         return None
-    head = f"{len(unrecorded)} outputs have no Snakemake record (restored by DVC?)"
+    head = f"{len(unrecorded)} outputs have no Snakemake record as they are (restored by DVC?)"
     pipeline = yaml.safe_load(Path("dvc.yaml").read_text()) if Path("dvc.yaml").exists() else {}
     if pipeline != dvc_pipeline(p, profiles):
         return f"{head}; dvc.yaml is not the pipeline of these params and profiles: left alone"

@@ -64,6 +64,7 @@ class Module:
     tables: dict[str, dict[str, dict[str | None, frozenset[str]]]]
     resolves: frozenset[str]  # the roles of dispatch entries this module resolves
     base_hash: str  # the code but its dispatch entries, with the package data it names
+    data: tuple[Path, ...]  # the package data files it names (params_schema.yaml)
     entry_hashes: dict[tuple[str, str], str]  # (table, key) → hash of that entry
 
 
@@ -232,9 +233,18 @@ def load(name: str) -> Module:
         table: {k.value: _roles(v) for k, v in zip(d.keys, d.values, strict=True)}
         for table, d in tables.items()
     }
-    base_hash, entry_hashes = _hashes(tree, tables, _data_files(file_names, path))
+    data = _data_files(file_names, path)
+    base_hash, entry_hashes = _hashes(tree, tables, data)
     return Module(
-        name, path, tree, frozenset(imports), entries, _resolves(tree), base_hash, entry_hashes
+        name,
+        path,
+        tree,
+        frozenset(imports),
+        entries,
+        _resolves(tree),
+        base_hash,
+        data,
+        entry_hashes,
     )
 
 
@@ -330,6 +340,16 @@ def code_hash(selectors: frozenset[str]) -> str:
         selected = sorted(h for (_, key), h in module.entry_hashes.items() if key in selectors)
         digest.update("\0".join([name, module.base_hash, *selected, ""]).encode())
     return digest.hexdigest()[:16]
+
+
+def files(selectors: frozenset[str]) -> tuple[Path, ...]:
+    """The source and package data files of the code a job with these selectors runs."""
+    found = set()
+    for name in closure(selectors):
+        module = load(name)
+        found.add(module.path)
+        found.update(module.data)
+    return tuple(sorted(found))
 
 
 def literal_table(module: str, table: str) -> dict:

@@ -565,20 +565,24 @@ def dvc_pipeline(p: Params, profiles: list[str], root: str | Path = ".") -> dict
     """The ``dvc.yaml`` content for the targets of ``p`` under ``profiles``."""
     # A profile overrides some keys, so a job also depends on the profile's copy
     # of its keys, but DVC rejects a key missing from a file: list only present ones.
+    # DVC hashes files by their bytes: a job's code is the source files it runs (and its
+    # upstream jobs run), listed as deps, so `dvc status` sees a code edit on its own.
+    from twostage.versions import code_files  # bookkeeping: no job's code
+
     profile_data = {f: yaml.safe_load(Path(root, f).read_text()) or {} for f in profiles}
     stages: dict[str, Any] = {}
-    for j in jobs(p):
+    plan = jobs(p)
+    code = code_files(p, plan)
+    for j in plan:
         params: dict[str, list[str]] = {}
         for file, key in j.params:
             params.setdefault(file, []).append(key)
             for prof, data in profile_data.items():
                 if _has_key(data, key):
                     params.setdefault(prof, []).append(key)
-        # The code and software the job runs with (versions.py): what DVC cannot hash itself.
-        params[paths.VERSIONS] = [f"code.{j.dvc_name}", "software"]
-        stage: dict[str, Any] = {"cmd": command(j, profiles)}
-        if j.deps:
-            stage["deps"] = j.deps
+        # The installed packages the job runs with (versions.py): what DVC cannot hash itself.
+        params[paths.VERSIONS] = ["software"]
+        stage: dict[str, Any] = {"cmd": command(j, profiles), "deps": j.deps + code[j.dvc_name]}
         stage["params"] = [{f: keys} for f, keys in params.items()]
         if j.outs:
             stage["outs"] = j.outs

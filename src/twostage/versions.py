@@ -5,9 +5,10 @@ import, for the model kinds it uses) and the code hash of every job upstream of 
 it says whether anything that made a result has changed since; its *software hash* is
 that of the installed numeric packages (software.py).
 
-Snakemake gets both among each rule's params (workflow/rules/common.smk). DVC cannot
-hash code by its syntax tree, so it reads them from ``paths.VERSIONS``, a params file
-that every stage of dvc.yaml lists and that :func:`refresh` rewrites (only when a value
+Snakemake gets both among each rule's params (workflow/rules/common.smk). DVC hashes
+files by their bytes: each stage of dvc.yaml lists its code's source files as deps
+(:func:`code_files`), so DVC sees a code edit on its own, and reads the software hash
+from ``paths.VERSIONS``, a params file that :func:`refresh` rewrites (only when a value
 changed) whenever Snakemake parses the Snakefile or a ``twostage`` command runs. Each
 stage also records the hashes it ran with in its metrics (``versions``), which the
 report compares with the current ones.
@@ -26,15 +27,15 @@ import yaml
 from twostage import codedeps, paths, software
 from twostage.artifacts import read_json, write_json, write_text
 from twostage.config import Params
-from twostage.plan import Job, job, jobs
+from twostage.plan import Job, job, jobs, param_values
 
 log = logging.getLogger("twostage")
 
 HEADER = (
     "# Written by twostage (src/twostage/versions.py) whenever Snakemake parses the Snakefile\n"
     "# or a twostage command runs: each job's code hash (its own and its upstream jobs' code)\n"
-    "# and the software hash of the packages listed. DVC reads code.<stage> and software as\n"
-    "# params of every stage; run `twostage versions` to bring it up to date. Do not edit.\n"
+    "# and the software hash of the packages listed. DVC reads software as a param of every\n"
+    "# stage; run `twostage versions` to bring it up to date. Do not edit.\n"
 )
 
 
@@ -76,6 +77,39 @@ def code_hashes(p: Params, plan: list[Job] | None = None) -> dict[str, str]:
         own = codedeps.code_hash(selectors(p, j))
         found[j.dvc_name] = hashlib.sha256(" ".join([own, *upstream]).encode()).hexdigest()[:16]
     return found
+
+
+# Where the package's source lies in the project: DVC's paths are relative to its root.
+SOURCE = Path("src") / codedeps.PACKAGE
+
+
+def code_files(p: Params, plan: list[Job] | None = None) -> dict[str, list[str]]:
+    """Each job's code as files DVC can hash, by DVC stage name: the source and data files
+    of its own code and of its upstream jobs' (so DVC, like the code hash, sees an edit
+    in the whole chain it makes stale), relative to the project's root."""
+    plan = jobs(p) if plan is None else plan
+    producer = {out: j.dvc_name for j in plan for out in j.outs + j.metrics + j.plots}
+    found: dict[str, set[str]] = {}
+    for j in plan:  # upstream first (plan.jobs)
+        own = {
+            (SOURCE / f.relative_to(codedeps.ROOT)).as_posix()
+            for f in codedeps.files(selectors(p, j))
+        }
+        for d in j.deps:
+            own |= found.get(producer.get(d, ""), set())
+        found[j.dvc_name] = own
+    return {name: sorted(files) for name, files in found.items()}
+
+
+def rule_params(p: Params, j: Job, versions: dict) -> str:
+    """What a Snakemake rule's params hold for job ``j`` (workflow/rules/common.smk): the
+    params values it reads, its code and software hashes, as one JSON string."""
+    values = {
+        **param_values(p, j),
+        "code": versions["code"][j.dvc_name],
+        "software": versions["software"],
+    }
+    return json.dumps(values, sort_keys=True)
 
 
 def current(p: Params) -> dict:

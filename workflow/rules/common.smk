@@ -1,5 +1,4 @@
 # Shared by every rule: the validated params, the plan, and how a stage is called.
-import json
 import os
 
 from snakemake.logging import logger
@@ -26,7 +25,7 @@ VERSIONS = versions.refresh(P)
 # Outputs that DVC restored carry no Snakemake record: take them over when dvc.lock
 # confirms them (src/twostage/adopt.py), so both tools agree that nothing is to do.
 if workflow.exec_mode == ExecMode.DEFAULT:
-    ADOPTED = adopt.adopt_dvc_outputs(P, PROFILES, workflow.main_snakefile)
+    ADOPTED = adopt.adopt_dvc_outputs(P, PROFILES, workflow.main_snakefile, VERSIONS)
     if ADOPTED:
         logger.info(f"twostage: {ADOPTED}")
 
@@ -53,15 +52,7 @@ def job_params(stage):
     (only) reruns the job."""
 
     def values(w):
-        job = plan.job(P, stage, w.get("name", ""))
-        return json.dumps(
-            {
-                **plan.param_values(P, job),
-                "code": VERSIONS["code"][job.dvc_name],
-                "software": VERSIONS["software"],
-            },
-            sort_keys=True,
-        )
+        return versions.rule_params(P, plan.job(P, stage, w.get("name", "")), VERSIONS)
 
     return values
 
