@@ -5,7 +5,8 @@ recorded by DVC with `dvc commit -f`:
 
 1. DVC sees a code edit with no Snakemake or twostage call before it: one function's
    body edited in models/priors/absorbing.py, and `dvc status` lists exactly the absorbing
-   prior's training and everything downstream of it, as `snakemake -n` then does;
+   prior's training and everything downstream of it, as `snakemake -n` then does; and a
+   changed pin in requirements.txt makes every stage stale;
 2. switching commits: build, commit; change `runs.rae_gmm.temperature` and rebuild with
    Snakemake, commit; `git checkout HEAD~1` + `dvc checkout` restores the first build and
    then both tools have nothing to do, and so after switching back. With the newer value
@@ -86,6 +87,19 @@ def test_dvc_alone_sees_a_code_edit(recorded):
     assert "train_prior-autoregressive_mnist" not in chain and "report" in chain
     assert dvc_stale(root, env) == chain  # no snakemake or twostage call before it
     assert snakemake_jobs(root, env) == chain
+
+
+def test_dvc_alone_sees_a_package_change(recorded):
+    """A changed pin (how packages change here: the venv is built from the pins) makes
+    every stage stale for `dvc status`, with nothing run before it."""
+    root, env = recorded
+    assert dvc_stale(root, env) == set()
+    pins = root / "requirements.txt"
+    text = pins.read_text()
+    assert "lpips==0.1.4" in text
+    pins.write_text(text.replace("lpips==0.1.4", "lpips==0.1.3"))
+    stages = set(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+    assert dvc_stale(root, env) == stages
 
 
 def _set_temperature(params: Path, value: str) -> None:

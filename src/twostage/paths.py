@@ -8,6 +8,8 @@ never disagree about a file name.
 from __future__ import annotations
 
 RESULTS = "results"
+# The pinned packages every job runs with (the venv is built from them).
+REQUIREMENTS = "requirements.txt"
 
 
 def data(dataset: str) -> dict[str, str]:

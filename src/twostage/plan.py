@@ -581,8 +581,11 @@ def dvc_pipeline(p: Params, profiles: list[str], root: str | Path = ".") -> dict
                 if _has_key(data, key):
                     params.setdefault(prof, []).append(key)
         # The installed packages the job runs with (versions.py): what DVC cannot hash itself.
+        # Their pins are a file it can: a package change made through them (a new venv,
+        # scripts/ensure_venv.sh) is seen by `dvc status` alone, for every stage.
         params[paths.VERSIONS] = ["software"]
-        stage: dict[str, Any] = {"cmd": command(j, profiles), "deps": j.deps + code[j.dvc_name]}
+        deps = j.deps + code[j.dvc_name] + [paths.REQUIREMENTS]
+        stage: dict[str, Any] = {"cmd": command(j, profiles), "deps": deps}
         stage["params"] = [{f: keys} for f, keys in params.items()]
         if j.outs:
             stage["outs"] = j.outs
