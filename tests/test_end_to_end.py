@@ -124,7 +124,7 @@ def test_no_stage_imports_project_code_outside_its_static_dependencies(snakemake
     for job in jobs(load_params([SMOKE], root=snakemake_project)):
         for metrics in job.metrics:
             made = json.loads((snakemake_project / metrics).read_text())["versions"]
-            assert set(made) == {"code", "software"}, (metrics, made)
+            assert set(made) == {"code", "software", "machine"}, (metrics, made)
 
 
 def test_each_run_samples_with_its_own_sampler(snakemake_project: Path):

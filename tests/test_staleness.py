@@ -122,7 +122,9 @@ def test_every_stage_records_the_versions_it_ran_with(built: Path):
     for name, stage in pipeline.items():
         for entry in stage.get("metrics", []):
             made = json.loads((built / next(iter(entry))).read_text())["versions"]
+            machine = made.pop("machine")  # the CPU it ran on (the report's header)
             assert made == {"code": current["code"][name], "software": current["software"]}
+            assert machine["cpu"] and isinstance(machine["native_bf16"], bool)
 
 
 def test_after_dvc_commit_both_have_nothing_to_do(built: Path, tool_env: dict):
