@@ -218,3 +218,16 @@ def load_bench(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def source(tmp_path: Path, monkeypatch) -> Path:
+    """A copy of src/twostage that codedeps reads and hashes instead of the real one."""
+    from twostage import codedeps
+
+    copy = tmp_path / "twostage"
+    shutil.copytree(codedeps.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codedeps, "ROOT", copy)
+    codedeps.clear_caches()
+    yield copy
+    codedeps.clear_caches()

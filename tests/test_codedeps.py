@@ -7,7 +7,6 @@ never from codedeps itself; the edits are made in a temporary copy of the packag
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -37,17 +36,6 @@ def downstream(params, names: set[str]) -> set[str]:
         if any(producer.get(d) in found for d in j.deps):
             found.add(j.dvc_name)
     return found
-
-
-@pytest.fixture
-def source(tmp_path: Path, monkeypatch) -> Path:
-    """A copy of the package that codedeps hashes instead of the real one."""
-    copy = tmp_path / "twostage"
-    shutil.copytree(codedeps.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(codedeps, "ROOT", copy)
-    codedeps.clear_caches()
-    yield copy
-    codedeps.clear_caches()
 
 
 def changed_after(params, edit) -> set[str]:

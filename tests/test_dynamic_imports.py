@@ -19,7 +19,6 @@ entry codedeps reads.
 from __future__ import annotations
 
 import ast
-import shutil
 from pathlib import Path
 
 import pytest
@@ -187,17 +186,6 @@ def test_the_project_s_dynamic_imports_are_all_checked():
     } <= set(seen), seen
 
 
-@pytest.fixture
-def package(tmp_path: Path, monkeypatch) -> Path:
-    """A copy of src/twostage that codedeps reads instead of the real one."""
-    copy = tmp_path / "twostage"
-    shutil.copytree(codedeps.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(codedeps, "ROOT", copy)
-    codedeps.clear_caches()
-    yield copy
-    codedeps.clear_caches()
-
-
 def _append(path: Path, text: str) -> int:
     """Append lines to a module; the line number of the last one."""
     path.write_text(path.read_text() + text)
@@ -215,8 +203,8 @@ def _append(path: Path, text: str) -> int:
         ("exec(f'import twostage.models.priors.{KIND}')", "cannot follow"),
     ],
 )
-def test_a_computed_import_is_named_by_file_and_line(package: Path, line: str, why: str):
-    sampler = package / "sample" / "sampler.py"
+def test_a_computed_import_is_named_by_file_and_line(source: Path, line: str, why: str):
+    sampler = source / "sample" / "sampler.py"
     header = (
         "\nimport importlib\n"
         "from twostage.kinds import KINDS\n"
@@ -224,17 +212,17 @@ def test_a_computed_import_is_named_by_file_and_line(package: Path, line: str, w
         "KIND = 'absorbing'\n"
     )
     at = _append(sampler, f"{header}{line}\n")
-    problems = unaccounted_imports(package)
+    problems = unaccounted_imports(source)
     assert len(problems) == 1 and problems[0].startswith(f"twostage/sample/sampler.py:{at}: "), (
         problems
     )
     assert why in problems[0]
 
 
-def test_a_literal_import_module_is_code_of_the_job(package: Path):
+def test_a_literal_import_module_is_code_of_the_job(source: Path):
     """``importlib.import_module("twostage.x")`` with a literal name is an import: the
     module joins the closure of the module that calls it (and the check lets it pass)."""
-    sampler = package / "sample" / "sampler.py"
+    sampler = source / "sample" / "sampler.py"
     _append(sampler, '\nimport importlib\nimportlib.import_module("twostage.models.priors.gmm")\n')
     assert "twostage.models.priors.gmm" in codedeps.load("twostage.sample.sampler").imports
-    assert not unaccounted_imports(package)
+    assert not unaccounted_imports(source)
