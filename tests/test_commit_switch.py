@@ -18,15 +18,15 @@ Every subprocess runs the copy's own code (PYTHONPATH=<copy>/src), so edits ther
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
+import test_staleness as staleness
 import yaml
 from code_edits import edit_function_body
 from conftest import SMOKE, copy_built
-from test_staleness import SHELL, dvc_downstream, trainings
+from test_staleness import dvc_downstream, dvc_stale, trainings
 
 pytestmark = pytest.mark.slow
 
@@ -43,21 +43,8 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
 
 
 def snakemake_jobs(root: Path, env: dict) -> set[str]:
-    """The jobs `snakemake -n` would run, by DVC stage name ("Nothing to be done": none)."""
-    out = _run(["snakemake", "-n", "-p", "--cores", "1", *CONFIG], root, env)
-    found = set()
-    for line in out.splitlines():
-        match = SHELL.search(line) if "Shell command" in line else None
-        if match:
-            stage, name = match.group(1).replace("-", "_"), match.group(2)
-            found.add(f"{stage}-{name}" if name else stage)
-    assert found or "Nothing to be done" in out, out
-    return found
-
-
-def dvc_stale(root: Path, env: dict) -> set[str]:
-    """The stages `dvc status` reports as changed."""
-    return set(json.loads(_run(["dvc", "status", "--json"], root, env) or "{}"))
+    """The jobs `snakemake -n` would run on the whole smoke DAG, by DVC stage name."""
+    return staleness.snakemake_jobs(root, env, ["snakemake", "-n", "-p", "--cores", "1", *CONFIG])
 
 
 def _commit(root: Path, env: dict, message: str) -> None:

@@ -54,9 +54,9 @@ def _run(args: list[str], cwd: Path, env: dict, timeout: int = 1200) -> str:
     return proc.stdout + proc.stderr
 
 
-def snakemake_jobs(root: Path, env: dict) -> set[str]:
+def snakemake_jobs(root: Path, env: dict, dry_run: list[str] = DRY_RUN) -> set[str]:
     """The jobs `snakemake -n` would run, by DVC stage name ("Nothing to be done": none)."""
-    out = _run(DRY_RUN, root, env)
+    out = _run(dry_run, root, env)
     found = set()
     for line in out.splitlines():
         match = SHELL.search(line) if "Shell command" in line else None
