@@ -30,7 +30,7 @@ from twostage.report.page import (
     render_html,
     render_markdown,
 )
-from twostage.report.provenance import machines, provenance, stage_params
+from twostage.report.provenance import provenance, stage_params
 
 TITLE = "twostage report"
 
@@ -44,7 +44,7 @@ def _yaml(obj) -> str:
     return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True)
 
 
-def _intro(p: Params) -> str:
+def _intro(p: Params, machines: str) -> str:
     ev, ext = p["evaluation"], p["evaluation"]["extractor"]
     note = (
         "the penultimate layer of a CNN trained on the dataset's labels; Inception weights are "
@@ -56,7 +56,7 @@ def _intro(p: Params) -> str:
         f"Feature extractor: {ext} ({note}). Each run: {ev['n_samples']} samples; FD against all "
         f"training images, PRDC (k={ev['nearest_k']}) against an equal-sized training subset. "
         "First, per dataset, the runs of each autoencoder ranked by FD between its floor and "
-        f"its bad model, and their samples; every other number follows. {machines(p)}"
+        f"its bad model, and their samples; every other number follows. {machines}"
     )
 
 
@@ -308,7 +308,7 @@ def build_report(p: Params) -> str:
             ],
         ),
     ]
-    intro = _intro(p)
+    intro = _intro(p, prov["machines"])  # the CPUs, read once for provenance
     with atomic_path(out["html"]) as tmp:
         tmp.write_text(render_html(TITLE, intro, sections))
     with atomic_path(out["markdown"]) as tmp:
