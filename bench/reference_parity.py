@@ -2,6 +2,7 @@
 
     python bench/reference_parity.py --reference-src DIR [--prior absorbing_mnist]
         [--seeds 100-104] [--arms ours,reference] [--images 5000] [--jobs 2] [--out DIR]
+        [--set KEY=VALUE ...] [--ar-set KEY=VALUE ...]
 
 DIR is a checkout of github.com/samb-t/unleashing-transformers (not vendored: fetch it
 yourself). Each arm is trained on this project's cached latents of the prior's
@@ -19,7 +20,8 @@ differ only in the model code:
   Its random draws use the global generator; the bench seeds that from this project's
   generators before each call, so every run is reproducible;
 - ``autoregressive``: this project's autoregressive prior entry (``--ar-prior``), for the
-  comparison of the two priors at equal protocol.
+  comparison of the two priors at equal protocol. ``--set`` changes the absorbing arms'
+  entry, ``--ar-set`` this one's, so each arm can be given the same trainer options.
 
 Both selections are kept from every training run: the checkpoint with the best
 validation bound and, when the prior entry has ``sample_fd_images`` > 0, the one with
@@ -448,6 +450,12 @@ def main() -> None:
         default=[],
         help="prior key=value override for the absorbing arms (YAML value), repeatable",
     )
+    parser.add_argument(
+        "--ar-set",
+        action="append",
+        default=[],
+        help="prior key=value override for the autoregressive arm (YAML value), repeatable",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/reference_parity"))
     args = parser.parse_args()
     import yaml
@@ -457,12 +465,13 @@ def main() -> None:
     if not (src / "models" / "absorbing_diffusion.py").is_file():
         sys.exit(f"--reference-src {src}: no models/absorbing_diffusion.py (not a checkout?)")
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    ar_overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.ar_set)}
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = []
     for seed in parse_seeds(args.seeds):
         for arm in args.arms.split(","):
             prior = args.ar_prior if arm == "autoregressive" else args.prior
-            changes = {} if arm == "autoregressive" else overrides
+            changes = ar_overrides if arm == "autoregressive" else overrides
             profile = {"seed": seed, "checkpoint_every": 0, "priors": {prior: changes}}
             tag = f"{arm}-seed{seed}"
             jobs.append(
