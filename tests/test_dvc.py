@@ -1,6 +1,8 @@
 """DVC tracking end to end on the smoke profile, sharing one `dvc repro` between the checks.
 
-A git-init'd temporary copy of the project runs the smoke pipeline with DVC, commits
+A git-init'd temporary copy of the project runs the smoke pipeline with DVC (narrowed to
+tests/dvc_targets.yaml's targets, which still run every stage: DVC runs one stage at a
+time, and the whole smoke DAG is test_end_to_end's), commits
 dvc.lock and the metrics/plots files, and pushes to a local remote. Then: a fresh
 clone pulls and neither tool wants to rebuild; metrics and plots are in git and
 `dvc plots show` renders them; `dvc exp run -S` on a sampling param reruns only
@@ -21,10 +23,15 @@ from test_end_to_end import check_artifacts
 
 from twostage.config import load_params
 from twostage.paths import VERSIONS
+from twostage.plan import jobs
 
 pytestmark = pytest.mark.slow
 
 SMOKE = "params/profiles/smoke.yaml"
+# The smoke profile narrowed to fewer targets (see the file): its stages are what DVC runs.
+TARGETS = "tests/dvc_targets.yaml"
+PROFILES = (SMOKE, TARGETS)
+CONFIG = ["--configfile", *PROFILES]
 GIT_ID = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
 RUN = "absorbing_confidence"  # a run of evaluation.yaml the smoke profile does not override
 
@@ -57,7 +64,7 @@ def project(tmp_path_factory, repo: Path, tool_env: dict) -> Path:
     root = base / "project"
     _copy_tracked_files(repo, root, tool_env)
     _run(["git", "init", "-q"], root, tool_env)
-    _run(["twostage", "--profile", SMOKE, "dvc-yaml"], root, tool_env)
+    _run(["twostage", "--profile", SMOKE, "--profile", TARGETS, "dvc-yaml"], root, tool_env)
     # The committed default remote lives under ~/.cache; the test's stays in its tmp dir.
     _run(["dvc", "remote", "modify", "local", "url", str(base / "remote")], root, tool_env)
     _run(["git", "add", "-A"], root, tool_env)
@@ -76,8 +83,12 @@ def _declared(root: Path, kind: str) -> set[str]:
 
 def test_dvc_repro_builds_every_artifact_and_ends_up_to_date(project: Path, tool_env: dict):
     # First in this module: the later tests change the workspace (exp run, pulls).
-    check_artifacts(project)
+    check_artifacts(project, PROFILES)
     assert "up to date" in _run(["dvc", "status"], project, tool_env)
+    # The narrowed target set still runs every stage the whole smoke DAG has.
+    every = {job.stage for job in jobs(load_params([SMOKE], root=project))}
+    ran = {job.stage for job in jobs(load_params(list(PROFILES), root=project))}
+    assert ran == every, every - ran
 
 
 def test_metrics_and_plots_are_committed_and_nothing_else(project: Path, tool_env: dict):
@@ -102,13 +113,13 @@ def test_fresh_clone_pull_rebuilds_nothing(project: Path, tool_env: dict):
     clone = project.parent / "clone"
     _run(["git", "clone", "-q", str(project), str(clone)], project.parent, tool_env)
     # pull.sh: dvc pull, check dvc status, then align mtimes for Snakemake.
-    _run(["bash", "scripts/pull.sh", "--configfile", SMOKE], clone, tool_env)
+    _run(["bash", "scripts/pull.sh", *CONFIG], clone, tool_env)
     assert "up to date" in _run(["dvc", "status"], clone, tool_env)
-    dry = _run(["snakemake", "-n", "--cores", "1", "--configfile", SMOKE], clone, tool_env)
+    dry = _run(["snakemake", "-n", "--cores", "1", *CONFIG], clone, tool_env)
     assert "Nothing to be done" in dry
     # Snakemake's own report archive, from pulled artifacts.
     _run(
-        ["snakemake", "--cores", "1", "--configfile", SMOKE, "--report", "report.zip"],
+        ["snakemake", "--cores", "1", *CONFIG, "--report", "report.zip"],
         clone,
         tool_env,
     )
@@ -120,7 +131,7 @@ def test_pull_refuses_to_touch_a_workspace_that_differs(project: Path, tool_env:
     _run(["git", "clone", "-q", str(project), str(clone)], project.parent, tool_env)
     params = clone / "params/evaluation.yaml"
     params.write_text(params.read_text().replace("nearest_k: 3", "nearest_k: 4"))
-    out = _run(["bash", "scripts/pull.sh", "--configfile", SMOKE], clone, tool_env, check=False)
+    out = _run(["bash", "scripts/pull.sh", *CONFIG], clone, tool_env, check=False)
     assert "differs from dvc.lock" in out
     assert not (clone / ".snakemake").exists()  # snakemake --touch never ran
 
@@ -142,7 +153,7 @@ def test_exp_run_on_a_sampling_param_reruns_only_sampling_evaluation_report(
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # The run's own downstream (scores and its nearest-neighbour check) and its replicates'
     # sampling and scoring (the smoke profile replicates it: seeds.py), nothing upstream.
-    replicates = [r for r, _ in load_params([SMOKE], root=project).replicates_of(RUN)[1:]]
+    replicates = [r for r, _ in load_params(list(PROFILES), root=project).replicates_of(RUN)[1:]]
     assert replicates
     redone = {f"{stage}-{r}" for r in replicates for stage in ("sample", "evaluate")}
     assert ran == {f"sample-{RUN}", f"evaluate-{RUN}", f"neighbours-{RUN}", "report", *redone}

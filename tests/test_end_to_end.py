@@ -42,8 +42,8 @@ def _numbers(obj):
             yield from _numbers(value)
 
 
-def check_artifacts(root: Path) -> None:
-    params = load_params([SMOKE], root=root)
+def check_artifacts(root: Path, profiles: tuple[str, ...] = (SMOKE,)) -> None:
+    params = load_params(list(profiles), root=root)
     for job in jobs(params):
         for path in job.outs + job.metrics + job.plots:
             assert (root / path).is_file() and (root / path).stat().st_size > 0, path
