@@ -1,9 +1,8 @@
 """Snakemake and DVC agree on what is out of date, code and software included (smoke profile).
 
-One git + DVC copy of the project, built once by Snakemake and recorded by DVC
-(`dvc commit -f`), shared by every check in file order. Its targets are one run of each
-family on the smoke profile (the absorbing prior, the autoregressive prior, GLF), about a
-third of the smoke DAG; test_end_to_end.py builds all of it. The checks:
+One git + DVC copy of the shared smoke build (conftest.smoke_dag), narrowed to one run of
+each family (the absorbing prior, the autoregressive prior, GLF) and recorded by DVC
+(`dvc commit -f`), shared by every check in file order. The checks:
 
 1. after `dvc commit -f`, after `dvc checkout --force`, and in a fresh clone after
    `dvc pull`, both tools have nothing to do; a params edit in the clone is then seen by
@@ -29,7 +28,8 @@ from pathlib import Path
 import pytest
 import yaml
 from code_edits import edit_function_body, reformat_without_changing_code
-from test_dvc import GIT_ID, _copy_tracked_files
+from conftest import copy_built
+from test_dvc import GIT_ID
 
 pytestmark = pytest.mark.slow
 
@@ -98,11 +98,14 @@ def trainings(root: Path, prior: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, repo: Path, tool_env: dict) -> Path:
-    """The smoke DAG built by Snakemake, recorded by DVC, committed and pushed."""
+def built(smoke_dag: Path, tmp_path_factory, tool_env: dict) -> Path:
+    """A copy of the smoke DAG narrowed to this file's targets, recorded by DVC and committed.
+
+    The shared smoke build (conftest.smoke_dag) holds every output of the narrower targets
+    already; Snakemake reruns only what reads the targets list (the report).
+    """
     base = tmp_path_factory.mktemp("staleness")
-    root = base / "project"
-    _copy_tracked_files(repo, root, tool_env)
+    root = copy_built(smoke_dag, base / "project")
     (root / TARGETS).write_text("targets: [absorbing_confidence, autoregressive, glf]\n")
     env = _env(tool_env, root)
     _run(["git", "init", "-q"], root, env)
@@ -110,7 +113,6 @@ def built(tmp_path_factory, repo: Path, tool_env: dict) -> Path:
     _run(["dvc", "remote", "modify", "local", "url", str(base / "remote")], root, env)
     _run(["git", "add", "-A"], root, env)
     _run(["git", *GIT_ID, "commit", "-qm", "smoke pipeline"], root, env)
-    # ~5 minutes on 2 quiet cores; the limit leaves room for a busy machine
     _run(["snakemake", "--cores", "2", *CONFIG], root, env, timeout=4 * 3600)
     _run(["dvc", "commit", "-f"], root, env)
     return root
