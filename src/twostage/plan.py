@@ -44,12 +44,12 @@ class Job:
 def extractor_names(p: Params) -> list[str]:
     """Every feature extractor the evaluation uses: the primary one first, each once."""
     ev = p["evaluation"]
-    return list(dict.fromkeys([ev["extractor"], *ev.get("extra_extractors", [])]))
+    return list(dict.fromkeys([ev["extractor"], *ev["extra_extractors"]]))
 
 
 def _weights_deps(p: Params, names: list[str]) -> list[str]:
     """Local weights files declared for ``names`` (pretrained extractors, ``lpips_alex``)."""
-    weights = p["evaluation"].get("weights", {})
+    weights = p["evaluation"]["weights"]
     return [weights[n] for n in names if n in weights]
 
 
@@ -120,7 +120,7 @@ def _perceptual_deps(p: Params, ae: str) -> list[str]:
     """The local VGG16 file of a perceptual loss (DVC-tracked), when training uses one."""
     spec = p.autoencoder(ae)
     weights = spec.get("perceptual_weights")
-    return [weights] if weights and spec.get("perceptual_weight", 0) > 0 else []
+    return [weights] if weights and spec["perceptual_weight"] > 0 else []
 
 
 def train_autoencoder_job(p: Params, ae: str) -> Job:
@@ -175,7 +175,7 @@ def sample_fd_deps(p: Params, prior: str) -> tuple[list[str], ParamKeys]:
     """What a token prior's sample-quality validation (``sample_fd_images``) reads: its
     decoder, and the primary extractor's network and real training features."""
     spec = p.prior(prior)
-    if not spec.get("sample_fd_images", 0):
+    if not spec.get("sample_fd_images"):  # a continuous prior has no such key
         return [], []
     ae = spec["autoencoder"]
     dataset = p.dataset_of_autoencoder(ae)
@@ -388,7 +388,7 @@ def claim_inputs(p: Params) -> list[str]:
     """What the claims table reads at each held-out seed of each claim's runs (report/claims.py):
     the replicate's evaluation, its samples' stats and its prior's metrics, each once."""
     files: list[str] = []
-    for claim in p.data.get("claims", {}).values():
+    for claim in p.data["claims"].values():
         for replicas in claims.replicates_at_seeds(p, claim).values():
             for run, _ in replicas:
                 files += [paths.evaluation(run)["metrics"], paths.samples(run)["stats"]]
@@ -523,13 +523,6 @@ def producer(p: Params, file: str) -> Job | None:
     return None
 
 
-def lookup(data: dict[str, Any], dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def param_values(p: Params, job: Job) -> dict[str, Any]:
     """The params values ``job`` reads, for Snakemake's rerun trigger.
 
@@ -541,7 +534,7 @@ def param_values(p: Params, job: Job) -> dict[str, Any]:
     for _, key in job.params:
         if key.startswith("sweeps."):
             key = f"runs.{job.name}"
-        values[key] = lookup(p.data, key)
+        values[key] = p.written(key)
     return values
 
 

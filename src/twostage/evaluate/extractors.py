@@ -57,7 +57,7 @@ def weights_file(p: Params, name: str) -> str | None:
     """The local weights file declared for ``name`` (a DAG dependency), or None."""
     if not is_pretrained(name):
         return None  # e.g. the classifier's model.pt is its own DAG dependency
-    return p["evaluation"].get("weights", {}).get(name)
+    return p["evaluation"]["weights"].get(name)
 
 
 @dataclass
@@ -325,7 +325,7 @@ def build(p: Params, name: str, dataset: str, device: torch.device) -> Extractor
 def _pretrained_torch_fidelity(
     p: Params, name: str, tf_name: str, layer: str, logits_layer: str | None, device
 ) -> Extractor:
-    allow_download = p["evaluation"].get("allow_download", False)
+    allow_download = p["evaluation"]["allow_download"]
     if tf_name.startswith("dinov2") and not allow_download:
         # torch-fidelity 0.4.0 builds DINOv2 only through torch.hub (code + weights).
         raise ConfigError(

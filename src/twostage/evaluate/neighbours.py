@@ -172,7 +172,7 @@ def nearest_neighbours(p: Params, run: str) -> dict:
     samples = load_npy(paths.samples(run)["images"], ndim=4, kinds="u")
     train, _ = load_split(dataset, "train")
     val = load_split(dataset, "val")[0][: cfg["n_val"]]
-    lpips_file = p["evaluation"].get("weights", {}).get("lpips_alex")
+    lpips_file = p["evaluation"]["weights"].get("lpips_alex")
     funcs, skipped = _embeddings(p, dataset, device, lpips_file)
 
     results, shown, raw = {}, {}, {}

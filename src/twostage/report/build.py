@@ -183,7 +183,7 @@ def _run_sections(p: Params, table: pd.DataFrame, fig_dir: Path) -> list[Section
         metrics = pd.DataFrame({"metric": row.index, "value": row.values})
         blocks: list = [Text(note)] if note else []
         blocks += [
-            Text(_yaml({"settings": p.run(run)}), code=True),
+            Text(_yaml({"settings": p.written(f"runs.{run}")}), code=True),
             Table(metrics),
             copy_image(
                 paths.samples(run)["grid"], fig_dir, f"samples-{run}.png", f"Samples of run {run}"

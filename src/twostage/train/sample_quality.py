@@ -42,7 +42,7 @@ class SampleFD:
         dataset = p.dataset_of_autoencoder(ae_name)
         self.spec, self.device, self.seed = spec, device, seed
         self.n = spec["sample_fd_images"]
-        self.temperature = spec.get("sample_fd_temperature", 1.0)
+        self.temperature = spec["sample_fd_temperature"]
         self.ae = load_autoencoder(
             paths.autoencoder(ae_name)["model"], device, p.autoencoder(ae_name)
         )
