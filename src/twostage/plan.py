@@ -560,7 +560,7 @@ def dvc_pipeline(p: Params, profiles: list[str], root: str | Path = ".") -> dict
     # of its keys, but DVC rejects a key missing from a file: list only present ones.
     # DVC hashes files by their bytes: a job's code is the source files it runs (and its
     # upstream jobs run), listed as deps, so `dvc status` sees a code edit on its own.
-    from twostage.versions import code_files  # bookkeeping: no job's code
+    from twostage.provenance.versions import code_files  # bookkeeping: no job's code
 
     profile_data = {f: yaml.safe_load(Path(root, f).read_text()) or {} for f in profiles}
     stages: dict[str, Any] = {}

@@ -112,7 +112,7 @@ def convergence_table(p: Params) -> pd.DataFrame:
     rows = []
     for role, name, spec in models:
         curve = paths.autoencoder(name) if role == "autoencoder" else paths.prior(name)
-        select_by = spec["select_by"]
+        select_by = spec.get("select_by")  # a token prior's; the others keep their lowest bound
         for status in convergence.model_curves(curve["curve"], spec["kind"], select_by):
             rows.append({"role": role, "model": name, "kind": spec["kind"], **status})
     table = pd.DataFrame(rows)

@@ -98,7 +98,7 @@ def curve_status(log: pd.DataFrame, column: str, better: str) -> dict:
     }
 
 
-def model_curves(csv_path: str | Path, kind: str, select_by: str) -> list[dict]:
+def model_curves(csv_path: str | Path, kind: str, select_by: str | None) -> list[dict]:
     """The status of each validation curve a model of ``kind`` logs (unknown kind: none).
 
     ``decides_checkpoint`` marks the curves the kept checkpoint is chosen by, the ones a
