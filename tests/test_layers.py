@@ -117,3 +117,35 @@ def test_the_architecture_page_lists_every_root_module_and_subpackage():
     names += [f"{d.name}/" for d in PACKAGE.iterdir() if (d / "__init__.py").is_file()]
     missing = sorted(n for n in names if n not in layout)
     assert not missing, f"docs/architecture.md, Repository layout: add {', '.join(missing)}"
+
+
+def test_no_module_but_a_kinds_own_tests_its_name():
+    """A per-kind fact lives on the kind's entry in kinds.KINDS: outside kinds.py, only the
+    kind's own model and trainer modules may compare a kind's name (a family module such
+    as the ae/rae/vae trainer telling its members apart)."""
+    from twostage.kinds import KINDS
+
+    own: dict[str, set[str]] = {}
+    for name, kind in KINDS.items():
+        for ref in (kind.model, kind.trainer):
+            own.setdefault(ref.split(":")[0], set()).add(name)
+    found = []
+    for module, path in _modules().items():
+        if module == "twostage.kinds":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            if any(
+                isinstance(s, ast.Subscript) and ast.unparse(s.slice) == "'sampler'" for s in sides
+            ):
+                continue  # a sampler named like a kind (autoregressive), not a kind
+            consts = [s for s in sides if isinstance(s, ast.Constant)]
+            consts += [
+                e for s in sides if isinstance(s, (ast.Tuple, ast.List, ast.Set)) for e in s.elts
+            ]
+            named = {c.value for c in consts if isinstance(c, ast.Constant) and c.value in KINDS}
+            if named - own.get(module, set()):
+                found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, "a per-kind fact belongs on the kind's entry (kinds.py):\n" + "\n".join(found)

@@ -396,31 +396,23 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
                 ("runs", name, "steps"),
                 f"{run['steps']} sampling steps exceed the {tokens} tokens of a latent grid",
             )
-        if kind == "autoregressive":
-            if run["sampler"] != "autoregressive":
-                _fail(
-                    origin,
-                    ("runs", name, "sampler"),
-                    "an autoregressive prior needs "
-                    f"sampler: autoregressive, got {run['sampler']!r}",
-                )
-            if run["steps"] != tokens:
-                _fail(
-                    origin,
-                    ("runs", name, "steps"),
-                    f"an autoregressive prior samples one "
-                    f"token per step: steps must be {tokens}, got {run['steps']}",
-                )
-        else:
-            if run["sampler"] == "autoregressive":
-                _fail(
-                    origin,
-                    ("runs", name, "sampler"),
-                    f"prior {run['prior']!r} is {kind}, "
-                    "use sampler random, even, cosine or confidence",
-                )
-            if "top_k" in run:
-                _fail(origin, ("runs", name, "top_k"), "top_k applies to autoregressive priors")
+        facts = KINDS[kind]
+        if run["sampler"] not in facts.samplers:
+            _fail(
+                origin,
+                ("runs", name, "sampler"),
+                f"prior {run['prior']!r} is {kind}: use sampler "
+                f"{' or '.join(facts.samplers)}, got {run['sampler']!r}",
+            )
+        if facts.one_token_per_step and run["steps"] != tokens:
+            _fail(
+                origin,
+                ("runs", name, "steps"),
+                f"prior {run['prior']!r} ({kind}) samples one "
+                f"token per step: steps must be {tokens}, got {run['steps']}",
+            )
+        if "top_k" in run and run["sampler"] != "autoregressive":
+            _fail(origin, ("runs", name, "top_k"), "top_k applies to the autoregressive sampler")
     ev = data["evaluation"]
     # Only autoencoders the targets use get inpainting and large samples: a reference
     # config (e.g. a 256² VQ-GAN with a 16×16 grid) may sit unused beside them.

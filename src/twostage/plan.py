@@ -16,7 +16,7 @@ import yaml
 
 from twostage import claims, paths
 from twostage.config import Params
-from twostage.kinds import JOINT_PRIORS
+from twostage.kinds import JOINT_PRIORS, KINDS
 
 # Params of a job: (file, dotted key) pairs. Only these trigger a rerun in DVC.
 ParamKeys = list[tuple[str, str]]
@@ -157,7 +157,7 @@ def continuous_prior_deps(p: Params, prior: str) -> list[str]:
     data = paths.data(p.dataset_of_autoencoder(ae))
     if kind in JOINT_PRIORS:
         return [data["train"], data["val"]]
-    if kind == "vae_prior":
+    if KINDS[kind].scores_with_autoencoder:
         return [paths.autoencoder(ae)["model"], data["val"]]
     return []
 
@@ -265,9 +265,9 @@ def large_samples_job(p: Params, prior: str) -> Job:
     return _editing_job(p, "large_samples", prior, "large_samples", paths.large_samples(prior))
 
 
-def absorbing_priors(p: Params) -> list[str]:
-    """The absorbing priors among the targets: they also get inpainting and large samples."""
-    return [pr for pr in p.target_priors() if p.prior(pr)["kind"] == "absorbing"]
+def editing_priors(p: Params) -> list[str]:
+    """The target priors whose kind ``edits``: they also get inpainting and large samples."""
+    return [pr for pr in p.target_priors() if KINDS[p.prior(pr)["kind"]].edits]
 
 
 def _eval_keys() -> ParamKeys:
@@ -378,7 +378,7 @@ def report_inputs(p: Params) -> list[str]:
         files += list(paths.neighbours(run).values())
     # Replicates are aggregated from their scores (report/replicates.py).
     files += [paths.evaluation(run)["metrics"] for run in p.target_replicas("runs")]
-    for prior in absorbing_priors(p):
+    for prior in editing_priors(p):
         files += [*paths.inpainting(prior).values(), *paths.large_samples(prior).values()]
     files += claim_inputs(p)
     return list(dict.fromkeys(files))  # each once: a claim reads what the runs table reads
@@ -429,7 +429,7 @@ def jobs(p: Params) -> list[Job]:
         out += [train_autoencoder_job(p, ae), encode_job(p, ae)]
     out += [train_prior_job(p, pr) for pr in p.target_priors()]
     out += [train_prior_job(p, pr) for pr in p.target_replicas("priors")]
-    for prior in absorbing_priors(p):
+    for prior in editing_priors(p):
         out += [inpaint_job(p, prior), large_samples_job(p, prior)]
     for run in p["targets"]:
         out += [sample_job(p, run), evaluate_job(p, run), neighbours_job(p, run)]

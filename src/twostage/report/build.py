@@ -18,7 +18,7 @@ from twostage import paths
 from twostage.artifacts import atomic_path, make_dirs
 from twostage.config import Params
 from twostage.kinds import CONTINUOUS_AUTOENCODERS
-from twostage.plan import absorbing_priors
+from twostage.plan import editing_priors
 from twostage.report import claims, collect, convergence, figures, headline, replicates
 from twostage.report.figures import Figure, copy_image
 from twostage.report.page import (
@@ -147,7 +147,7 @@ def _prior_figures(
 ) -> tuple[list[Figure], list[Figure]]:
     """(inpainting and large-sample grids, training curves) of the priors."""
     grids, curves = [], []
-    for prior in absorbing_priors(p):
+    for prior in editing_priors(p):
         grids.append(
             copy_image(
                 paths.inpainting(prior)["grid"],

@@ -20,6 +20,7 @@ from twostage import paths
 from twostage.artifacts import save_torch, write_json
 from twostage.config import Params
 from twostage.data.latents import load_tokens
+from twostage.kinds import KINDS
 from twostage.models.priors import build_prior
 from twostage.runtime import cpu_bf16_autocast, cpu_bf16_enabled, pick_device, seed_everything
 from twostage.train import distributed
@@ -162,7 +163,7 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
         # An upper bound on the NLL for the absorbing prior, the exact NLL for the autoregressive.
         # A resumed state that kept no values holds the bound as its score.
         "val_bits_per_token": best.values.get("val_bits", best.val),
-        "val_bound": "elbo" if spec["kind"] == "absorbing" else "exact_nll",
+        "val_bound": KINDS[spec["kind"]].bound,
         "best_step": best.step,
         "selected_by": select_by,
         **({"val_sample_fd": best.values["val_sample_fd"]} if sample_fd else {}),
