@@ -120,8 +120,9 @@ def main() -> None:
 
     snake = ["snakemake", "--cores", "2"]
     snake += [] if args.configfile == "none" else ["--configfile", args.configfile]
-    imports = "import twostage.adopt, twostage.config, twostage.paths, twostage.plan, "
-    imports += "twostage.versions; twostage.versions.current(twostage.config.load_params())"
+    imports = "import twostage.provenance.adopt, twostage.config, twostage.paths, twostage.plan, "
+    imports += "twostage.provenance.versions; "
+    imports += "twostage.provenance.versions.current(twostage.config.load_params())"
     measurements = {
         "snakemake (no-op run)": timed(snake, root, env, args.repeats, "Nothing to be done"),
         "snakemake -n": timed(snake + ["-n"], root, env, args.repeats, "Nothing to be done"),

@@ -330,8 +330,8 @@ def effective_settings(project: Path, job: dict) -> dict:
 def cache_key(job: dict) -> str:
     """A result is reused only for the same effective settings, the same code (this
     project's training and evaluation code and this file) and the same reference commit."""
-    from twostage import versions
     from twostage.config import load_params
+    from twostage.provenance import versions
 
     p = load_params(["profile.yaml"], root=Path(job["scratch"]))
     code = versions.code_hashes(p)[f"train_prior-{job['prior']}"]

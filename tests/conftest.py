@@ -223,7 +223,7 @@ def load_bench(name: str):
 @pytest.fixture
 def source(tmp_path: Path, monkeypatch) -> Path:
     """A copy of src/twostage that codedeps reads and hashes instead of the real one."""
-    from twostage import codedeps
+    from twostage.provenance import codedeps
 
     copy = tmp_path / "twostage"
     shutil.copytree(codedeps.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))

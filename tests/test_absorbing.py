@@ -10,7 +10,7 @@ from torch import nn
 
 from twostage.models.priors.absorbing import AbsorbingDiffusion
 
-SPEC = dict(n_layer=1, n_head=2, n_embd=16, dropout=0.0, loss_type="elbo")
+SPEC = dict(n_layer=1, n_head=2, n_embd=16, dropout=0.0, loss_type="elbo", mask_schedule="random")
 
 
 class FixedLogits(nn.Module):

@@ -15,18 +15,22 @@ from twostage.artifacts import (
     load_torch,
     save_torch,
 )
+from twostage.config import with_defaults
 from twostage.models.autoencoders import load_autoencoder
 from twostage.models.autoencoders.vq import VQAutoencoder
 
-SPEC = dict(
-    kind="vq",
-    nf=8,
-    ch_mult=[1, 2],
-    res_blocks=0,
-    attn_resolutions=[],
-    codebook_size=8,
-    emb_dim=4,
-    beta=0.25,
+SPEC = with_defaults(
+    "autoencoders",
+    dict(
+        kind="vq",
+        nf=8,
+        ch_mult=[1, 2],
+        res_blocks=0,
+        attn_resolutions=[],
+        codebook_size=8,
+        emb_dim=4,
+        beta=0.25,
+    ),
 )
 
 

@@ -26,8 +26,8 @@ import pytest
 import yaml
 from conftest import PROJECT_IGNORE, SMOKE
 
-from twostage import versions
 from twostage.config import load_params
+from twostage.provenance import versions
 
 # A module-level line that every twostage command and the Snakefile run; config.py is
 # code of every job.

@@ -171,6 +171,8 @@ def test_a_new_kind_is_one_entry_in_the_kind_table(params_root: Path, monkeypatc
         model="twostage.models.priors.absorbing:AbsorbingDiffusion",
         trainer="twostage.train.token_prior:train_token_prior",
         continuous=False,
+        samplers=kinds.TOKEN_SAMPLERS,
+        bound="elbo",
         sits_on=("vq",),
     )
     monkeypatch.setitem(kinds.KINDS, "mask_predict", entry)

@@ -7,10 +7,8 @@ import math
 import pandas as pd
 import pytest
 
+from twostage.kinds import HIGHER, LOWER
 from twostage.report.convergence import (
-    HIGHER,
-    LOWER,
-    VALIDATION_CURVES,
     curve_status,
     model_curves,
     still_improving,
@@ -96,9 +94,9 @@ def test_curve_status_reads_a_log_and_respects_direction():
 def test_model_curves_reads_every_validation_column_of_a_kind(tmp_path):
     csv = tmp_path / "train_log.csv"
     csv.write_text("step,loss,val_bits,val_mse\n5,1.0,1.0,0.3\n10,0.9,1.2,0.2\n")
-    status = {s["column"]: s["still_improving"] for s in model_curves(csv, "glf")}
+    status = {s["column"]: s["still_improving"] for s in model_curves(csv, "glf", "val_bound")}
     assert status == {"val_mse": True, "val_bits": False}  # the autoencoder half still improves
-    assert model_curves(csv, "a-kind-nobody-knows") == []
+    assert model_curves(csv, "a-kind-nobody-knows", "val_bound") == []
 
 
 def test_a_prior_selected_by_sample_fd_is_judged_by_that_curve(tmp_path):
@@ -114,7 +112,7 @@ def test_a_prior_selected_by_sample_fd_is_judged_by_that_curve(tmp_path):
     assert not by_fd["val_sample_fd"]["still_improving"]
     assert by_fd["val_sample_fd"]["decides_checkpoint"]
     # Selected by the bound, the same run is judged by the bound.
-    by_bound = {s["column"]: s for s in model_curves(csv, "absorbing")}
+    by_bound = {s["column"]: s for s in model_curves(csv, "absorbing", "val_bound")}
     assert by_bound["val_bits"]["decides_checkpoint"]
     assert not by_bound["val_sample_fd"]["decides_checkpoint"]
 
@@ -123,4 +121,4 @@ def test_every_model_kind_has_its_validation_curves():
     from twostage.kinds import KINDS
 
     assert {"vq", "absorbing", "glf", "vae"} <= set(KINDS)
-    assert set(KINDS) <= set(VALIDATION_CURVES)
+    assert all(kind.curves for kind in KINDS.values())

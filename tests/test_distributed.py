@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from twostage.config import ConfigError, load_params
+from twostage.config import ConfigError, load_params, with_defaults
 from twostage.images import to_tensor
 from twostage.models.autoencoders.continuous import ContinuousAutoencoder
 from twostage.models.autoencoders.vq import VQAutoencoder
@@ -347,26 +347,29 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path, 
 
 # --- One step of stage 1 in 2 processes (gloo, spawned) against one process -------------
 
-VQGAN = dict(
-    kind="vq",
-    nf=8,
-    ch_mult=[1, 2],
-    res_blocks=0,
-    attn_resolutions=[],
-    codebook_size=16,
-    emb_dim=4,
-    beta=0.25,
-    lr=0.0,  # no update: the weights after the step are the revived codebook, exactly
-    disc_lr=0.0,
-    batch_size=8,
-    steps=4,
-    eval_every=4,
-    dead_code_reinit_every=1,  # every code is dead at the first call: all are revived
-    adversarial=True,
-    disc_start_step=1,
-    disc_ndf=8,
-    disc_layers=2,  # batch norm in the discriminator
-    diffaug=["brightness", "saturation", "contrast", "translation"],
+VQGAN = with_defaults(
+    "autoencoders",
+    dict(
+        kind="vq",
+        nf=8,
+        ch_mult=[1, 2],
+        res_blocks=0,
+        attn_resolutions=[],
+        codebook_size=16,
+        emb_dim=4,
+        beta=0.25,
+        lr=0.0,  # no update: the weights after the step are the revived codebook, exactly
+        disc_lr=0.0,
+        batch_size=8,
+        steps=4,
+        eval_every=4,
+        dead_code_reinit_every=1,  # every code is dead at the first call: all are revived
+        adversarial=True,
+        disc_start_step=1,
+        disc_ndf=8,
+        disc_layers=2,  # batch norm in the discriminator
+        diffaug=["brightness", "saturation", "contrast", "translation"],
+    ),
 )
 CONTINUOUS = {
     "vae": dict(kind="vae", latent_dim=4, channels=[8, 16], fc_dim=32, beta=1.0),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from twostage import codedeps
+from twostage.provenance import codedeps
 
 # The resolver of dispatch-table references: the one place a computed name is imported.
 RESOLVER_MODULE = "twostage.lazy"
@@ -160,7 +160,7 @@ def test_every_import_by_a_computed_name_is_a_dispatch_table_entry():
     problems = unaccounted_imports(codedeps.ROOT)
     assert not problems, (
         "imports the code hash cannot see (use a dispatch table read with "
-        "twostage.lazy.resolve, see src/twostage/codedeps.py):\n" + "\n".join(problems)
+        "twostage.lazy.resolve, see src/twostage/provenance/codedeps.py):\n" + "\n".join(problems)
     )
 
 

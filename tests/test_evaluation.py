@@ -13,7 +13,8 @@ from twostage import paths
 from twostage.artifacts import file_sha256, save_npz, save_torch, sha256_array, write_json
 from twostage.config import ConfigError, Params, load_params
 from twostage.evaluate import extractors, protocol
-from twostage.evaluate.extractors import Extractor, random_inception_state_dict
+from twostage.evaluate.extractors import Extractor
+from twostage.evaluate.extractors.random_weights import random_inception_state_dict
 from twostage.evaluate.features import extract_real_features
 from twostage.evaluate.protocol import fid_torch_fidelity, kid_and_is, score
 from twostage.evaluate.stages import evaluate_run

@@ -14,7 +14,7 @@ from twostage.models.priors.autoregressive import AutoregressivePrior
 from twostage.sample import sampler
 from twostage.sample.network_evaluations import counting_evaluations, token_prior_network
 
-SPEC = dict(n_layer=1, n_head=2, n_embd=16, dropout=0.0, loss_type="elbo")
+SPEC = dict(n_layer=1, n_head=2, n_embd=16, dropout=0.0, loss_type="elbo", mask_schedule="random")
 L, K = 16, 7  # a 4 × 4 token grid over 7 codes
 
 

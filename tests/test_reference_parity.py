@@ -92,7 +92,7 @@ def test_a_cached_run_is_reused_only_for_the_same_settings_code_and_reference(
     import json
     import shutil
 
-    from twostage import versions
+    from twostage.provenance import versions
 
     project = tmp_path / "project"
     shutil.copytree(repo / "params", project / "params")

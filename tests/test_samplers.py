@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from twostage.models.priors.absorbing import AbsorbingDiffusion
 from twostage.models.priors.autoregressive import AutoregressivePrior
 
-SPEC = dict(n_layer=2, n_head=2, n_embd=16, dropout=0.0, loss_type="elbo")
+SPEC = dict(n_layer=2, n_head=2, n_embd=16, dropout=0.0, loss_type="elbo", mask_schedule="random")
 
 
 def _ar(length: int = 9, k: int = 7) -> AutoregressivePrior:

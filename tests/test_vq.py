@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from twostage.config import with_defaults
 from twostage.models.autoencoders.quantizers import codebook_stats
 from twostage.models.autoencoders.vq import VectorQuantizer, VQAutoencoder
 from twostage.models.cpu_fast_paths import GroupNorm
@@ -39,14 +40,18 @@ def test_straight_through_gradient_and_loss_terms():
 
 
 def test_autoencoder_shapes_follow_ch_mult():
-    spec = dict(
-        nf=8,
-        ch_mult=[1, 2, 2],
-        res_blocks=1,
-        attn_resolutions=[8],
-        codebook_size=32,
-        emb_dim=4,
-        beta=0.25,
+    spec = with_defaults(
+        "autoencoders",
+        dict(
+            kind="vq",
+            nf=8,
+            ch_mult=[1, 2, 2],
+            res_blocks=1,
+            attn_resolutions=[8],
+            codebook_size=32,
+            emb_dim=4,
+            beta=0.25,
+        ),
     )
     model = VQAutoencoder(spec, channels=1, resolution=32)
     x = torch.randn(2, 1, 32, 32)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from twostage.config import ConfigError, load_params
+from twostage.config import ConfigError, load_params, with_defaults
 from twostage.models.autoencoders.diffaug import POLICIES, diff_augment
 from twostage.models.autoencoders.discriminator import PatchDiscriminator, adaptive_weight
 from twostage.models.autoencoders.perceptual import load_perceptual
@@ -63,7 +63,7 @@ def _blocks(seed: int = 0, n: int = 4) -> torch.Tensor:
 
 def _trainer(**options) -> VQTrainer:
     torch.manual_seed(0)
-    spec = {**TINY, **options}
+    spec = with_defaults("autoencoders", {**TINY, **options})
     model = VQAutoencoder(spec, channels=1, resolution=16)
     return VQTrainer(model, spec, channels=1, device=CPU)
 
@@ -200,7 +200,7 @@ class _SquaredError(nn.Module):
 
 def test_perceptual_term_enters_the_reconstruction_loss():
     torch.manual_seed(0)
-    spec = {**TINY, "perceptual_weight": 0.5}
+    spec = with_defaults("autoencoders", {**TINY, "perceptual_weight": 0.5})
     model = VQAutoencoder(spec, channels=1, resolution=16)
     trainer = VQTrainer(model, spec, 1, CPU, perceptual=_SquaredError())
     row = trainer.step(_batch(), 1)
@@ -215,12 +215,16 @@ def test_missing_perceptual_weights_name_the_file_and_never_download(monkeypatch
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    spec = {"perceptual_weight": 1.0, "perceptual_weights": "resources/weights/nope.pth"}
+    spec = {
+        "perceptual_weight": 1.0,
+        "perceptual_weights": "resources/weights/nope.pth",
+        "allow_download": False,
+    }
     with pytest.raises(ConfigError, match=r"autoencoders\.ae\.perceptual_weights: file "
                        r"'resources/weights/nope\.pth' not found"):  # fmt: skip
         load_perceptual(spec, "ae")
     with pytest.raises(ConfigError, match=r"perceptual_weights: not set.*allow_download"):
-        load_perceptual({"perceptual_weight": 1.0}, "ae")
+        load_perceptual({"perceptual_weight": 1.0, "allow_download": False}, "ae")
 
 
 def test_paper_config_has_a_16x16_grid_and_the_reference_size(repo):

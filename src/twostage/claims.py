@@ -34,20 +34,20 @@ def check(data: dict[str, Any], fail) -> None:
 
     ``fail(path, message)`` raises the one-line config error.
     """
-    for name, claim in data.get("claims", {}).items():
+    for name, claim in data["claims"].items():
         for key, run in (("run", claim["run"]), ("versus", claim["versus"])):
             if isinstance(run, str) and run not in data["targets"]:
                 fail(("claims", name, key), f"run {run!r} is not among the targets")
         if claim["versus"] == claim["run"]:
             fail(("claims", name, "versus"), "a run compared with itself")
-        if claim.get("estimate", "difference") == "ratio" and claim["versus"] == 0:
+        if claim["estimate"] == "ratio" and claim["versus"] == 0:
             fail(("claims", name, "versus"), "a ratio against 0 is undefined")
-        if claim["relation"] == "equal" and claim.get("margin", 0) < 0:
+        if claim["relation"] == "equal" and claim["margin"] < 0:
             fail(("claims", name, "margin"), "an equal claim needs a margin ≥ 0")
         held_out = set(claim["seeds"])
         for run in runs_of(claim):
             prior = data["runs"][run]["prior"]
-            chosen = data["priors"][prior].get("chosen_on_seeds", [])
+            chosen = data["priors"][prior]["chosen_on_seeds"]
             overlap = sorted(held_out & set(chosen))
             if overlap:
                 fail(
@@ -65,13 +65,13 @@ def replicate_settings(
     A run keeps the level of the replicates entry that names it (or its sweep); a level
     of ``sampling`` is refused, since its seeds would not train the prior.
     """
-    settings = {k: dict(v) for k, v in data.get("replicates", {}).items()}
+    settings = {k: dict(v) for k, v in data["replicates"].items()}
     global_seed = data["seed"]
-    for name, claim in data.get("claims", {}).items():
+    for name, claim in data["claims"].items():
         for run in runs_of(claim):
             key = run if run in settings else sweep_of.get(run)
             spec = settings.get(key, {"seeds": [global_seed], "level": DEFAULT_LEVEL})
-            level = spec.get("level", "sampling")
+            level = spec["level"]
             if level == "sampling":
                 fail(
                     ("claims", name, "seeds"),

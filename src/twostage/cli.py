@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> None:
         print(yaml.safe_dump(params.data, sort_keys=False))
         return
     if args.stage in ("versions", "dvc-yaml"):
-        from twostage import versions  # bookkeeping: no job's code (codedeps.BOOKKEEPING)
+        from twostage.provenance import (
+            versions,  # bookkeeping: no job's code (codedeps.BOOKKEEPING)
+        )
 
         before = versions.read()
         changed = versions.changes(before, versions.refresh(params))
@@ -181,7 +183,7 @@ def _record_versions(params, stage: str, name: str) -> None:
     recorded with the code it ran with.
     """
     loaded = [m for m in sys.modules if m.split(".")[0] == "twostage"]  # before versions' own
-    from twostage import versions  # bookkeeping: no job's code (codedeps.BOOKKEEPING)
+    from twostage.provenance import versions  # bookkeeping: no job's code (codedeps.BOOKKEEPING)
 
     versions.record(params, stage, name, loaded)
     versions.refresh(params)

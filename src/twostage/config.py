@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,7 @@ from twostage.kinds import (
     SINGLE_PROCESS_KINDS,
     kinds_of,
 )
+from twostage.schema_defaults import fill_defaults
 
 # The base files, in merge order. Profiles come after them.
 BASE_PARAM_FILES = (
@@ -52,6 +54,8 @@ class Params:
     sweep_of: dict[str, str] = field(default_factory=dict)
     # The seeded copies made from `replicates` (seeds.py), and each replicated run's replicates.
     replicas: seeds.Replicates = field(default_factory=seeds.Replicates)
+    # The keys no file set, filled from the schema's defaults (``written`` leaves them out).
+    defaulted: frozenset[tuple[str, ...]] = frozenset()
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -67,6 +71,16 @@ class Params:
 
     def run(self, name: str) -> dict[str, Any]:
         return self.data["runs"][name]
+
+    def written(self, dotted: str) -> Any:
+        """The value at ``dotted`` (e.g. ``priors.absorbing``) as the files set it, without the
+        schema's defaults: what the rerun triggers compare, so a default added to the schema
+        reruns nothing."""
+        path = tuple(dotted.split("."))
+        node: Any = self.data
+        for part in path:
+            node = node[part]
+        return _without(node, path, self.defaulted)
 
     def file_of(self, *path: str) -> str:
         """The params file that set ``path`` (e.g. ``"claims", name``), for error messages."""
@@ -122,9 +136,13 @@ class Params:
         return sorted({self.dataset_of_autoencoder(a) for a in self.target_autoencoders()})
 
 
+@functools.cache
+def _schema_file() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("twostage").joinpath("params_schema.yaml").read_text())
+
+
 def _schema() -> dict[str, Any]:
-    text = resources.files("twostage").joinpath("params_schema.yaml").read_text()
-    schema = yaml.safe_load(text)
+    schema = copy.deepcopy(_schema_file())
     # The kind names come from the kind table (kinds.py), not from the schema file: which
     # kinds an entry may have, and which of an entry's two schemas (token or continuous)
     # applies.
@@ -135,6 +153,25 @@ def _schema() -> dict[str, Any]:
         entries = schema["properties"][table]["additionalProperties"]
         entries["if"] = {"properties": {"kind": {"enum": list(continuous)}}}
     return schema
+
+
+def _without(value: Any, path: tuple[str, ...], defaulted: frozenset) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {
+        k: _without(v, (*path, str(k)), defaulted)
+        for k, v in value.items()
+        if (*path, str(k)) not in defaulted
+    }
+
+
+def with_defaults(table: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``entry`` of ``table`` (e.g. a checkpoint's saved ``priors`` entry) with the
+    schema's defaults filled in, as :func:`load_params` fills the entries in force."""
+    schema = _schema()
+    filled = {table: {"entry": copy.deepcopy(entry)}}
+    fill_defaults(schema, filled)
+    return filled[table]["entry"]
 
 
 def _yaml_position(exc: yaml.YAMLError, text: str) -> str:
@@ -213,14 +250,16 @@ def _describe(error: jsonschema.ValidationError) -> tuple[tuple[str, ...], str]:
 
 def validate(
     data: dict[str, Any], origin: dict[tuple[str, ...], str]
-) -> tuple[dict[str, str], seeds.Replicates]:
+) -> tuple[dict[str, str], seeds.Replicates, frozenset[tuple[str, ...]]]:
     """Validate against the schema, expand sweeps into runs, check cross-references and
     claims, then add the replicates' seeded copies (checked as their originals are), with
     the seeds the claims are tested on.
 
-    Returns the run → sweep map of the generated runs, and what the replicates made.
+    Returns the run → sweep map of the generated runs, what the replicates made, and the
+    keys filled from the schema's defaults.
     """
-    validator = jsonschema.Draft202012Validator(_schema())
+    schema = _schema()
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         # The deepest error is the most specific one; report just that, once.
@@ -228,6 +267,7 @@ def validate(
         path, message = _describe(error)
         raise ConfigError(f"{_where(origin, path)}: {'.'.join(path) or '<top>'}: {message}")
     sweep_of = _expand_sweeps(data, origin)
+    defaulted = set(fill_defaults(schema, data))
     _check_references(data, origin)
     _check_continuous(data, origin)
     _check_sampling(data, origin)
@@ -238,11 +278,18 @@ def validate(
 
     claims.check(data, fail)
     settings = claims.replicate_settings(data, sweep_of, fail)
-    for name, claim in data.get("claims", {}).items():  # a claim's replicates are its file's
+    for name, claim in data["claims"].items():  # a claim's replicates are its file's
         for run in claims.runs_of(claim):
             origin.setdefault(("replicates", run), _where(origin, ("claims", name)))
     replicas = seeds.expand(data, origin, sweep_of, fail, settings)
-    return sweep_of, replicas
+    for table, copies in replicas.copies.items():  # a copy's defaults are its original's
+        for copy_name, (original, _) in copies.items():
+            defaulted |= {
+                (table, copy_name, *path[2:])
+                for path in set(defaulted)
+                if path[:2] == (table, original)
+            }
+    return sweep_of, replicas, frozenset(defaulted)
 
 
 def sweep_run_name(sweep: str, steps: int | None, temperature: float) -> str:
@@ -261,7 +308,7 @@ def _expand_sweeps(data: dict[str, Any], origin: dict) -> dict[str, str]:
         if sweep in data["runs"]:
             _fail(origin, ("sweeps", sweep), "a run of the same name exists")
         # Ancestral sampling of a continuous prior has no steps: its sweeps are over temperature.
-        for steps in spec.get("steps", [None]):
+        for steps in [None] if spec["sampler"] == "ancestral" else spec["steps"]:
             for temperature in spec["temperature"]:
                 name = sweep_run_name(sweep, steps, temperature)
                 if name in data["runs"]:
@@ -321,7 +368,7 @@ def _check_references(data: dict[str, Any], origin: dict) -> None:
             continue
         if prior["n_embd"] % prior["n_head"]:
             _fail(origin, ("priors", name, "n_head"), "n_embd must be divisible by n_head")
-        if prior.get("select_by") == "sample_fd" and not prior.get("sample_fd_images", 0):
+        if prior["select_by"] == "sample_fd" and not prior["sample_fd_images"]:
             _fail(
                 origin,
                 ("priors", name, "select_by"),
@@ -349,31 +396,23 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
                 ("runs", name, "steps"),
                 f"{run['steps']} sampling steps exceed the {tokens} tokens of a latent grid",
             )
-        if kind == "autoregressive":
-            if run["sampler"] != "autoregressive":
-                _fail(
-                    origin,
-                    ("runs", name, "sampler"),
-                    "an autoregressive prior needs "
-                    f"sampler: autoregressive, got {run['sampler']!r}",
-                )
-            if run["steps"] != tokens:
-                _fail(
-                    origin,
-                    ("runs", name, "steps"),
-                    f"an autoregressive prior samples one "
-                    f"token per step: steps must be {tokens}, got {run['steps']}",
-                )
-        else:
-            if run["sampler"] == "autoregressive":
-                _fail(
-                    origin,
-                    ("runs", name, "sampler"),
-                    f"prior {run['prior']!r} is {kind}, "
-                    "use sampler random, even, cosine or confidence",
-                )
-            if "top_k" in run:
-                _fail(origin, ("runs", name, "top_k"), "top_k applies to autoregressive priors")
+        facts = KINDS[kind]
+        if run["sampler"] not in facts.samplers:
+            _fail(
+                origin,
+                ("runs", name, "sampler"),
+                f"prior {run['prior']!r} is {kind}: use sampler "
+                f"{' or '.join(facts.samplers)}, got {run['sampler']!r}",
+            )
+        if facts.one_token_per_step and run["steps"] != tokens:
+            _fail(
+                origin,
+                ("runs", name, "steps"),
+                f"prior {run['prior']!r} ({kind}) samples one "
+                f"token per step: steps must be {tokens}, got {run['steps']}",
+            )
+        if "top_k" in run and run["sampler"] != "autoregressive":
+            _fail(origin, ("runs", name, "top_k"), "top_k applies to the autoregressive sampler")
     ev = data["evaluation"]
     # Only autoencoders the targets use get inpainting and large samples: a reference
     # config (e.g. a 256² VQ-GAN with a 16×16 grid) may sit unused beside them.
@@ -405,7 +444,7 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
 
 def _check_distributed(data: dict[str, Any], origin: dict) -> None:
     """Data-parallel training splits every global batch into equal slices, one per process."""
-    nproc = data.get("distributed", {}).get("nproc", 1)
+    nproc = data["distributed"]["nproc"]
     for table in ("autoencoders", "priors"):
         for name, entry in data[table].items():
             if entry.get("kind") in SINGLE_PROCESS_KINDS or "batch_size" not in entry:
@@ -472,11 +511,12 @@ def load_params(profiles: list[str] | tuple[str, ...] = (), root: str | Path = "
     origin: dict[tuple[str, ...], str] = {}
     for name in files:
         _merge(data, _read_yaml(root / name), str(name), origin)
-    sweep_of, replicas = validate(data, origin)
+    sweep_of, replicas, defaulted = validate(data, origin)
     return Params(
         data=data,
         files=[str(f) for f in files],
         origin=origin,
         sweep_of=sweep_of,
         replicas=replicas,
+        defaulted=defaulted,
     )

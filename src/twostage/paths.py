@@ -116,7 +116,7 @@ def benchmark(stage: str, name: str | None = None) -> str:
     return f"{BENCHMARKS}/{stage}/{name}.tsv" if name is not None else f"{BENCHMARKS}/{stage}.tsv"
 
 
-# The code and software hash of every job (src/twostage/versions.py): a params file of
+# The code and software hash of every job (src/twostage/provenance/versions.py): a params file of
 # every DVC stage, rewritten whenever Snakemake parses the Snakefile or twostage runs.
 VERSIONS = f"{RESULTS}/versions.yaml"
 

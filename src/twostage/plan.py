@@ -16,7 +16,7 @@ import yaml
 
 from twostage import claims, paths
 from twostage.config import Params
-from twostage.kinds import JOINT_PRIORS
+from twostage.kinds import JOINT_PRIORS, KINDS
 
 # Params of a job: (file, dotted key) pairs. Only these trigger a rerun in DVC.
 ParamKeys = list[tuple[str, str]]
@@ -44,12 +44,12 @@ class Job:
 def extractor_names(p: Params) -> list[str]:
     """Every feature extractor the evaluation uses: the primary one first, each once."""
     ev = p["evaluation"]
-    return list(dict.fromkeys([ev["extractor"], *ev.get("extra_extractors", [])]))
+    return list(dict.fromkeys([ev["extractor"], *ev["extra_extractors"]]))
 
 
 def _weights_deps(p: Params, names: list[str]) -> list[str]:
     """Local weights files declared for ``names`` (pretrained extractors, ``lpips_alex``)."""
-    weights = p["evaluation"].get("weights", {})
+    weights = p["evaluation"]["weights"]
     return [weights[n] for n in names if n in weights]
 
 
@@ -120,7 +120,7 @@ def _perceptual_deps(p: Params, ae: str) -> list[str]:
     """The local VGG16 file of a perceptual loss (DVC-tracked), when training uses one."""
     spec = p.autoencoder(ae)
     weights = spec.get("perceptual_weights")
-    return [weights] if weights and spec.get("perceptual_weight", 0) > 0 else []
+    return [weights] if weights and spec["perceptual_weight"] > 0 else []
 
 
 def train_autoencoder_job(p: Params, ae: str) -> Job:
@@ -157,7 +157,7 @@ def continuous_prior_deps(p: Params, prior: str) -> list[str]:
     data = paths.data(p.dataset_of_autoencoder(ae))
     if kind in JOINT_PRIORS:
         return [data["train"], data["val"]]
-    if kind == "vae_prior":
+    if KINDS[kind].scores_with_autoencoder:
         return [paths.autoencoder(ae)["model"], data["val"]]
     return []
 
@@ -175,7 +175,7 @@ def sample_fd_deps(p: Params, prior: str) -> tuple[list[str], ParamKeys]:
     """What a token prior's sample-quality validation (``sample_fd_images``) reads: its
     decoder, and the primary extractor's network and real training features."""
     spec = p.prior(prior)
-    if not spec.get("sample_fd_images", 0):
+    if not spec.get("sample_fd_images"):  # a continuous prior has no such key
         return [], []
     ae = spec["autoencoder"]
     dataset = p.dataset_of_autoencoder(ae)
@@ -265,9 +265,9 @@ def large_samples_job(p: Params, prior: str) -> Job:
     return _editing_job(p, "large_samples", prior, "large_samples", paths.large_samples(prior))
 
 
-def absorbing_priors(p: Params) -> list[str]:
-    """The absorbing priors among the targets: they also get inpainting and large samples."""
-    return [pr for pr in p.target_priors() if p.prior(pr)["kind"] == "absorbing"]
+def editing_priors(p: Params) -> list[str]:
+    """The target priors whose kind ``edits``: they also get inpainting and large samples."""
+    return [pr for pr in p.target_priors() if KINDS[p.prior(pr)["kind"]].edits]
 
 
 def _eval_keys() -> ParamKeys:
@@ -378,7 +378,7 @@ def report_inputs(p: Params) -> list[str]:
         files += list(paths.neighbours(run).values())
     # Replicates are aggregated from their scores (report/replicates.py).
     files += [paths.evaluation(run)["metrics"] for run in p.target_replicas("runs")]
-    for prior in absorbing_priors(p):
+    for prior in editing_priors(p):
         files += [*paths.inpainting(prior).values(), *paths.large_samples(prior).values()]
     files += claim_inputs(p)
     return list(dict.fromkeys(files))  # each once: a claim reads what the runs table reads
@@ -388,7 +388,7 @@ def claim_inputs(p: Params) -> list[str]:
     """What the claims table reads at each held-out seed of each claim's runs (report/claims.py):
     the replicate's evaluation, its samples' stats and its prior's metrics, each once."""
     files: list[str] = []
-    for claim in p.data.get("claims", {}).values():
+    for claim in p.data["claims"].values():
         for replicas in claims.replicates_at_seeds(p, claim).values():
             for run, _ in replicas:
                 files += [paths.evaluation(run)["metrics"], paths.samples(run)["stats"]]
@@ -429,7 +429,7 @@ def jobs(p: Params) -> list[Job]:
         out += [train_autoencoder_job(p, ae), encode_job(p, ae)]
     out += [train_prior_job(p, pr) for pr in p.target_priors()]
     out += [train_prior_job(p, pr) for pr in p.target_replicas("priors")]
-    for prior in absorbing_priors(p):
+    for prior in editing_priors(p):
         out += [inpaint_job(p, prior), large_samples_job(p, prior)]
     for run in p["targets"]:
         out += [sample_job(p, run), evaluate_job(p, run), neighbours_job(p, run)]
@@ -523,13 +523,6 @@ def producer(p: Params, file: str) -> Job | None:
     return None
 
 
-def lookup(data: dict[str, Any], dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def param_values(p: Params, job: Job) -> dict[str, Any]:
     """The params values ``job`` reads, for Snakemake's rerun trigger.
 
@@ -541,7 +534,7 @@ def param_values(p: Params, job: Job) -> dict[str, Any]:
     for _, key in job.params:
         if key.startswith("sweeps."):
             key = f"runs.{job.name}"
-        values[key] = lookup(p.data, key)
+        values[key] = p.written(key)
     return values
 
 
@@ -567,7 +560,7 @@ def dvc_pipeline(p: Params, profiles: list[str], root: str | Path = ".") -> dict
     # of its keys, but DVC rejects a key missing from a file: list only present ones.
     # DVC hashes files by their bytes: a job's code is the source files it runs (and its
     # upstream jobs run), listed as deps, so `dvc status` sees a code edit on its own.
-    from twostage.versions import code_files  # bookkeeping: no job's code
+    from twostage.provenance.versions import code_files  # bookkeeping: no job's code
 
     profile_data = {f: yaml.safe_load(Path(root, f).read_text()) or {} for f in profiles}
     stages: dict[str, Any] = {}

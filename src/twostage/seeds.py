@@ -59,7 +59,7 @@ def expand(
     their seeds to them, claims.py). ``fail(path, message)`` raises the one-line config error.
     """
     out = Replicates()
-    settings = data.get("replicates", {}) if settings is None else settings
+    settings = data["replicates"] if settings is None else settings
     for key in settings:
         if key not in data["runs"] and key not in data["sweeps"]:
             fail(("replicates", key), f"undefined run or sweep {key!r}")
@@ -69,7 +69,7 @@ def expand(
         if key not in settings:
             continue
         spec = settings[key]
-        level = spec.get("level", "sampling")
+        level = spec["level"]
         replicas = [
             (_copy_chain(data, run, seed, level, made_by, out, fail), seed)
             for seed in seed_list(spec, data["seed"])

@@ -235,8 +235,8 @@ def warm_up(root: Path) -> None:
     import sklearn.mixture  # noqa: F401
     import torch  # noqa: F401
 
-    from twostage import versions
     from twostage.config import load_params
+    from twostage.provenance import versions
 
     versions.current(load_params([SMOKE], root=root))
 

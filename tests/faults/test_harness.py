@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from harness import SMOKE, normalised, run_job
 
-from twostage import versions
 from twostage.config import load_params
+from twostage.provenance import versions
 
 
 @pytest.fixture

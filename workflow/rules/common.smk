@@ -4,7 +4,8 @@ import os
 from snakemake.logging import logger
 from snakemake_interface_executor_plugins.settings import ExecMode
 
-from twostage import adopt, paths, plan, versions
+from twostage import paths, plan
+from twostage.provenance import adopt, versions
 from twostage.config import ConfigError, load_params
 from twostage.kinds import SINGLE_PROCESS_KINDS
 
@@ -23,7 +24,7 @@ PROFILE_ARGS = "".join(f" --profile {f}" for f in PROFILES)
 VERSIONS = versions.refresh(P)
 
 # Outputs that DVC restored carry no Snakemake record: take them over when dvc.lock
-# confirms them (src/twostage/adopt.py), so both tools agree that nothing is to do.
+# confirms them (src/twostage/provenance/adopt.py), so both tools agree that nothing is to do.
 if workflow.exec_mode == ExecMode.DEFAULT:
     ADOPTED = adopt.adopt_dvc_outputs(P, PROFILES, workflow.main_snakefile, VERSIONS)
     if ADOPTED:

@@ -22,7 +22,7 @@ from twostage.artifacts import ArtifactError, load_npy, read_json, save_npy, wri
 from twostage.config import Params
 from twostage.data.prepare import load_split
 from twostage.data.sources import DataError
-from twostage.evaluate.extractors import Extractor
+from twostage.evaluate.extractors.base import Extractor
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,10 @@ from twostage import paths
 from twostage.artifacts import atomic_path, file_sha256, load_npy, write_json
 from twostage.config import ConfigError, Params
 from twostage.data.prepare import load_split
-from twostage.evaluate.extractors import EVAL_FILE, ClassifierExtractor
+from twostage.evaluate.extractors.base import EVAL_FILE
+from twostage.evaluate.extractors.classifier import ClassifierExtractor
 from twostage.images import grid, save_grid, save_png, to_tensor
+from twostage.models.classifier import load_classifier
 from twostage.runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -146,11 +148,8 @@ def memorization(sample_nn: np.ndarray, val_nn: np.ndarray) -> dict:
 
 def _embeddings(p: Params, dataset: str, device, lpips_file: str | None) -> tuple[dict, dict]:
     """Name → embedding function, and why any distance was skipped."""
-    from twostage.train.classifier import load_classifier
-
-    classifier = ClassifierExtractor(
-        "classifier", load_classifier(dataset, device), device, weights_sha256=None
-    )
+    model = load_classifier(paths.classifier(dataset)["model"], device)
+    classifier = ClassifierExtractor("classifier", model, device, weights_sha256=None)
     funcs = {
         "classifier": lambda im: torch.from_numpy(classifier(im)),
         "pixel_l2": pixel_embedding,
@@ -172,7 +171,7 @@ def nearest_neighbours(p: Params, run: str) -> dict:
     samples = load_npy(paths.samples(run)["images"], ndim=4, kinds="u")
     train, _ = load_split(dataset, "train")
     val = load_split(dataset, "val")[0][: cfg["n_val"]]
-    lpips_file = p["evaluation"].get("weights", {}).get("lpips_alex")
+    lpips_file = p["evaluation"]["weights"].get("lpips_alex")
     funcs, skipped = _embeddings(p, dataset, device, lpips_file)
 
     results, shown, raw = {}, {}, {}

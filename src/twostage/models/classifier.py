@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from twostage.artifacts import checkpoint_contents, load_torch
+
 
 class Classifier(nn.Module):
     def __init__(self, channels: int, num_classes: int, feature_dim: int = 128):
@@ -32,3 +34,12 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def load_classifier(path: str, device: torch.device) -> Classifier:
+    """Rebuild the trained classifier from its ``model.pt`` (its sizes are stored in it)."""
+    ckpt = load_torch(path)
+    with checkpoint_contents(path):
+        model = Classifier(ckpt["channels"], ckpt["num_classes"])
+        model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()

@@ -18,7 +18,7 @@ from twostage import paths
 from twostage.artifacts import atomic_path, make_dirs
 from twostage.config import Params
 from twostage.kinds import CONTINUOUS_AUTOENCODERS
-from twostage.plan import absorbing_priors
+from twostage.plan import editing_priors
 from twostage.report import claims, collect, convergence, figures, headline, replicates
 from twostage.report.figures import Figure, copy_image
 from twostage.report.page import (
@@ -147,7 +147,7 @@ def _prior_figures(
 ) -> tuple[list[Figure], list[Figure]]:
     """(inpainting and large-sample grids, training curves) of the priors."""
     grids, curves = [], []
-    for prior in absorbing_priors(p):
+    for prior in editing_priors(p):
         grids.append(
             copy_image(
                 paths.inpainting(prior)["grid"],
@@ -183,7 +183,7 @@ def _run_sections(p: Params, table: pd.DataFrame, fig_dir: Path) -> list[Section
         metrics = pd.DataFrame({"metric": row.index, "value": row.values})
         blocks: list = [Text(note)] if note else []
         blocks += [
-            Text(_yaml({"settings": p.run(run)}), code=True),
+            Text(_yaml({"settings": p.written(f"runs.{run}")}), code=True),
             Table(metrics),
             copy_image(
                 paths.samples(run)["grid"], fig_dir, f"samples-{run}.png", f"Samples of run {run}"

@@ -49,8 +49,8 @@ def _values(p: Params, name: str, claim: dict, replicas: list[tuple[str, int]]) 
 
 def statement(claim: dict) -> str:
     """The claim as an inequality: ``fd_classifier: a − b < 0``."""
-    estimate = claim.get("estimate", "difference")
-    ref, margin = verdict.REFERENCE[estimate], claim.get("margin", 0)
+    estimate = claim["estimate"]
+    ref, margin = verdict.REFERENCE[estimate], claim["margin"]
     expr = f"{claim['run']} {OPERATOR[estimate]} {claim['versus']}"
     if claim["relation"] == "lower":
         bound = f"< {ref - margin:g}"
@@ -65,7 +65,7 @@ def chosen_on(p: Params, claim: dict) -> str:
     """The seeds each involved prior's settings were chosen on, as the prior entries say."""
     parts = []
     for prior in dict.fromkeys(p.prior_of_run(r) for r in claims.runs_of(claim)):
-        seeds = p.prior(prior).get("chosen_on_seeds")
+        seeds = p.prior(prior)["chosen_on_seeds"]
         parts.append(f"{prior}: {' '.join(map(str, seeds)) if seeds else 'not recorded'}")
     return "; ".join(parts)
 
@@ -73,15 +73,15 @@ def chosen_on(p: Params, claim: dict) -> str:
 def claims_table(p: Params) -> pd.DataFrame:
     """One row per claim: estimate, interval, verdict, the seeds used and those chosen on."""
     rows = []
-    for name, claim in p.data.get("claims", {}).items():
+    for name, claim in p.data["claims"].items():
         replicas = claims.replicates_at_seeds(p, claim)
         a = _values(p, name, claim, replicas[claim["run"]])
         versus = claim["versus"]
         b = _values(p, name, claim, replicas[versus]) if isinstance(versus, str) else versus
-        estimate = claim.get("estimate", "difference")
+        estimate = claim["estimate"]
         values = verdict.per_seed(a, b, estimate)
         mean, low, high = verdict.interval(values)
-        ref, margin = verdict.REFERENCE[estimate], claim.get("margin", 0)
+        ref, margin = verdict.REFERENCE[estimate], claim["margin"]
         pairs = zip(claim["seeds"], values, strict=True)
         rows.append(
             {

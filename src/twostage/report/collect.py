@@ -112,7 +112,7 @@ def convergence_table(p: Params) -> pd.DataFrame:
     rows = []
     for role, name, spec in models:
         curve = paths.autoencoder(name) if role == "autoencoder" else paths.prior(name)
-        select_by = spec.get("select_by", "val_bound")
+        select_by = spec.get("select_by")  # a token prior's; the others keep their lowest bound
         for status in convergence.model_curves(curve["curve"], spec["kind"], select_by):
             rows.append({"role": role, "model": name, "kind": spec["kind"], **status})
     table = pd.DataFrame(rows)
@@ -169,9 +169,9 @@ def runs_table(p: Params, conv: pd.DataFrame, fd_col: str) -> pd.DataFrame:
         row: dict[str, Any] = {
             "run": run,
             "prior": prior,
-            "prior_kind": p.prior(prior).get("kind", ""),
+            "prior_kind": p.prior(prior)["kind"],
             "autoencoder": ae,
-            "sampler": stats.get("sampler", p.run(run).get("sampler", "")),
+            "sampler": stats.get("sampler", p.run(run)["sampler"]),
         }
         # The scores first, then the notes on them (long texts that would push the
         # scores out of a narrow window), then everything else.

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from twostage.kinds import KINDS, LOWER
+
 # An improvement over the last quarter of the evaluations larger than this fraction of
 # the curve's range (what training achieved from the first evaluation on) counts as
 # still improving; below it, the creep a settled run keeps while its lr decays.
@@ -29,28 +31,6 @@ TAIL_FRACTION = 0.25
 
 SYMBOL = "⚠"  # where a table has no room for the words
 MARKER = f"{SYMBOL} still improving at last eval"
-
-LOWER, HIGHER = "lower", "higher"  # which way a validation column is better
-
-# Validation columns of each model kind's train_log.csv (written by src/twostage/train/):
-# the ones that measure the kind's training objective. GLF trains an autoencoder and a
-# flow together, so both halves count; a VAE (alone or with a flow prior) has its ELBO.
-VALIDATION_CURVES: dict[str, tuple[tuple[str, str], ...]] = {
-    # autoencoders
-    "vq": (("val_mse", LOWER),),
-    "ae": (("val_mse", LOWER),),
-    "rae": (("val_mse", LOWER),),
-    "vae": (("val_elbo_nats", HIGHER),),
-    # token priors
-    "absorbing": (("val_bits", LOWER),),
-    "autoregressive": (("val_bits", LOWER),),
-    # continuous priors (gmm and vae_prior are fitted or scored once: one evaluation)
-    "flow": (("val_bits", LOWER),),
-    "gmm": (("val_bits", LOWER),),
-    "vae_prior": (("val_bits", LOWER),),
-    "glf": (("val_mse", LOWER), ("val_bits", LOWER)),
-    "vae_flow": (("val_elbo_nats", HIGHER),),
-}
 
 
 def tail_length(n: int, tail_fraction: float = TAIL_FRACTION) -> int:
@@ -98,7 +78,7 @@ def curve_status(log: pd.DataFrame, column: str, better: str) -> dict:
     }
 
 
-def model_curves(csv_path: str | Path, kind: str, select_by: str = "val_bound") -> list[dict]:
+def model_curves(csv_path: str | Path, kind: str, select_by: str | None) -> list[dict]:
     """The status of each validation curve a model of ``kind`` logs (unknown kind: none).
 
     ``decides_checkpoint`` marks the curves the kept checkpoint is chosen by, the ones a
@@ -107,7 +87,7 @@ def model_curves(csv_path: str | Path, kind: str, select_by: str = "val_bound") 
     the bound is still listed.
     """
     log = pd.read_csv(csv_path)
-    curves = list(VALIDATION_CURVES.get(kind, ()))
+    curves = list(KINDS[kind].curves) if kind in KINDS else []
     by_sample = select_by == "sample_fd" and "val_sample_fd" in log
     if "val_sample_fd" in log:
         curves.append(("val_sample_fd", LOWER))

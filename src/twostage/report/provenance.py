@@ -9,10 +9,11 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from twostage import paths, software, versions
+from twostage import paths
 from twostage.artifacts import read_json
 from twostage.config import Params
 from twostage.plan import jobs, param_values
+from twostage.provenance import software, versions
 
 PACKAGES = (
     "torch",

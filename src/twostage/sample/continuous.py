@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from twostage import paths
 from twostage.artifacts import check_spec, checkpoint_contents, load_torch, save_npy, write_json
-from twostage.config import Params
+from twostage.config import Params, with_defaults
 from twostage.images import save_grid, to_uint8
 from twostage.kinds import JOINT_PRIORS
 from twostage.models.autoencoders import build_autoencoder, load_autoencoder
@@ -35,8 +35,9 @@ def load_decoder(p: Params, prior_name: str, device: torch.device) -> torch.nn.M
         ckpt = load_torch(path)
         with checkpoint_contents(path):
             saved = ckpt["autoencoder"]
-            check_spec(path, saved["spec"], p.autoencoder(ae))
-            model = build_autoencoder(saved["spec"], saved["channels"], saved["resolution"])
+            spec = with_defaults("autoencoders", saved["spec"])  # as load_autoencoder
+            check_spec(path, spec, p.autoencoder(ae))
+            model = build_autoencoder(spec, saved["channels"], saved["resolution"])
             model.load_state_dict(saved["state_dict"])
         return model.to(device).eval()
     return load_autoencoder(paths.autoencoder(ae)["model"], device, p.autoencoder(ae))

@@ -23,7 +23,7 @@ def sampler_options(spec: dict) -> dict:
     if spec["sampler"] == "autoregressive":
         return {"top_k": spec.get("top_k")}
     if spec["sampler"] == "confidence":
-        return {"sampler": "confidence", "choice_temperature": spec.get("choice_temperature", 4.5)}
+        return {"sampler": "confidence", "choice_temperature": spec["choice_temperature"]}
     return {"sampler": spec["sampler"]}
 
 
@@ -49,7 +49,7 @@ def sample_run(p: Params, run: str) -> dict:
     side = ae.token_side
 
     # Prior and decoder; the logits and the decoder's GroupNorm statistics stay float32.
-    bf16 = spec.get("cpu_bf16", False)
+    bf16 = spec["cpu_bf16"]
     images = []
     sample_time = 0.0
     with (

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from twostage import paths
-from twostage.artifacts import checkpoint_contents, load_torch, save_torch, write_json
+from twostage.artifacts import save_torch, write_json
 from twostage.config import Params
 from twostage.data.prepare import load_split
 from twostage.data.sources import DataError
@@ -77,12 +77,3 @@ def train_classifier(p: Params, dataset: str) -> dict:
     }
     write_json(out["metrics"], metrics)
     return metrics
-
-
-def load_classifier(dataset: str, device: torch.device) -> Classifier:
-    path = paths.classifier(dataset)["model"]
-    ckpt = load_torch(path)
-    with checkpoint_contents(path):
-        model = Classifier(ckpt["channels"], ckpt["num_classes"])
-        model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval()

@@ -58,7 +58,7 @@ def autoencoder_loss(
     if model.kind == "rae":
         terms["latent_l2"] = z.pow(2).sum(1).mean()
         loss = loss + spec["gamma"] * terms["latent_l2"]
-        if spec.get("decoder_reg", 0.0) > 0:
+        if spec["decoder_reg"] > 0:
             loss = loss + spec["decoder_reg"] * decoder_l2(model)
     return loss, terms
 

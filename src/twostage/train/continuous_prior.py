@@ -19,7 +19,8 @@ from twostage.artifacts import load_npy, save_torch, write_json
 from twostage.config import Params
 from twostage.data.prepare import load_split
 from twostage.models.autoencoders import load_autoencoder
-from twostage.models.priors.continuous import StandardNormalPrior, build_continuous_prior
+from twostage.models.priors.continuous import StandardNormalPrior
+from twostage.models.priors.flow import build_flow
 from twostage.models.priors.gmm import GaussianMixturePrior
 from twostage.runtime import pick_device, seed_everything
 from twostage.train.common import (
@@ -75,7 +76,7 @@ def train_flow(p: Params, name: str) -> dict:
     z_train = load_latent_vectors(spec["autoencoder"], "train").to(device)
     z_val = load_latent_vectors(spec["autoencoder"], "val").to(device)
     dim = z_train.shape[1]
-    flow = build_continuous_prior(spec, dim).to(device)
+    flow = build_flow(spec, dim).to(device)
     opt = torch.optim.Adam(flow.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
     batches = InfiniteBatches(len(z_train), spec["batch_size"], gen)
     log = CurveLog(["loss", "val_bits"])

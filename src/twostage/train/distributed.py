@@ -49,8 +49,8 @@ DISTRIBUTED_STAGES = {"train-autoencoder": "autoencoders", "train-prior": "prior
 
 
 def settings(p: Params) -> dict:
-    """``distributed`` of params/config.yaml, defaults filled in."""
-    return {"nproc": 1, "backend": "auto", **p.data.get("distributed", {})}
+    """``distributed`` of params/config.yaml (the schema fills its defaults)."""
+    return p["distributed"]
 
 
 def data_parallel(p: Params, stage: str, name: str) -> bool:

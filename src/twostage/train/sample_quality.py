@@ -20,6 +20,7 @@ from twostage.config import Params
 from twostage.evaluate import cache, extractors
 from twostage.evaluate.frechet import feature_statistics, frechet_distance
 from twostage.images import to_uint8
+from twostage.kinds import KINDS
 from twostage.models.autoencoders import load_autoencoder
 
 # Decoding and feature extraction in chunks of this many images bounds their memory.
@@ -27,9 +28,11 @@ CHUNK = 250
 
 
 def sampling_options(prior: torch.nn.Module, spec: dict) -> dict:
-    """``sample`` arguments: the paper's reverse process for absorbing, raster order otherwise."""
-    if spec["kind"] == "absorbing":
-        return {"steps": spec.get("sample_fd_steps", prior.num_timesteps), "sampler": "random"}
+    """``sample`` arguments: the kind's reverse process (``sample_fd_sampler``), else raster
+    order, one token per step."""
+    sampler = KINDS[spec["kind"]].sample_fd_sampler
+    if sampler is not None:
+        return {"steps": spec.get("sample_fd_steps", prior.num_timesteps), "sampler": sampler}
     return {"steps": prior.length}
 
 
@@ -42,7 +45,7 @@ class SampleFD:
         dataset = p.dataset_of_autoencoder(ae_name)
         self.spec, self.device, self.seed = spec, device, seed
         self.n = spec["sample_fd_images"]
-        self.temperature = spec.get("sample_fd_temperature", 1.0)
+        self.temperature = spec["sample_fd_temperature"]
         self.ae = load_autoencoder(
             paths.autoencoder(ae_name)["model"], device, p.autoencoder(ae_name)
         )

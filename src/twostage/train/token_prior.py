@@ -20,6 +20,7 @@ from twostage import paths
 from twostage.artifacts import save_torch, write_json
 from twostage.config import Params
 from twostage.data.latents import load_tokens
+from twostage.kinds import KINDS
 from twostage.models.priors import build_prior
 from twostage.runtime import cpu_bf16_autocast, cpu_bf16_enabled, pick_device, seed_everything
 from twostage.train import distributed
@@ -90,19 +91,19 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     # bf16 autocast of the training forward on CPUs that multiply bf16 natively (opt-in:
     # it changes the numerics; emulated bf16 would be slower than float32, so it is off
     # there). Validation stays float32, so the bound is comparable either way.
-    bf16_requested = spec.get("cpu_bf16", False)
-    lr_schedule = spec.get("lr_schedule", "constant")
+    bf16_requested = spec["cpu_bf16"]
+    lr_schedule = spec["lr_schedule"]
     bf16 = cpu_bf16_enabled(device, bf16_requested)
     if bf16_requested and device.type == "cpu" and not bf16 and ctx.is_main:
         logger.info("prior %s: cpu_bf16 requested, but this CPU lacks native bf16: float32", name)
-    val_samples = spec.get("val_elbo_samples", 1)  # the autoregressive NLL is exact: one pass
+    val_samples = spec["val_elbo_samples"]
     batches = InfiniteBatches(len(train_tokens), spec["batch_size"], gen)
     # Each rank draws its own diffusion times and masks (rank 0 alone = a single process).
     step_gen = torch.Generator(device=device).manual_seed(p["seed"] + 1 + 7919 * ctx.rank)
-    guard = NonFiniteGuard(spec.get("skip_nonfinite_steps", 0))
+    guard = NonFiniteGuard(spec["skip_nonfinite_steps"])
     loss_of = distributed.loss_module(model, ctx, device)
-    sample_fd = SampleFD(p, name, device, p["seed"]) if spec.get("sample_fd_images") else None
-    select_by = spec.get("select_by", "val_bound")
+    sample_fd = SampleFD(p, name, device, p["seed"]) if spec["sample_fd_images"] else None
+    select_by = spec["select_by"]
     log = CurveLog(["loss", "elbo", "lr", "val_bits", *(["val_sample_fd"] if sample_fd else [])])
     eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
     best = BestCheckpoint()
@@ -162,7 +163,7 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
         # An upper bound on the NLL for the absorbing prior, the exact NLL for the autoregressive.
         # A resumed state that kept no values holds the bound as its score.
         "val_bits_per_token": best.values.get("val_bits", best.val),
-        "val_bound": "elbo" if spec["kind"] == "absorbing" else "exact_nll",
+        "val_bound": KINDS[spec["kind"]].bound,
         "best_step": best.step,
         "selected_by": select_by,
         **({"val_sample_fd": best.values["val_sample_fd"]} if sample_fd else {}),

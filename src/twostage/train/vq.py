@@ -72,7 +72,7 @@ def _train_vq_autoencoder(p: Params, name: str, ctx: distributed.Context) -> dic
     perceptual = None
     if training_options(spec)["perceptual_weight"] > 0:
         perceptual = load_perceptual(spec, name).to(device)
-    guard = NonFiniteGuard(spec.get("skip_nonfinite_steps", 0))
+    guard = NonFiniteGuard(spec["skip_nonfinite_steps"])
     trainer = VQTrainer(model, spec, ds_spec["channels"], device, perceptual, guard, ctx)
     batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
     train_x = torch.from_numpy(train_images)  # uint8 in memory; converted per batch

@@ -31,38 +31,18 @@ from twostage.models.autoencoders.discriminator import (
     hinge_d_loss,
     hinge_g_loss,
 )
-from twostage.models.autoencoders.quantizers import GUMBEL_DEFAULTS, gumbel_temperature
+from twostage.models.autoencoders.quantizers import gumbel_temperature
 from twostage.train import distributed
 from twostage.train.common import EMA, NonFiniteGuard, set_lr, warmup_lr
 
-# Values of the optional keys when absent: the plain VQ autoencoder.
-DEFAULTS = {
-    "quantizer": "nearest",
-    "dead_code_reinit_every": 0,
-    "perceptual_weight": 0.0,
-    "allow_download": False,
-    "adversarial": False,
-    "disc_start_step": 1,
-    "disc_weight_max": 1.0,
-    "disc_ndf": 64,
-    "disc_layers": 3,
-    "diffaug": [],
-    "ema_decay": 0.0,
-    "ema_every": 1,
-    "amp": False,
-    "grad_clip": 0.0,
-    "warmup_steps": 0,
-}
-
 
 def training_options(spec: dict) -> dict:
-    """``spec`` with every optional stage-1 key filled in."""
-    options = {**DEFAULTS, "disc_lr": spec["lr"], **spec}
-    options["gumbel"] = {
-        **GUMBEL_DEFAULTS,
-        "anneal_steps": spec["steps"],
-        **spec.get("gumbel", {}),
-    }
+    """``spec`` (its defaults filled from the schema) with the two defaults that depend on
+    other keys: the discriminator's learning rate is ``lr``, the Gumbel temperature anneals
+    over all training steps."""
+    options = {"disc_lr": spec["lr"], **spec}
+    if spec["quantizer"] == "gumbel":
+        options["gumbel"] = {"anneal_steps": spec["steps"], **spec["gumbel"]}
     return options
 
 

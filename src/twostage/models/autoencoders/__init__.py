@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from twostage.artifacts import check_spec, checkpoint_contents, load_torch
+from twostage.config import with_defaults
 from twostage.kinds import KINDS
 from twostage.lazy import resolve
 
@@ -26,8 +27,11 @@ def load_autoencoder(
     """
     ckpt = load_torch(path)
     with checkpoint_contents(path):
-        check_spec(path, ckpt["spec"], expected)
-        model = build_autoencoder(ckpt["spec"], ckpt["channels"], ckpt["resolution"])
+        # A checkpoint keeps the entry it was trained with; the schema's defaults of that
+        # time are the defaults of now, so a key the schema later named is no difference.
+        spec = with_defaults("autoencoders", ckpt["spec"])
+        check_spec(path, spec, expected)
+        model = build_autoencoder(spec, ckpt["channels"], ckpt["resolution"])
         model.load_state_dict(ckpt["state_dict"])
         # What the network takes (H, W, C): checked against the data it is given.
         model.image_shape = (ckpt["resolution"], ckpt["resolution"], ckpt["channels"])

@@ -148,18 +148,8 @@ def gumbel_temperature(step: int, start: float, end: float, anneal_steps: int) -
 
 def build_quantizer(spec: dict) -> nn.Module:
     """The quantizer named by ``spec['quantizer']`` (params/autoencoders.yaml)."""
-    kind = spec.get("quantizer", "nearest")
-    if kind == "gumbel":
-        gumbel = spec.get("gumbel", {})
-        return GumbelQuantizer(
-            spec["codebook_size"],
-            spec["emb_dim"],
-            gumbel.get("kl_weight", GUMBEL_DEFAULTS["kl_weight"]),
-        )
+    if spec["quantizer"] == "gumbel":
+        return GumbelQuantizer(spec["codebook_size"], spec["emb_dim"], spec["gumbel"]["kl_weight"])
     return VectorQuantizer(
-        spec["codebook_size"], spec["emb_dim"], spec["beta"], spec.get("dead_code_reinit_every", 0)
+        spec["codebook_size"], spec["emb_dim"], spec["beta"], spec["dead_code_reinit_every"]
     )
-
-
-# The reference's Gumbel settings (kl weight 1e-8; temperature 1 → 1/16).
-GUMBEL_DEFAULTS = {"tau_start": 1.0, "tau_end": 0.0625, "anneal_steps": None, "kl_weight": 1e-8}

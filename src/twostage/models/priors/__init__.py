@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from twostage.artifacts import check_spec, checkpoint_contents, load_torch
+from twostage.config import with_defaults
 from twostage.kinds import KINDS
 from twostage.lazy import resolve
 
@@ -28,8 +29,8 @@ def load_prior(path: str, device: torch.device, expected: dict | None = None) ->
     """
     ckpt = load_torch(path)
     with checkpoint_contents(path):
-        check_spec(path, ckpt["spec"], expected)
-        spec = ckpt["spec"]
+        spec = with_defaults("priors", ckpt["spec"])  # as load_autoencoder
+        check_spec(path, spec, expected)
         if KINDS[spec["kind"]].continuous:
             model = resolve(KINDS[spec["kind"]].model)(spec, ckpt["latent_dim"])
         else:

@@ -43,7 +43,7 @@ class AbsorbingDiffusion(nn.Module):
         self.length = length
         self.num_timesteps = length  # T = L, as in the paper
         self.loss_type = spec["loss_type"]
-        self.mask_schedule = spec.get("mask_schedule", "random")
+        self.mask_schedule = spec["mask_schedule"]
         self.denoiser = Transformer.for_tokens(spec, codebook_size, length)
 
     # ----------------------------------------------------------------- training

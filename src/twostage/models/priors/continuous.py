@@ -1,4 +1,4 @@
-"""Priors over continuous latent vectors, built by ``kind``.
+"""Priors over continuous latent vectors; each kind's builder is its ``model`` in kinds.KINDS.
 
 flow: a coupling flow fitted to a frozen autoencoder's latents; glf: the same
 flow trained jointly with its own autoencoder (GLF, eq. 3.7), whose checkpoint
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-
-from twostage.models.priors.flow import CouplingFlow
-from twostage.models.priors.gmm import GaussianMixturePrior
 
 
 class StandardNormalPrior(nn.Module):
@@ -36,12 +33,6 @@ class StandardNormalPrior(nn.Module):
         return temperature * torch.randn(n, self.dim, generator=generator, device=device)
 
 
-def build_continuous_prior(spec: dict, latent_dim: int) -> nn.Module:
-    kind = spec["kind"]
-    if kind in ("flow", "glf", "vae_flow"):
-        return CouplingFlow(latent_dim, spec["blocks"], spec["hidden"], spec["layers"])
-    if kind == "gmm":
-        return GaussianMixturePrior(latent_dim, spec["components"])
-    if kind == "vae_prior":
-        return StandardNormalPrior(latent_dim)
-    raise ValueError(f"unknown continuous prior kind {kind!r}")
+def build_standard_normal(spec: dict, latent_dim: int) -> StandardNormalPrior:
+    """The prior of a ``vae_prior`` entry: nothing to fit."""
+    return StandardNormalPrior(latent_dim)

@@ -93,3 +93,8 @@ class CouplingFlow(nn.Module):
         device = next(self.parameters()).device
         u = torch.randn(n, self.dim, generator=generator, device=device) * temperature
         return self.inverse(u)
+
+
+def build_flow(spec: dict, latent_dim: int) -> CouplingFlow:
+    """The flow of a ``flow``, ``glf`` or ``vae_flow`` prior entry."""
+    return CouplingFlow(latent_dim, spec["blocks"], spec["hidden"], spec["layers"])

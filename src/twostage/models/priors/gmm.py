@@ -69,3 +69,8 @@ def full_covariances(gm: GaussianMixture) -> np.ndarray:
     if gm.covariance_type == "diag":
         return np.stack([np.diag(c) for c in cov])
     return np.stack([np.eye(d) * c for c in cov])  # spherical
+
+
+def build_gmm(spec: dict, latent_dim: int) -> GaussianMixturePrior:
+    """The (untrained) mixture of a ``gmm`` prior entry; EM fits it (train/continuous_prior.py)."""
+    return GaussianMixturePrior(latent_dim, spec["components"])

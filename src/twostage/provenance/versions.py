@@ -24,15 +24,17 @@ from pathlib import Path
 
 import yaml
 
-from twostage import codedeps, paths, software
+from twostage import paths
 from twostage.artifacts import read_json, write_json, write_text
 from twostage.config import Params
 from twostage.plan import Job, job, jobs, param_values
+from twostage.provenance import codedeps, software
 
 log = logging.getLogger("twostage")
 
 HEADER = (
-    "# Written by twostage (src/twostage/versions.py) whenever Snakemake parses the Snakefile\n"
+    "# Written by twostage (src/twostage/provenance/versions.py) "
+    "whenever Snakemake parses the Snakefile\n"
     "# or a twostage command runs: each job's code hash (its own and its upstream jobs' code)\n"
     "# and the software hash of the packages listed. DVC reads software as a param of every\n"
     "# stage; run `twostage versions` to bring it up to date. Do not edit.\n"

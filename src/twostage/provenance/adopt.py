@@ -30,7 +30,7 @@ import yaml
 
 from twostage.config import Params
 from twostage.plan import dvc_pipeline, jobs
-from twostage.versions import rule_params
+from twostage.provenance.versions import rule_params
 
 NESTED = "TWOSTAGE_ADOPTING"  # set in the `snakemake --touch` this starts
 

@@ -41,12 +41,18 @@ import yaml
 PACKAGE = "twostage"
 # The source that runs: the imported package's own files (a copy of the project run with
 # its own src/ on the path hashes its own code).
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 ENTRY = "twostage.cli"
 # Modules that compute provenance and never a number: they and what they import are no
 # job's code, so editing them reruns nothing.
 BOOKKEEPING = frozenset(
-    {"twostage.__main__", "twostage.codedeps", "twostage.software", "twostage.versions"}
+    {
+        "twostage.__main__",
+        "twostage.provenance",
+        "twostage.provenance.codedeps",
+        "twostage.provenance.software",
+        "twostage.provenance.versions",
+    }
 )
 REFERENCE = re.compile(rf"^({PACKAGE}(?:\.\w+)*):\w+$")
 FILE_NAME = re.compile(r"^[\w.-]{1,100}\.\w+$")
