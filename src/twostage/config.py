@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -245,33 +246,42 @@ def validate(
     return sweep_of, replicas
 
 
-def sweep_run_name(sweep: str, steps: int | None, temperature: float) -> str:
+def sweep_run_name(
+    sweep: str, steps: int | None, temperature: float, guidance: float | None = None
+) -> str:
     """``absorbing-s16-t0p8``: names allow no dots, so 0.8 is written 0p8.
 
-    A sweep of a continuous prior (ancestral sampling, no steps) names ``<sweep>-t0p8``.
+    A sweep of a continuous prior (ancestral sampling, no steps) names ``<sweep>-t0p8``;
+    a guidance sweep adds ``-g<guidance>`` (``-s16-t0p8-g0p5``).
     """
     temp = f"t{format(temperature, 'g').replace('.', 'p')}"
-    return f"{sweep}-{temp}" if steps is None else f"{sweep}-s{steps}-{temp}"
+    name = f"{sweep}-{temp}" if steps is None else f"{sweep}-s{steps}-{temp}"
+    return name if guidance is None else f"{name}-g{format(guidance, 'g').replace('.', 'p')}"
 
 
 def _expand_sweeps(data: dict[str, Any], origin: dict) -> dict[str, str]:
-    """Turn every sweep into plain runs (one per steps × temperature) and targets into runs."""
+    """Turn every sweep into plain runs (one per steps × temperature × guidance) and targets
+    into runs."""
     sweep_of: dict[str, str] = {}
     for sweep, spec in data["sweeps"].items():
         if sweep in data["runs"]:
             _fail(origin, ("sweeps", sweep), "a run of the same name exists")
         # Ancestral sampling of a continuous prior has no steps: its sweeps are over temperature.
-        for steps in spec.get("steps", [None]):
-            for temperature in spec["temperature"]:
-                name = sweep_run_name(sweep, steps, temperature)
-                if name in data["runs"]:
-                    _fail(origin, ("sweeps", sweep), f"generated run {name!r} already exists")
-                run = {k: v for k, v in spec.items() if k not in ("steps", "temperature")}
-                if steps is not None:
-                    run["steps"] = steps
-                data["runs"][name] = {**run, "temperature": temperature}
-                origin[("runs", name)] = _where(origin, ("sweeps", sweep))
-                sweep_of[name] = sweep
+        axes = ("steps", "temperature", "guidance")
+        for steps, temperature, guidance in itertools.product(
+            spec.get("steps", [None]), spec["temperature"], spec.get("guidance", [None])
+        ):
+            name = sweep_run_name(sweep, steps, temperature, guidance)
+            if name in data["runs"]:
+                _fail(origin, ("sweeps", sweep), f"generated run {name!r} already exists")
+            run = {k: v for k, v in spec.items() if k not in axes}
+            if steps is not None:
+                run["steps"] = steps
+            if guidance is not None:
+                run["guidance"] = guidance
+            data["runs"][name] = {**run, "temperature": temperature}
+            origin[("runs", name)] = _where(origin, ("sweeps", sweep))
+            sweep_of[name] = sweep
     targets: list[str] = []
     for target in data["targets"]:
         expanded = [r for r, s in sweep_of.items() if s == target] or [target]
@@ -374,6 +384,15 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
                 )
             if "top_k" in run:
                 _fail(origin, ("runs", name, "top_k"), "top_k applies to autoregressive priors")
+        if data["priors"][run["prior"]].get("condition", "none") == "none":
+            for key in ("guidance", "guidance_schedule", "classes"):
+                if key in run:
+                    _fail(
+                        origin,
+                        ("runs", name, key),
+                        f"applies to class-conditional priors; prior {run['prior']!r} has "
+                        "no condition: class",
+                    )
     ev = data["evaluation"]
     # Only autoencoders the targets use get inpainting and large samples: a reference
     # config (e.g. a 256² VQ-GAN with a 16×16 grid) may sit unused beside them.

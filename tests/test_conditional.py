@@ -1,0 +1,248 @@
+"""Class-conditional token priors and classifier-free guidance (models/priors/guidance.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from twostage.config import ConfigError, load_params
+from twostage.models.priors import build_prior
+from twostage.models.priors.guidance import Guidance, combine, drop_labels, guided_logits
+from twostage.sample.network_evaluations import counting_evaluations, token_prior_network
+
+SPEC = {
+    "n_layer": 2,
+    "n_head": 2,
+    "n_embd": 32,
+    "dropout": 0.0,
+    "loss_type": "reweighted_elbo",
+    "mask_schedule": "random",
+}
+KINDS = ("absorbing", "autoregressive")
+
+# An unconditional prior (K = 8 codes, L = 9 tokens, torch.manual_seed(0)) as the code
+# before conditioning existed built, trained (3 AdamW steps) and sampled it: its
+# parameters' hash, its first training losses and its sampled tokens.
+BEFORE = {
+    "absorbing": (
+        "13372d2a2ff7b9b9b3e3b91aa241298a90a2753ae86b02a61477b3a2f4d958ae",
+        [0.7123892903327942, 0.7249035835266113, 0.7591081857681274],
+        [
+            [3, 0, 2, 4, 4, 3, 4, 0, 7],
+            [7, 3, 1, 4, 0, 5, 1, 4, 4],
+            [7, 1, 3, 6, 3, 2, 1, 7, 4],
+            [6, 7, 0, 0, 5, 5, 5, 4, 0],
+        ],
+    ),
+    "autoregressive": (
+        "13372d2a2ff7b9b9b3e3b91aa241298a90a2753ae86b02a61477b3a2f4d958ae",
+        [3.0116801261901855, 2.928436756134033, 2.9424362182617188],
+        [
+            [0, 0, 2, 5, 5, 3, 7, 0, 5],
+            [7, 5, 6, 5, 1, 0, 4, 5, 5],
+            [6, 1, 5, 4, 1, 5, 3, 6, 5],
+            [7, 6, 5, 1, 5, 7, 1, 2, 4],
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_unconditional_prior_is_what_it_was(kind):
+    torch.manual_seed(0)
+    model = build_prior({**SPEC, "kind": kind}, 8, 9)
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.numpy().tobytes())
+    data = torch.randint(0, 8, (32, 9), generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(3):
+        loss, _ = model.loss(data, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    tokens = model.sample(4, 9, 1.0, generator=torch.Generator().manual_seed(3))
+    params_hash, before_losses, before_tokens = BEFORE[kind]
+    assert digest.hexdigest() == params_hash  # same parameters, order and initial values
+    # Same random draws and arithmetic; the tolerance only allows another BLAS's summation
+    # order (float32: a few ulps of a value near 1).
+    assert losses == pytest.approx(before_losses, rel=1e-6)
+    assert tokens.tolist() == before_tokens
+
+
+def test_guidance_combination_by_hand():
+    cond = torch.tensor([[1.0, 2.0], [1.0, 2.0]])
+    uncond = torch.tensor([[3.0, 0.0], [3.0, 0.0]])
+    # w = 0.5: 1.5·[1, 2] − 0.5·[3, 0] = [0, 3]; w = 0: the conditional logits.
+    out = combine(cond, uncond, torch.tensor([0.5, 0.0]))
+    assert out.tolist() == [[0.0, 3.0], [1.0, 2.0]]
+
+
+def test_guidance_schedules_by_hand():
+    decoded = torch.tensor([0.0, 0.25, 1.0])
+    assert Guidance(2.0).weight(decoded).tolist() == [2.0, 2.0, 2.0]
+    assert Guidance(2.0, "linear").weight(decoded).tolist() == [0.0, 0.5, 2.0]
+    with pytest.raises(ValueError, match="schedule"):
+        Guidance(1.0, "cosine")
+
+
+def test_label_dropout_at_its_rate():
+    n, rate, null = 20_000, 0.1, 10
+    classes = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(0))
+    dropped = drop_labels(classes, rate, null, torch.Generator().manual_seed(1))
+    is_null = dropped == null
+    # Binomial(n, rate): std √(n·rate·(1 − rate)) ≈ 42; 4 std is a 6e-5 false alarm.
+    assert abs(int(is_null.sum()) - n * rate) < 4 * math.sqrt(n * rate * (1 - rate))
+    assert torch.equal(dropped[~is_null], classes[~is_null])  # the rest keep their class
+    assert torch.equal(drop_labels(classes, 0.0, null, None), classes)
+
+
+def _conditional(kind, classes=3, seed=0):
+    torch.manual_seed(seed)
+    return build_prior({**SPEC, "kind": kind}, 8, 9, num_classes=classes).eval()
+
+
+def test_w0_is_the_conditional_model_and_w_combines_the_two_streams():
+    model = _conditional("absorbing")
+    z = torch.randint(0, 9, (5, 9), generator=torch.Generator().manual_seed(4))
+    classes = torch.tensor([0, 1, 2, 0, 1])
+    null = torch.full_like(classes, 3)
+    with torch.no_grad():
+        cond = model.denoiser(z, classes=classes)
+        uncond = model.denoiser(z, classes=null)
+        assert torch.equal(model.logits(z, classes, Guidance(0.0)), cond)
+        guided = model.logits(z, classes, Guidance(1.5))
+    assert torch.allclose(guided, 2.5 * cond - 1.5 * uncond, atol=1e-5)  # float32 rounding
+    # Without classes a conditional prior is its unconditional half.
+    with torch.no_grad():
+        assert torch.equal(model.logits(z), uncond)
+
+
+def test_a_class_token_stream_and_a_no_class_stream_are_different():
+    model = _conditional("autoregressive")
+    z = torch.zeros(2, 1, dtype=torch.long)
+    with torch.no_grad():
+        a = model.denoiser(z, classes=torch.tensor([0, 0]))
+        b = model.denoiser(z, classes=torch.tensor([1, 1]))
+    assert not torch.allclose(a, b)  # the class reaches the logits
+    with pytest.raises(ValueError, match="without classes"):
+        model.denoiser(z)
+
+
+@pytest.mark.parametrize(("kind", "steps"), [("absorbing", 9), ("autoregressive", 9)])
+def test_guided_sampling_measures_its_doubled_calls(kind, steps):
+    model = _conditional(kind)
+    classes = torch.tensor([0, 1, 2, 0])
+
+    def draw(guidance):
+        gen = torch.Generator().manual_seed(5)
+        with counting_evaluations(token_prior_network(model)) as counted:
+            out = model.sample(4, steps, 1.0, generator=gen, classes=classes, guidance=guidance)
+        return out, counted.per_sample(4)
+
+    plain, plain_rows = draw(None)
+    zero, zero_rows = draw(Guidance(0.0))
+    guided, guided_rows = draw(Guidance(3.0))
+    assert torch.equal(plain, zero) and plain_rows == zero_rows  # w = 0: the conditional model
+    assert guided_rows == 2 * plain_rows  # both streams of every call, as one doubled batch
+    if kind == "autoregressive":
+        assert plain_rows == 9  # one row per token per sample
+
+
+def test_guidance_needs_the_unconditional_stream_of_the_same_call():
+    model = _conditional("autoregressive")
+    tokens = torch.zeros(2, 1, dtype=torch.long)
+    classes = torch.tensor([0, 2])
+    weight = torch.tensor([1.0, 1.0])
+    with torch.no_grad():
+        out = guided_logits(model.denoiser, tokens, classes, weight, both=True)
+        cond = model.denoiser(tokens, classes=classes)
+        uncond = model.denoiser(tokens, classes=torch.tensor([3, 3]))
+    assert torch.allclose(out, 2 * cond - uncond, atol=1e-5)
+
+
+def _toy_tokens(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 0 uses codes {0, 1}, class 1 codes {2, 3}, each token uniform in its pair."""
+    classes = torch.randint(0, 2, (n,), generator=generator)
+    tokens = 2 * classes[:, None] + torch.randint(0, 2, (n, 4), generator=generator)
+    return tokens, classes
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_conditional_prior_draws_the_tokens_of_the_class_asked_for(kind):
+    torch.manual_seed(0)
+    spec = {**SPEC, "kind": kind, "n_layer": 1, "label_drop": 0.1}
+    model = build_prior(spec, 4, 4, num_classes=2)
+    gen = torch.Generator().manual_seed(1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(120):
+        tokens, classes = _toy_tokens(64, gen)
+        loss, _ = model.loss(tokens, generator=gen, classes=classes)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    asked = torch.tensor([0, 1] * 32)
+    drawn = model.sample(64, 4, 1.0, generator=gen, classes=asked, guidance=Guidance(1.0))
+    in_class = (drawn // 2) == asked[:, None]
+    # Unconditionally half the tokens would be of the other class's codes; a prior that
+    # reads the class puts (nearly) all in the class asked for.
+    assert in_class.float().mean() > 0.95
+
+
+@pytest.fixture
+def params_root(tmp_path: Path, repo: Path) -> Path:
+    shutil.copytree(repo / "params", tmp_path / "params")
+    return tmp_path
+
+
+def _edit(root: Path, file: str, mutate) -> None:
+    path = root / "params" / file
+    data = yaml.safe_load(path.read_text())
+    mutate(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_a_guidance_sweep_names_one_run_per_scale(params_root: Path):
+    _edit(
+        params_root,
+        "priors.yaml",
+        lambda d: d["priors"]["absorbing_mnist"].update(condition="class"),
+    )
+
+    def sweep(d):
+        d["sweeps"]["guided"] = {
+            "prior": "absorbing_mnist",
+            "sampler": "confidence",
+            "steps": [4],
+            "temperature": [0.8],
+            "guidance": [0, 0.5],
+            "batch_size": 100,
+        }
+        d["targets"] = ["guided"]
+
+    _edit(params_root, "evaluation.yaml", sweep)
+    p = load_params(root=params_root)
+    assert p["targets"] == ["guided-s4-t0p8-g0", "guided-s4-t0p8-g0p5"]
+    assert p.run("guided-s4-t0p8-g0p5")["guidance"] == 0.5
+
+
+def test_guidance_on_an_unconditional_prior_is_refused(params_root: Path):
+    _edit(
+        params_root,
+        "evaluation.yaml",
+        lambda d: d["runs"]["absorbing_confidence"].update(guidance=1.0),
+    )
+    with pytest.raises(ConfigError, match=r"runs\.absorbing_confidence\.guidance: applies to"):
+        load_params(root=params_root)
