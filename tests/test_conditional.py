@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -246,3 +247,38 @@ def test_guidance_on_an_unconditional_prior_is_refused(params_root: Path):
     )
     with pytest.raises(ConfigError, match=r"runs\.absorbing_confidence\.guidance: applies to"):
         load_params(root=params_root)
+
+
+def test_class_scores_by_hand():
+    from twostage.evaluate.conditional import class_scores
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(100, 2))
+    labels = np.repeat([0, 1], 50)
+    # Class 0's samples are its real images; class 1's are its real images moved by (3, 4):
+    # same covariance, so FD = |shift|² = 25.
+    fake = np.concatenate([real[:50], real[50:] + [3.0, 4.0]])
+    asked = labels.copy()
+    predicted = labels.copy()
+    predicted[:25] = 1  # a quarter put in the wrong class
+    scores = class_scores(fake, asked, predicted, real, labels, "classifier")
+    assert scores["class_accuracy"] == 0.75
+    per_class = scores["per_class"]["fd_classifier"]
+    assert per_class["0"] == pytest.approx(0.0, abs=1e-6)  # sqrtm's float64 rounding
+    assert per_class["1"] == pytest.approx(25.0, abs=1e-6)
+    assert scores["fd_classifier_class_mean"] == pytest.approx(12.5, abs=1e-6)
+    assert scores["fd_classifier_class_worst"] == pytest.approx(25.0, abs=1e-6)
+
+
+def test_classes_drawn_in_turn_and_a_gallery_row_per_class():
+    from twostage.sample.sampler import class_rows, requested_classes
+
+    spec = {"prior": "p"}
+    assert requested_classes(spec, 7, 3, "r").tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert requested_classes({**spec, "classes": [2, 5]}, 5, 6, "r").tolist() == [2, 5, 2, 5, 2]
+    with pytest.raises(ConfigError, match=r"runs\.r\.classes: \[7\] are not classes"):
+        requested_classes({**spec, "classes": [7]}, 5, 6, "r")
+    images = np.arange(30).reshape(30, 1, 1, 1)
+    classes = requested_classes(spec, 30, 3, "r")
+    rows = class_rows(images, classes, per_row=2).ravel().tolist()
+    assert rows == [0, 3, 1, 4, 2, 5]  # class 0's first two images, then class 1's, 2's

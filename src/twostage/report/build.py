@@ -260,6 +260,7 @@ def build_report(p: Params) -> str:
     _write_csv(sweep, Path(out["fd_vs_steps"]))
 
     comparisons = figures.plot_sweeps(runs, fd_col, fig_dir)
+    comparisons += figures.plot_guidance(runs, fd_col, fig_dir)
     comparisons += figures.plot_quality_vs_time(runs, fd_col, fig_dir)
     comparisons += figures.plot_codebook_usage(
         {ae: Path(paths.autoencoder(ae)["curve"]) for ae in p.target_autoencoders()}, fig_dir
