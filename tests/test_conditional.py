@@ -157,8 +157,13 @@ def test_guided_sampling_measures_its_doubled_calls(kind, steps):
     guided, guided_rows = draw(Guidance(3.0))
     assert torch.equal(plain, zero) and plain_rows == zero_rows  # w = 0: the conditional model
     assert guided_rows == 2 * plain_rows  # both streams of every call, as one doubled batch
+    _, linear_rows = draw(Guidance(3.0, "linear"))
     if kind == "autoregressive":
         assert plain_rows == 9  # one row per token per sample
+        assert linear_rows == guided_rows  # the cache needs the unconditional stream throughout
+    else:
+        # The first call sees nothing decoded (w_t = 0): its unconditional half is skipped.
+        assert plain_rows < linear_rows < guided_rows
 
 
 def test_guidance_needs_the_unconditional_stream_of_the_same_call():
@@ -282,3 +287,28 @@ def test_classes_drawn_in_turn_and_a_gallery_row_per_class():
     classes = requested_classes(spec, 30, 3, "r")
     rows = class_rows(images, classes, per_row=2).ravel().tolist()
     assert rows == [0, 3, 1, 4, 2, 5]  # class 0's first two images, then class 1's, 2's
+
+
+def test_the_report_plots_fd_and_accuracy_against_guidance(tmp_path: Path):
+    import pandas as pd
+
+    from twostage.report.figures import plot_guidance
+
+    table = pd.DataFrame(
+        {
+            "run": [f"g-g{w}" for w in (0, 1, 2)] + ["other"],
+            "prior": ["cond"] * 3 + ["uncond"],
+            "sampler": ["confidence"] * 3 + ["random"],
+            "steps": [8] * 4,
+            "temperature": [0.8] * 4,
+            "guidance": [0.0, 1.0, 2.0, None],
+            "fd_classifier": [30.0, 25.0, 28.0, 40.0],
+            "class_accuracy": [0.8, 0.9, 0.95, None],
+            "n_samples": [1000] * 4,
+        }
+    )
+    figures = plot_guidance(table, "fd_classifier", tmp_path)
+    assert [f.src for f in figures] == ["figures/guidance.png"]
+    assert (tmp_path / "guidance.png").stat().st_size > 0
+    # No guidance sweep (one w per prior and setting): no figure.
+    assert plot_guidance(table.iloc[[0, 3]], "fd_classifier", tmp_path) == []
