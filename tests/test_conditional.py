@@ -312,3 +312,35 @@ def test_the_report_plots_fd_and_accuracy_against_guidance(tmp_path: Path):
     assert (tmp_path / "guidance.png").stat().st_size > 0
     # No guidance sweep (one w per prior and setting): no figure.
     assert plot_guidance(table.iloc[[0, 3]], "fd_classifier", tmp_path) == []
+
+
+def test_an_image_folder_gives_the_tokens_their_class_sub_folder(tmp_path: Path, monkeypatch):
+    from PIL import Image
+
+    from twostage import paths
+    from twostage.artifacts import save_npz
+    from twostage.data.latents import load_labels
+    from twostage.data.sources import DataError, load_source
+
+    folder = tmp_path / "faces"
+    for cls, count in (("cats", 2), ("dogs", 3)):
+        (folder / cls).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (8, 8), 40 * i).save(folder / cls / f"{i}.png")
+    images, labels = load_source(
+        {"source": "folder", "path": str(folder), "resolution": 8, "channels": 1}
+    )
+    monkeypatch.chdir(tmp_path)
+    save_npz(paths.data("faces")["train"], images=images, labels=labels)
+
+    class Stub:  # only what load_labels asks of the params
+        def dataset_of_autoencoder(self, ae):
+            return "faces"
+
+    assert load_labels(Stub(), "vq_faces", "train", 5).tolist() == [0, 0, 1, 1, 1]
+    with pytest.raises(DataError, match="6 token grids"):
+        load_labels(Stub(), "vq_faces", "train", 6)
+    # An image outside any class sub-folder has no class: a conditional prior says so.
+    save_npz(paths.data("faces")["train"], images=images, labels=np.r_[labels[:4], -1])
+    with pytest.raises(DataError, match="have no class .* condition: none"):
+        load_labels(Stub(), "vq_faces", "train", 5)
