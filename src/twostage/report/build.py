@@ -182,12 +182,13 @@ def _run_sections(p: Params, table: pd.DataFrame, fig_dir: Path) -> list[Section
         note = row.pop("convergence") if "convergence" in row else ""  # a line of its own
         metrics = pd.DataFrame({"metric": row.index, "value": row.values})
         blocks: list = [Text(note)] if note else []
+        caption = f"Samples of run {run}"
+        if p.prior(p.prior_of_run(run)).get("condition", "none") == "class":
+            caption += ": one row per class asked for, in class order (sample/sampler.py)"
         blocks += [
             Text(_yaml({"settings": p.run(run)}), code=True),
             Table(metrics),
-            copy_image(
-                paths.samples(run)["grid"], fig_dir, f"samples-{run}.png", f"Samples of run {run}"
-            ),
+            copy_image(paths.samples(run)["grid"], fig_dir, f"samples-{run}.png", caption),
         ]
         if collect.optional(paths.neighbours(run)["grid"]):
             blocks.append(
