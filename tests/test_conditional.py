@@ -344,3 +344,30 @@ def test_an_image_folder_gives_the_tokens_their_class_sub_folder(tmp_path: Path,
     save_npz(paths.data("faces")["train"], images=images, labels=np.r_[labels[:4], -1])
     with pytest.raises(DataError, match="have no class .* condition: none"):
         load_labels(Stub(), "vq_faces", "train", 5)
+
+
+def test_a_gaussian_mixture_per_class_draws_from_the_class_asked_for():
+    from twostage.models.priors.continuous import build_continuous_prior
+    from twostage.models.priors.gmm import ClassGaussianMixtures
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], [30, 10])
+    centres = np.where(labels[:, None] == 0, [-5.0, 0.0], [5.0, 0.0])
+    latents = centres + rng.normal(scale=0.5, size=(40, 2))
+    prior = ClassGaussianMixtures.fit(latents, labels, components=1, seed=0)
+    assert prior.class_weights.tolist() == [0.75, 0.25]  # the classes' training frequencies
+    asked = torch.tensor([0, 1] * 50)
+    z = prior.sample(100, generator=torch.Generator().manual_seed(0), classes=asked)
+    # Classes 10 standard deviations apart: every draw on its class's side.
+    assert torch.equal((z[:, 0] > 0).long(), asked)
+    # log p(z) = log Σ_c π_c p(z | c)
+    point = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+    by_hand = torch.logsumexp(
+        torch.stack([m.log_prob(point) for m in prior.mixtures], 1).double()
+        + prior.class_weights.double().log(),
+        1,
+    )
+    assert torch.allclose(prior.log_prob(point).double(), by_hand)
+    spec = {"kind": "gmm", "components": 1}
+    assert isinstance(build_continuous_prior(spec, 2, num_classes=2), ClassGaussianMixtures)
+    assert not isinstance(build_continuous_prior(spec, 2), ClassGaussianMixtures)

@@ -461,8 +461,24 @@ def _check_continuous(data: dict[str, Any], origin: dict) -> None:
                 f"a {prior['kind']} prior needs an autoencoder of kind "
                 f"{' or '.join(ok)}, {prior['autoencoder']!r} is {ae_kind}",
             )
+    for name, prior in data["priors"].items():
+        conditional = prior.get("condition", "none") != "none"
+        if conditional and prior["kind"] in CONTINUOUS_PRIORS and prior["kind"] != "gmm":
+            _fail(
+                origin,
+                ("priors", name, "condition"),
+                f"a {prior['kind']} prior has no class-conditional form (gmm has)",
+            )
     for name, run in data["runs"].items():
         kind = data["priors"][run["prior"]]["kind"]
+        unconditional = data["priors"][run["prior"]].get("condition", "none") == "none"
+        if run["sampler"] == "ancestral" and "classes" in run and unconditional:
+            _fail(
+                origin,
+                ("runs", name, "classes"),
+                f"applies to class-conditional priors; prior {run['prior']!r} has "
+                "no condition: class",
+            )
         if (run["sampler"] == "ancestral") != (kind in CONTINUOUS_PRIORS):
             hint = (
                 "sampler: ancestral (and no steps)"

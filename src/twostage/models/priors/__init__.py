@@ -37,7 +37,9 @@ def load_prior(path: str, device: torch.device, expected: dict | None = None) ->
         check_spec(path, ckpt["spec"], expected)
         spec = ckpt["spec"]
         if KINDS[spec["kind"]].continuous:
-            model = resolve(KINDS[spec["kind"]].model)(spec, ckpt["latent_dim"])
+            classes = ckpt.get("num_classes", 0)  # a class-conditional gmm only
+            extra = {"num_classes": classes} if classes else {}
+            model = resolve(KINDS[spec["kind"]].model)(spec, ckpt["latent_dim"], **extra)
         else:
             model = build_prior(
                 spec, ckpt["codebook_size"], ckpt["length"], ckpt.get("num_classes", 0)

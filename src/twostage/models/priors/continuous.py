@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from twostage.models.priors.flow import CouplingFlow
-from twostage.models.priors.gmm import GaussianMixturePrior
+from twostage.models.priors.gmm import ClassGaussianMixtures, GaussianMixturePrior
 
 
 class StandardNormalPrior(nn.Module):
@@ -36,8 +36,11 @@ class StandardNormalPrior(nn.Module):
         return temperature * torch.randn(n, self.dim, generator=generator, device=device)
 
 
-def build_continuous_prior(spec: dict, latent_dim: int) -> nn.Module:
+def build_continuous_prior(spec: dict, latent_dim: int, num_classes: int = 0) -> nn.Module:
+    """The prior of ``spec``; a gmm with ``num_classes`` > 0 has one mixture per class."""
     kind = spec["kind"]
+    if kind == "gmm" and num_classes:
+        return ClassGaussianMixtures(latent_dim, spec["components"], num_classes)
     if kind in ("flow", "glf", "vae_flow"):
         return CouplingFlow(latent_dim, spec["blocks"], spec["hidden"], spec["layers"])
     if kind == "gmm":
