@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import itertools
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -292,33 +293,45 @@ def validate(
     return sweep_of, replicas, frozenset(defaulted)
 
 
-def sweep_run_name(sweep: str, steps: int | None, temperature: float) -> str:
+def sweep_run_name(
+    sweep: str, steps: int | None, temperature: float, guidance: float | None = None
+) -> str:
     """``absorbing-s16-t0p8``: names allow no dots, so 0.8 is written 0p8.
 
-    A sweep of a continuous prior (ancestral sampling, no steps) names ``<sweep>-t0p8``.
+    A sweep of a continuous prior (ancestral sampling, no steps) names ``<sweep>-t0p8``;
+    a guidance sweep adds ``-g<guidance>`` (``-s16-t0p8-g0p5``).
     """
     temp = f"t{format(temperature, 'g').replace('.', 'p')}"
-    return f"{sweep}-{temp}" if steps is None else f"{sweep}-s{steps}-{temp}"
+    name = f"{sweep}-{temp}" if steps is None else f"{sweep}-s{steps}-{temp}"
+    return name if guidance is None else f"{name}-g{format(guidance, 'g').replace('.', 'p')}"
 
 
 def _expand_sweeps(data: dict[str, Any], origin: dict) -> dict[str, str]:
-    """Turn every sweep into plain runs (one per steps × temperature) and targets into runs."""
+    """Turn every sweep into plain runs (one per steps × temperature × guidance) and targets
+    into runs."""
     sweep_of: dict[str, str] = {}
     for sweep, spec in data["sweeps"].items():
         if sweep in data["runs"]:
             _fail(origin, ("sweeps", sweep), "a run of the same name exists")
         # Ancestral sampling of a continuous prior has no steps: its sweeps are over temperature.
-        for steps in [None] if spec["sampler"] == "ancestral" else spec["steps"]:
-            for temperature in spec["temperature"]:
-                name = sweep_run_name(sweep, steps, temperature)
-                if name in data["runs"]:
-                    _fail(origin, ("sweeps", sweep), f"generated run {name!r} already exists")
-                run = {k: v for k, v in spec.items() if k not in ("steps", "temperature")}
-                if steps is not None:
-                    run["steps"] = steps
-                data["runs"][name] = {**run, "temperature": temperature}
-                origin[("runs", name)] = _where(origin, ("sweeps", sweep))
-                sweep_of[name] = sweep
+        axes = ("steps", "temperature", "guidance")
+        steps_axis = [None] if spec["sampler"] == "ancestral" else spec["steps"]
+        # guidance is an axis only of the sweeps that list it (conditional priors)
+        guidance_axis = spec.get("guidance") or [None]
+        for steps, temperature, guidance in itertools.product(
+            steps_axis, spec["temperature"], guidance_axis
+        ):
+            name = sweep_run_name(sweep, steps, temperature, guidance)
+            if name in data["runs"]:
+                _fail(origin, ("sweeps", sweep), f"generated run {name!r} already exists")
+            run = {k: v for k, v in spec.items() if k not in axes}
+            if steps is not None:
+                run["steps"] = steps
+            if guidance is not None:
+                run["guidance"] = guidance
+            data["runs"][name] = {**run, "temperature": temperature}
+            origin[("runs", name)] = _where(origin, ("sweeps", sweep))
+            sweep_of[name] = sweep
     targets: list[str] = []
     for target in data["targets"]:
         expanded = [r for r, s in sweep_of.items() if s == target] or [target]
@@ -413,6 +426,16 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
             )
         if "top_k" in run and run["sampler"] != "autoregressive":
             _fail(origin, ("runs", name, "top_k"), "top_k applies to the autoregressive sampler")
+        if data["priors"][run["prior"]]["condition"] == "none":
+            # guidance 0 (the schema's default) is no guidance: only an asked-for one is wrong
+            for key in ("guidance", "classes"):
+                if run.get(key):
+                    _fail(
+                        origin,
+                        ("runs", name, key),
+                        f"applies to class-conditional priors; prior {run['prior']!r} has "
+                        "no condition: class",
+                    )
     ev = data["evaluation"]
     # Only autoencoders the targets use get inpainting and large samples: a reference
     # config (e.g. a 256² VQ-GAN with a 16×16 grid) may sit unused beside them.
@@ -481,8 +504,24 @@ def _check_continuous(data: dict[str, Any], origin: dict) -> None:
                 f"a {prior['kind']} prior needs an autoencoder of kind "
                 f"{' or '.join(ok)}, {prior['autoencoder']!r} is {ae_kind}",
             )
+    for name, prior in data["priors"].items():
+        if prior["condition"] != "none" and not KINDS[prior["kind"]].conditional:
+            able = [k for k, facts in KINDS.items() if facts.stage == "prior" and facts.conditional]
+            _fail(
+                origin,
+                ("priors", name, "condition"),
+                f"a {prior['kind']} prior has no class-conditional form ({', '.join(able)} have)",
+            )
     for name, run in data["runs"].items():
         kind = data["priors"][run["prior"]]["kind"]
+        unconditional = data["priors"][run["prior"]]["condition"] == "none"
+        if run["sampler"] == "ancestral" and "classes" in run and unconditional:
+            _fail(
+                origin,
+                ("runs", name, "classes"),
+                f"applies to class-conditional priors; prior {run['prior']!r} has "
+                "no condition: class",
+            )
         if (run["sampler"] == "ancestral") != (kind in CONTINUOUS_PRIORS):
             hint = (
                 "sampler: ancestral (and no steps)"

@@ -65,6 +65,7 @@ class PriorKind(Kind):
     ``edits``: the DAG gives it inpainting and large samples (sample/editing.py).
     ``scores_with_autoencoder``: its training reads the trained autoencoder and the
     validation images (vae_prior scores the VAE's ELBO with them).
+    ``conditional``: it has a class-conditional form (``condition: class``).
     """
 
     stage: ClassVar[str] = "prior"
@@ -76,6 +77,7 @@ class PriorKind(Kind):
     sample_fd_sampler: str | None = None
     edits: bool = False
     scores_with_autoencoder: bool = False
+    conditional: bool = False
 
 
 KINDS = {
@@ -105,6 +107,7 @@ KINDS = {
         curves=(("val_elbo_nats", HIGHER),),  # its ELBO
     ),
     "absorbing": PriorKind(
+        conditional=True,
         model="twostage.models.priors.absorbing:AbsorbingDiffusion",
         trainer="twostage.train.token_prior:train_token_prior",
         continuous=False,
@@ -116,6 +119,7 @@ KINDS = {
         edits=True,
     ),
     "autoregressive": PriorKind(
+        conditional=True,
         model="twostage.models.priors.autoregressive:AutoregressivePrior",
         trainer="twostage.train.token_prior:train_token_prior",
         continuous=False,
@@ -142,6 +146,7 @@ KINDS = {
         sits_on=("ae",),  # GLF trains its own deterministic AE of that architecture
     ),
     "gmm": PriorKind(
+        conditional=True,
         model="twostage.models.priors.gmm:build_gmm",
         curves=(("val_bits", LOWER),),  # fitted once: one evaluation
         trainer="twostage.train.continuous_prior:train_gmm",

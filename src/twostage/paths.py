@@ -49,7 +49,12 @@ def prior(name: str) -> dict[str, str]:
 
 def samples(run: str) -> dict[str, str]:
     d = f"{RESULTS}/samples/{run}"
-    return {"images": f"{d}/images.npy", "grid": f"{d}/grid.png", "stats": f"{d}/stats.json"}
+    return {
+        "images": f"{d}/images.npy",
+        "grid": f"{d}/grid.png",
+        "stats": f"{d}/stats.json",
+        "classes": f"{d}/classes.npy",  # the class asked for per image (conditional priors)
+    }
 
 
 def inpainting(prior: str) -> dict[str, str]:

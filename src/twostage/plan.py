@@ -162,6 +162,14 @@ def continuous_prior_deps(p: Params, prior: str) -> list[str]:
     return []
 
 
+def label_deps(p: Params, prior: str) -> list[str]:
+    """A class-conditional prior reads its tokens' labels from the dataset's splits."""
+    if p.prior(prior)["condition"] == "none":
+        return []
+    data = paths.data(p.dataset_of_autoencoder(p.autoencoder_of_prior(prior)))
+    return [data["train"], data["val"]]
+
+
 def glf_params(p: Params, prior: str) -> ParamKeys:
     """GLF and VAE+flow train their own autoencoder: that architecture's params key is an input."""
     if p.prior(prior)["kind"] not in JOINT_PRIORS:
@@ -194,7 +202,13 @@ def train_prior_job(p: Params, prior: str) -> Job:
     return Job(
         "train_prior",
         prior,
-        deps=[lat["train"], lat["val"], *continuous_prior_deps(p, prior), *fd_deps],
+        deps=[
+            lat["train"],
+            lat["val"],
+            *continuous_prior_deps(p, prior),
+            *label_deps(p, prior),
+            *fd_deps,
+        ],
         outs=[out["model"]],
         metrics=[out["metrics"]],
         plots=[out["curve"]],
@@ -220,6 +234,17 @@ def _run_params_key(p: Params, run: str) -> tuple[str, str]:
     return ("params/evaluation.yaml", f"sweeps.{sweep}" if sweep else f"runs.{run}")
 
 
+def is_conditional(p: Params, run: str) -> bool:
+    """A run of a class-conditional prior (its samples carry the classes asked for)."""
+    return p.prior(p.prior_of_run(run))["condition"] == "class"
+
+
+def conditional_runs(p: Params) -> list[str]:
+    """The runs whose sampling job also writes ``classes.npy`` (the Snakefile's
+    ``sample_conditional`` rule)."""
+    return [run for run in p.data["runs"] if is_conditional(p, run)]
+
+
 def sample_job(p: Params, run: str) -> Job:
     prior = p.prior_of_run(run)
     out = paths.samples(run)
@@ -230,7 +255,7 @@ def sample_job(p: Params, run: str) -> Job:
             paths.prior(prior)["model"],
             paths.autoencoder(p.autoencoder_of_prior(prior))["model"],
         ],
-        outs=[out["images"], out["grid"]],
+        outs=[out["images"], out["grid"], *([out["classes"]] if is_conditional(p, run) else [])],
         metrics=[out["stats"]],
         params=[
             _run_params_key(p, run),
@@ -279,12 +304,19 @@ def _eval_keys() -> ParamKeys:
     ]
 
 
+def _class_deps(p: Params, run: str, dataset: str) -> list[str]:
+    """A conditional run is also scored against the classes asked for and the real labels."""
+    if not is_conditional(p, run):
+        return []
+    return [paths.samples(run)["classes"], paths.data(dataset)["train"]]
+
+
 def evaluate_job(p: Params, run: str) -> Job:
     ds = p.dataset_of_autoencoder(p.autoencoder_of_prior(p.prior_of_run(run)))
     return Job(
         "evaluate",
         run,
-        deps=[paths.samples(run)["images"], *_extractor_deps(p, ds)],
+        deps=[paths.samples(run)["images"], *_extractor_deps(p, ds), *_class_deps(p, run, ds)],
         outs=[],
         metrics=[paths.evaluation(run)["metrics"]],
         params=_eval_keys(),

@@ -42,6 +42,10 @@ def job_inputs(stage):
 
 DOWNSTREAM = plan.downstream_counts(P)
 
+# Runs of class-conditional priors (their sampling also writes classes.npy): a name
+# pattern for the rule sample_conditional; one that matches nothing when there are none.
+CONDITIONAL_RUNS = "|".join(plan.conditional_runs(P)) or "(?!)"
+
 
 def job_priority(stage):
     """Priority function: the number of jobs downstream of this one (longest chains first)."""

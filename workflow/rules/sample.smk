@@ -28,6 +28,44 @@ rule sample:
         stage_cmd("sample")
 
 
+# A class-conditional prior's run: the same job, which also saves the class asked for
+# of every image (plan.sample_job names the same outputs).
+rule sample_conditional:
+    input:
+        job_inputs("sample"),
+    output:
+        images=paths.samples("{name}")["images"],
+        grid=report(
+            paths.samples("{name}")["grid"],
+            caption="../report/samples.rst",
+            category="Samples",
+            labels={"run": "{name}"},
+        ),
+        stats=paths.samples("{name}")["stats"],
+        classes=paths.samples("{name}")["classes"],
+    log:
+        paths.log("sample", "{name}"),
+    benchmark:
+        paths.benchmark("sample", "{name}")
+    wildcard_constraints:
+        name=CONDITIONAL_RUNS,
+    priority: job_priority("sample")
+    conda:
+        TWOSTAGE_ENV
+    threads: TRAINING_THREADS
+    resources:
+        mem_mb=4000,
+        gpu=1,
+        runtime=240,
+    params:
+        values=job_params("sample"),
+    shell:
+        stage_cmd("sample")
+
+
+ruleorder: sample_conditional > sample
+
+
 # What an absorbing prior can do beyond sampling: inpainting and larger images.
 rule inpaint:
     input:

@@ -9,6 +9,7 @@ from twostage import paths
 from twostage.artifacts import load_npy, save_npy
 from twostage.config import Params
 from twostage.data.prepare import check_image_shape, load_split
+from twostage.data.sources import DataError
 from twostage.images import to_tensor
 from twostage.models.autoencoders import load_autoencoder
 from twostage.runtime import pick_device
@@ -42,6 +43,30 @@ def encode(p: Params, ae: str) -> dict:
         save_npy(out[split], tokens)
         shapes[split] = list(tokens.shape)
     return shapes
+
+
+def load_labels(p: Params, ae: str, split: str, count: int) -> torch.Tensor:
+    """The class of every token grid of ``split``, as int64 (0..C−1).
+
+    The encoding stage keeps the order of the dataset's split, so the labels the data
+    stage saved with the images (MNIST's digits; an image folder's first sub-folder)
+    are the labels of the token grids, row for row.
+    """
+    dataset = p.dataset_of_autoencoder(ae)
+    labels = load_split(dataset, split)[1]
+    where = paths.data(dataset)[split]
+    if len(labels) != count:
+        raise DataError(
+            f"{where}: {len(labels)} labels for {count} token grids of {paths.latents(ae)[split]}; "
+            "rerun encode so the latents match the dataset"
+        )
+    if len(labels) and labels.min() < 0:
+        raise DataError(
+            f"{where}: some images have no class (label −1), but a prior on {ae} has "
+            "condition: class; put every image of a folder dataset in a class sub-folder, "
+            "or set condition: none"
+        )
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 def load_tokens(ae: str, split: str) -> torch.Tensor:

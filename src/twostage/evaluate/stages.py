@@ -8,9 +8,11 @@ import torch
 from twostage import paths
 from twostage.artifacts import load_npy, write_json
 from twostage.config import Params
+from twostage.data.prepare import load_split
 from twostage.evaluate import cache, extractors, sampling_intervals
+from twostage.evaluate.conditional import class_scores
 from twostage.evaluate.protocol import kid_and_is, metric_key, real_subset, score, score_extra
-from twostage.images import save_grid, to_uint8
+from twostage.images import save_grid, to_tensor, to_uint8
 from twostage.models.autoencoders import is_continuous, load_autoencoder
 from twostage.runtime import pick_device
 
@@ -20,6 +22,8 @@ def evaluate_run(p: Params, run: str) -> dict:
 
     Keys: ``fid`` / ``fd_<name>``, PRDC, ``kid_*``, ``inception_score_*``; the primary
     block's protocol is ``protocol``, an extra extractor's is ``protocol_<name>``.
+    A class-conditional run adds the classifier's accuracy on the classes asked for and
+    the per-class FD (evaluate/conditional.py).
     """
     dataset = p.dataset_of_autoencoder(p.autoencoder_of_prior(p.prior_of_run(run)))
     device = pick_device(p["device"])
@@ -42,12 +46,34 @@ def evaluate_run(p: Params, run: str) -> dict:
             metrics["sampling_intervals"] = sampling_intervals.intervals(
                 fake.features, real, prdc_real, metric_key(name), ev["nearest_k"], p["seed"]
             )
+            if p.prior(p.prior_of_run(run))["condition"] == "class":
+                scores = _conditional_scores(
+                    dataset, run, images, fake.features, real, name, device
+                )
+                metrics.update(scores)
         else:
             block = score_extra(fake.features, real, name, extractor.info(), p["seed"], fake.logits)
             metrics[f"protocol_{name}"] = block.pop("protocol")
             metrics.update(block)
     write_json(paths.evaluation(run)["metrics"], metrics)
     return metrics
+
+
+@torch.no_grad()
+def _conditional_scores(dataset, run, images, fake, real, name, device) -> dict:
+    """The dataset's classifier on the samples, and per-class FD under extractor ``name``."""
+    from twostage.models.classifier import load_classifier
+
+    asked = load_npy(paths.samples(run)["classes"], ndim=1, kinds="i")
+    classifier = load_classifier(paths.classifier(dataset)["model"], device)
+    predicted = np.concatenate(
+        [
+            classifier(to_tensor(images[i : i + 500], device)).argmax(1).cpu().numpy()
+            for i in range(0, len(images), 500)
+        ]
+    )
+    real_labels = load_split(dataset, "train")[1]
+    return class_scores(fake, asked, predicted, real, real_labels, name)
 
 
 @torch.no_grad()

@@ -182,12 +182,13 @@ def _run_sections(p: Params, table: pd.DataFrame, fig_dir: Path) -> list[Section
         note = row.pop("convergence") if "convergence" in row else ""  # a line of its own
         metrics = pd.DataFrame({"metric": row.index, "value": row.values})
         blocks: list = [Text(note)] if note else []
+        caption = f"Samples of run {run}"
+        if p.prior(p.prior_of_run(run))["condition"] == "class":
+            caption += ": one row per class asked for, in class order (sample/sampler.py)"
         blocks += [
             Text(_yaml({"settings": p.written(f"runs.{run}")}), code=True),
             Table(metrics),
-            copy_image(
-                paths.samples(run)["grid"], fig_dir, f"samples-{run}.png", f"Samples of run {run}"
-            ),
+            copy_image(paths.samples(run)["grid"], fig_dir, f"samples-{run}.png", caption),
         ]
         if collect.optional(paths.neighbours(run)["grid"]):
             blocks.append(
@@ -260,6 +261,7 @@ def build_report(p: Params) -> str:
     _write_csv(sweep, Path(out["fd_vs_steps"]))
 
     comparisons = figures.plot_sweeps(runs, fd_col, fig_dir)
+    comparisons += figures.plot_guidance(runs, fd_col, fig_dir)
     comparisons += figures.plot_quality_vs_time(runs, fd_col, fig_dir)
     comparisons += figures.plot_codebook_usage(
         {ae: Path(paths.autoencoder(ae)["curve"]) for ae in p.target_autoencoders()}, fig_dir

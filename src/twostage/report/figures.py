@@ -112,6 +112,40 @@ def plot_sweeps(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[Figure]
     return figures
 
 
+def plot_guidance(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[Figure]:
+    """FD and the classifier's accuracy on the classes asked for, against the guidance scale w,
+    for every guidance sweep (runs of a conditional prior that differ only in w).
+
+    Error bars: the FD's sampling interval when the evaluation gives one, and the binomial
+    95 % interval of the accuracy over the run's samples (1.96 √(a (1 − a) / n)).
+    """
+    runs = table.dropna(subset=["prior"]) if "prior" in table else table.iloc[:0]
+    fixed = ["prior", "sampler", "steps", "temperature"]
+    groups = _groups_varying(runs, "guidance", fixed=fixed)
+    if not groups or not {fd_col, "class_accuracy"} <= set(runs.columns):
+        return []
+    fig, (ax_fd, ax_acc) = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for (prior, sampler, steps, temp), g in groups:
+        g = g.sort_values("guidance")
+        label = f"{prior} ({sampler}, {int(steps)} steps, τ={temp:g})"
+        fd_err = g.get(f"{fd_col}_ci95")
+        ax_fd.errorbar(g["guidance"], g[fd_col], yerr=fd_err, marker="o", capsize=3, label=label)
+        acc = g["class_accuracy"]
+        acc_err = 1.96 * (acc * (1 - acc) / g["n_samples"]) ** 0.5
+        ax_acc.errorbar(g["guidance"], acc, yerr=acc_err, marker="o", capsize=3, label=label)
+    ax_fd.set(xlabel="guidance scale w", ylabel=fd_col, title=f"{fd_col} vs guidance")
+    ax_acc.set(
+        xlabel="guidance scale w", ylabel="classifier accuracy", title="class accuracy vs guidance"
+    )
+    ax_acc.legend(fontsize=7)
+    _save(fig, fig_dir / "guidance.png")
+    caption = (
+        f"{fd_col} (left) and the classifier's accuracy on the classes asked for (right) "
+        "against the classifier-free guidance scale w (95 % intervals)"
+    )
+    return [Figure(caption, "figures/guidance.png")]
+
+
 def plot_quality_vs_time(table: pd.DataFrame, fd_col: str, fig_dir: Path) -> list[Figure]:
     """Every run as a point: sampling seconds per image against its Fréchet distance."""
     if not {"seconds_per_image", fd_col, "prior"} <= set(table.columns):

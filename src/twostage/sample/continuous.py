@@ -2,7 +2,8 @@
 
 Writes the same images.npy / grid.png / stats.json as the token samplers, so
 evaluation and the report treat every prior alike. ``temperature`` scales the
-prior's base noise (the flow's N(0, I), each mixture component's covariance).
+prior's base noise (the flow's N(0, I), each mixture component's covariance). A
+class-conditional gmm draws the run's ``classes`` in turn, saved as the token samplers do.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from twostage.kinds import JOINT_PRIORS
 from twostage.models.autoencoders import build_autoencoder, load_autoencoder
 from twostage.models.priors import load_prior
 from twostage.runtime import pick_device, seed_everything
+from twostage.sample.sampler import class_rows, requested_classes
 
 
 def load_decoder(p: Params, prior_name: str, device: torch.device) -> torch.nn.Module:
@@ -45,15 +47,26 @@ def load_decoder(p: Params, prior_name: str, device: torch.device) -> torch.nn.M
 
 @torch.no_grad()
 def decode_prior_samples(
-    prior, decoder, n: int, batch_size: int, temperature: float, generator, desc: str = "sampling"
+    prior,
+    decoder,
+    n: int,
+    batch_size: int,
+    temperature: float,
+    generator,
+    desc: str = "sampling",
+    classes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
-    """n uint8 images and the seconds spent (sampling + decoding)."""
+    """n uint8 images and the seconds spent (sampling + decoding); ``classes``: the class
+    of each image, for a class-conditional prior."""
     images, seconds = [], 0.0
     with tqdm(total=n, desc=desc, unit="img", mininterval=5) as bar:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             t0 = time.perf_counter()
-            imgs = decoder.decode(prior.sample(b, temperature, generator=generator))
+            asked = {}
+            if classes is not None:
+                asked = {"classes": torch.from_numpy(classes[start : start + b])}
+            imgs = decoder.decode(prior.sample(b, temperature, generator=generator, **asked))
             seconds += time.perf_counter() - t0
             images.append(to_uint8(imgs))
             bar.update(b)
@@ -68,12 +81,19 @@ def sample_continuous_run(p: Params, run: str) -> dict:
     prior = load_prior(paths.prior(spec["prior"])["model"], device, p.prior(spec["prior"]))
     decoder = load_decoder(p, spec["prior"], device)
     n = p["evaluation"]["n_samples"]
+    classes = None
+    if getattr(prior, "num_classes", 0):
+        classes = requested_classes(spec, n, prior.num_classes, run)
     images, seconds = decode_prior_samples(
-        prior, decoder, n, spec["batch_size"], spec["temperature"], gen, f"sampling {run}"
+        prior, decoder, n, spec["batch_size"], spec["temperature"], gen, f"sampling {run}", classes
     )
     out = paths.samples(run)
     save_npy(out["images"], images)
-    save_grid(out["grid"], images[:64], ncol=8)
+    if classes is not None:
+        save_npy(out["classes"], classes)
+        save_grid(out["grid"], class_rows(images, classes), ncol=8)
+    else:
+        save_grid(out["grid"], images[:64], ncol=8)
     stats = {
         "n_samples": n,
         "steps": 1,  # one draw from the prior, one decoder pass

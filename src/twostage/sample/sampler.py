@@ -1,4 +1,9 @@
-"""Sampling stage: draw token grids from the prior, decode them to uint8 images."""
+"""Sampling stage: draw token grids from the prior, decode them to uint8 images.
+
+A class-conditional prior draws the run's ``classes`` in turn (default every class,
+so the sample is balanced), guided by ``guidance`` (models/priors/guidance.py); the
+class of every image is saved beside the images, and the grid shows one row per class.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ from tqdm import tqdm
 
 from twostage import paths
 from twostage.artifacts import save_npy, write_json
-from twostage.config import Params
+from twostage.config import ConfigError, Params
 from twostage.images import save_grid, to_uint8
 from twostage.models.autoencoders import load_autoencoder
 from twostage.models.priors import load_prior
+from twostage.models.priors.guidance import Guidance
 from twostage.runtime import cpu_bf16_autocast, cpu_bf16_enabled, pick_device, seed_everything
 from twostage.sample.network_evaluations import counting_evaluations, token_prior_network
 
@@ -25,6 +31,24 @@ def sampler_options(spec: dict) -> dict:
     if spec["sampler"] == "confidence":
         return {"sampler": "confidence", "choice_temperature": spec["choice_temperature"]}
     return {"sampler": spec["sampler"]}
+
+
+def requested_classes(spec: dict, n: int, num_classes: int, run: str) -> np.ndarray:
+    """The class of each of the ``n`` images: the run's ``classes`` (default all) in turn."""
+    chosen = spec.get("classes", list(range(num_classes)))
+    unknown = [c for c in chosen if not 0 <= c < num_classes]
+    if unknown:
+        raise ConfigError(
+            f"runs.{run}.classes: {unknown} are not classes of prior {spec['prior']!r} "
+            f"(it was trained on classes 0..{num_classes - 1})"
+        )
+    return np.resize(np.asarray(chosen, dtype=np.int64), n)
+
+
+def class_rows(images: np.ndarray, classes: np.ndarray, per_row: int = 8) -> np.ndarray:
+    """The first ``per_row`` images of each class drawn, class by class (a gallery row each)."""
+    rows = [images[classes == c][:per_row] for c in np.unique(classes)]
+    return np.concatenate(rows)
 
 
 def load_models(p: Params, prior_name: str):
@@ -47,6 +71,9 @@ def sample_run(p: Params, run: str) -> dict:
     device, gen, prior, ae = load_models(p, spec["prior"])
     n = p["evaluation"]["n_samples"]
     side = ae.token_side
+    conditional = getattr(prior, "num_classes", 0) > 0
+    classes = requested_classes(spec, n, prior.num_classes, run) if conditional else None
+    guidance = Guidance(spec["guidance"], spec["guidance_schedule"])
 
     # Prior and decoder; the logits and the decoder's GroupNorm statistics stay float32.
     bf16 = spec["cpu_bf16"]
@@ -59,6 +86,11 @@ def sample_run(p: Params, run: str) -> dict:
         for start in range(0, n, spec["batch_size"]):
             b = min(spec["batch_size"], n - start)
             t0 = time.perf_counter()
+            # An unconditional prior's call is what it always was.
+            asked = {}
+            if conditional:
+                batch_classes = torch.from_numpy(classes[start : start + b])
+                asked = {"classes": batch_classes, "guidance": guidance}
             with cpu_bf16_autocast(device, bf16):
                 tokens = prior.sample(
                     b,
@@ -67,6 +99,7 @@ def sample_run(p: Params, run: str) -> dict:
                     generator=gen,
                     device=device,
                     **sampler_options(spec),
+                    **asked,
                 )
                 imgs = ae.decode(tokens.view(b, side, side)).float()
             if device.type == "cuda":
@@ -77,7 +110,11 @@ def sample_run(p: Params, run: str) -> dict:
     images = np.concatenate(images)
     out = paths.samples(run)
     save_npy(out["images"], images)
-    save_grid(out["grid"], images[:64], ncol=8)
+    if conditional:
+        save_npy(out["classes"], classes)
+        save_grid(out["grid"], class_rows(images, classes), ncol=8)
+    else:
+        save_grid(out["grid"], images[:64], ncol=8)
     stats = {
         "n_samples": n,
         "steps": spec["steps"],
@@ -91,5 +128,9 @@ def sample_run(p: Params, run: str) -> dict:
         "device": str(device),
         "cpu_bf16": cpu_bf16_enabled(device, bf16),
     }
+    if conditional:
+        stats["guidance"] = guidance.scale
+        stats["guidance_schedule"] = guidance.schedule
+        stats["classes_drawn"] = len(np.unique(classes))
     write_json(out["stats"], stats)
     return stats

@@ -17,11 +17,12 @@ import torch
 from twostage import paths
 from twostage.artifacts import load_npy, save_torch, write_json
 from twostage.config import Params
+from twostage.data.latents import load_labels
 from twostage.data.prepare import load_split
 from twostage.models.autoencoders import load_autoencoder
 from twostage.models.priors.continuous import StandardNormalPrior
 from twostage.models.priors.flow import build_flow
-from twostage.models.priors.gmm import GaussianMixturePrior
+from twostage.models.priors.gmm import ClassGaussianMixtures, GaussianMixturePrior
 from twostage.runtime import pick_device, seed_everything
 from twostage.train.common import (
     BestCheckpoint,
@@ -129,21 +130,33 @@ def train_flow(p: Params, name: str) -> dict:
 
 
 def train_gmm(p: Params, name: str) -> dict:
-    """EM fit (scikit-learn) to the training latents, scored on the validation latents."""
+    """EM fit (scikit-learn) to the training latents, scored on the validation latents.
+
+    With ``condition: class``, one mixture of ``components`` per class, each fitted to
+    that class's latents (the validation score is then the mixture over the classes).
+    """
     spec = p.prior(name)
     seed_everything(p["seed"])
     z_train = load_latent_vectors(spec["autoencoder"], "train")
     z_val = load_latent_vectors(spec["autoencoder"], "val")
     dim = z_train.shape[1]
     start = time.perf_counter()
-    gmm = GaussianMixturePrior.fit(
-        z_train.numpy(), spec["components"], spec["covariance_type"], p["seed"], spec["max_iter"]
-    )
+    fit_args = (spec["components"], spec["covariance_type"], p["seed"], spec["max_iter"])
+    num_classes = 0
+    if spec["condition"] == "class":
+        labels = load_labels(p, spec["autoencoder"], "train", len(z_train)).numpy()
+        gmm = ClassGaussianMixtures.fit(z_train.numpy(), labels, *fit_args)
+        num_classes = gmm.num_classes
+    else:
+        gmm = GaussianMixturePrior.fit(z_train.numpy(), *fit_args)
     train_time = time.perf_counter() - start
     train_ll, val_ll = mean_log_prob(gmm, z_train), mean_log_prob(gmm, z_val)
     val_bits = bits_per_dim(val_ll, dim)
     out = paths.prior(name)
-    save_torch(out["model"], prior_checkpoint(spec, dim, gmm.state_dict(), 1))
+    checkpoint = prior_checkpoint(spec, dim, gmm.state_dict(), 1)
+    if num_classes:  # only a class-conditional fit names its classes
+        checkpoint["num_classes"] = num_classes
+    save_torch(out["model"], checkpoint)
     log = CurveLog(["loss", "val_bits"])  # EM has no steps: one row, the fitted model
     log.add(1, loss=-train_ll / dim, val_bits=val_bits)
     log.write(out["curve"])

@@ -6,7 +6,8 @@ paper stops training before the prior over-fits. With ``sample_fd_images`` > 0 e
 evaluation also scores a small decoded sample (train/sample_quality.py), and
 ``select_by: sample_fd`` keeps the checkpoint whose sample scored best instead. With
 ``ema_decay`` > 0 the exponential moving average of the weights is what gets validated
-and saved.
+and saved. With ``condition: class`` the prior is trained on the dataset's labels with
+label dropout (models/priors/guidance.py), validated on the true labels.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from twostage import paths
 from twostage.artifacts import save_torch, write_json
 from twostage.config import Params
-from twostage.data.latents import load_tokens
+from twostage.data.latents import load_labels, load_tokens
 from twostage.kinds import KINDS
 from twostage.models.priors import build_prior
 from twostage.runtime import cpu_bf16_autocast, cpu_bf16_enabled, pick_device, seed_everything
@@ -49,10 +50,12 @@ def validation_bound(
     device: torch.device,
     batch_size: int = 256,
     seed: int = 1234,
+    labels: torch.Tensor | None = None,
 ) -> float:
     """Validation ELBO (Monte Carlo over t, ``samples`` draws) or exact NLL, in bits per token.
 
-    A fixed generator makes successive evaluations comparable (same t and masks).
+    A fixed generator makes successive evaluations comparable (same t and masks). A
+    conditional prior is scored given the true ``labels`` (no label dropout in eval mode).
     """
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -60,11 +63,17 @@ def validation_bound(
     for _ in range(samples):
         for start in range(0, len(tokens), batch_size):
             z0 = tokens[start : start + batch_size].to(device)
-            _, elbo = model.loss(z0, generator=gen)
+            _, elbo = model.loss(z0, generator=gen, **_classes(labels, start, batch_size, device))
             total += float(elbo) * len(z0)
             count += len(z0)
     model.train()
     return total / count
+
+
+def _classes(labels, start, size, device) -> dict:
+    """``classes=`` of a conditional prior's batch; nothing for an unconditional one, whose
+    calls stay exactly what they were."""
+    return {} if labels is None else {"classes": labels[start : start + size].to(device)}
 
 
 def resume_fingerprint(spec: dict, seed: int) -> str:
@@ -81,8 +90,14 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     train_tokens, val_tokens = load_tokens(ae, "train"), load_tokens(ae, "val")
     codebook_size = p.autoencoder(ae)["codebook_size"]
     length = train_tokens.shape[1]
+    train_labels = val_labels = None
+    num_classes = 0
+    if spec["condition"] == "class":
+        train_labels = load_labels(p, ae, "train", len(train_tokens))
+        val_labels = load_labels(p, ae, "val", len(val_tokens))
+        num_classes = int(max(train_labels.max(), val_labels.max())) + 1
 
-    model = build_prior(spec, codebook_size, length).to(device)
+    model = build_prior(spec, codebook_size, length, num_classes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.95), weight_decay=0.0)
     ema = EMA(model, spec["ema_decay"]) if spec["ema_decay"] > 0 else None
     # fp16 autocast with loss scaling on CUDA only.
@@ -127,12 +142,14 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
     for step in progress:
         lr = scheduled_lr(step - 1, spec["lr"], spec["warmup_steps"], spec["steps"], lr_schedule)
         set_lr(opt, lr)
-        z0 = train_tokens[ctx.shard(batches.next_indices())].to(device)
+        rows = ctx.shard(batches.next_indices())
+        z0 = train_tokens[rows].to(device)
+        classes = {} if train_labels is None else {"classes": train_labels[rows].to(device)}
         with (
             torch.autocast(device.type, dtype=torch.float16, enabled=amp),
             cpu_bf16_autocast(device, bf16_requested),
         ):
-            loss, elbo = loss_of(z0, generator=step_gen)
+            loss, elbo = loss_of(z0, generator=step_gen, **classes)
         # Averaged over ranks: every rank takes the same skip/stop decision.
         mean_loss, mean_elbo = ctx.mean(loss), ctx.mean(elbo)
         if guard.finite(step, loss=mean_loss, elbo=mean_elbo):
@@ -145,7 +162,7 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
         row = {"loss": float(mean_loss), "elbo": float(mean_elbo), "lr": lr}
         if step in eval_at:
             evaluated = ema.model if ema is not None else model
-            val = validation_bound(evaluated, val_tokens, val_samples, device)
+            val = validation_bound(evaluated, val_tokens, val_samples, device, labels=val_labels)
             row["val_bits"] = val
             if sample_fd is not None:
                 row["val_sample_fd"] = sample_fd(evaluated)
@@ -177,6 +194,7 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
         "train_time_s": train_time,
         "device": str(device),
         "cpu_bf16_used": bf16,  # spec cpu_bf16 on a CPU with native bf16
+        **({"num_classes": num_classes} if num_classes else {}),
     }
     if not ctx.is_main:  # only rank 0 writes artifacts
         return metrics
@@ -191,6 +209,9 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
             "length": length,
             "step": best.step,
             "state_dict": best.weights,
+            # Only a conditional prior's checkpoint names its classes: an unconditional
+            # one keeps its bytes.
+            **({"num_classes": num_classes} if num_classes else {}),
         },
     )
     log.write(out["curve"])

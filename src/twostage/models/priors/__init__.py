@@ -16,9 +16,15 @@ from twostage.lazy import resolve
 RESOLVES = ("PriorKind.model",)  # for codedeps.py: the kind table entries built here
 
 
-def build_prior(spec: dict, codebook_size: int, length: int) -> torch.nn.Module:
-    """A prior over token grids (absorbing, autoregressive)."""
-    return resolve(KINDS[spec["kind"]].model)(spec, codebook_size, length)
+def build_prior(
+    spec: dict, codebook_size: int, length: int, num_classes: int = 0
+) -> torch.nn.Module:
+    """A prior over token grids (absorbing, autoregressive); class-conditional when
+    ``num_classes`` > 0 (params ``condition: class``)."""
+    model = resolve(KINDS[spec["kind"]].model)
+    if num_classes:
+        return model(spec, codebook_size, length, num_classes=num_classes)
+    return model(spec, codebook_size, length)
 
 
 def load_prior(path: str, device: torch.device, expected: dict | None = None) -> torch.nn.Module:
@@ -32,8 +38,12 @@ def load_prior(path: str, device: torch.device, expected: dict | None = None) ->
         spec = with_defaults("priors", ckpt["spec"])  # as load_autoencoder
         check_spec(path, spec, expected)
         if KINDS[spec["kind"]].continuous:
-            model = resolve(KINDS[spec["kind"]].model)(spec, ckpt["latent_dim"])
+            classes = ckpt.get("num_classes", 0)  # a class-conditional gmm only
+            extra = {"num_classes": classes} if classes else {}
+            model = resolve(KINDS[spec["kind"]].model)(spec, ckpt["latent_dim"], **extra)
         else:
-            model = build_prior(spec, ckpt["codebook_size"], ckpt["length"])
+            model = build_prior(
+                spec, ckpt["codebook_size"], ckpt["length"], ckpt.get("num_classes", 0)
+            )
         model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()

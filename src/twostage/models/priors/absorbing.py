@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from twostage.models.priors.guidance import Guidance, drop_labels, guided_logits
 from twostage.models.priors.transformer import Transformer
 
 SAMPLERS = ("random", "even", "cosine", "confidence")
@@ -36,7 +37,7 @@ def cosine_still_masked(initial_masked: torch.Tensor, step: int, steps: int) -> 
 
 
 class AbsorbingDiffusion(nn.Module):
-    def __init__(self, spec: dict, codebook_size: int, length: int):
+    def __init__(self, spec: dict, codebook_size: int, length: int, num_classes: int = 0):
         super().__init__()
         self.codebook_size = codebook_size
         self.mask_id = codebook_size  # the absorbing state is one extra input token
@@ -44,7 +45,10 @@ class AbsorbingDiffusion(nn.Module):
         self.num_timesteps = length  # T = L, as in the paper
         self.loss_type = spec["loss_type"]
         self.mask_schedule = spec["mask_schedule"]
-        self.denoiser = Transformer.for_tokens(spec, codebook_size, length)
+        # Class-conditional (num_classes > 0): labels dropped to "no class" at this rate.
+        self.num_classes = num_classes
+        self.label_drop = spec["label_drop"] if num_classes else 0.0
+        self.denoiser = Transformer.for_tokens(spec, codebook_size, length, num_classes=num_classes)
 
     # ----------------------------------------------------------------- training
     def q_sample(
@@ -61,9 +65,11 @@ class AbsorbingDiffusion(nn.Module):
             mask = u < (t.float() / self.num_timesteps)[:, None]
         return torch.where(mask, torch.full_like(z0, self.mask_id), z0), mask
 
-    def masked_nll(self, z0: torch.Tensor, zt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def masked_nll(
+        self, z0: torch.Tensor, zt: torch.Tensor, mask: torch.Tensor, classes=None
+    ) -> torch.Tensor:
         """Σ over masked positions of −log p_θ([z_0]_i | z_t), per sequence (nats)."""
-        logits = self.denoiser(zt)
+        logits = self.denoiser(zt) if classes is None else self.denoiser(zt, classes=classes)
         nll = F.cross_entropy(logits.transpose(1, 2), z0, reduction="none")
         return (nll * mask).sum(1)
 
@@ -73,12 +79,21 @@ class AbsorbingDiffusion(nn.Module):
         )
 
     def loss(
-        self, z0: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        z0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        classes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(training loss, ELBO estimate) for a batch, both in bits per token."""
+        """(training loss, ELBO estimate) for a batch, both in bits per token.
+
+        A conditional prior takes the batch's ``classes``; in training mode each is
+        dropped to "no class" with probability ``label_drop`` (guidance.py).
+        """
         t = self.sample_time(z0.shape[0], z0.device, generator)
         zt, mask = self.q_sample(z0, t, generator)
-        nll = self.masked_nll(z0, zt, mask)
+        if classes is not None and self.training:
+            classes = drop_labels(classes, self.label_drop, self.num_classes, generator)
+        nll = self.masked_nll(z0, zt, mask, classes)
         to_bits = 1.0 / (math.log(2) * self.length)
         elbo = self.num_timesteps * nll / t  # T·(1/t)·Σ: one-sample estimate of the sum over t
         if self.loss_type == "elbo":
@@ -90,9 +105,30 @@ class AbsorbingDiffusion(nn.Module):
         return train.mean() * to_bits, elbo.mean().detach() * to_bits
 
     # ----------------------------------------------------------------- sampling
-    def probabilities(self, z: torch.Tensor, temperature: float) -> torch.Tensor:
+    def logits(
+        self, z: torch.Tensor, classes: torch.Tensor | None = None, guidance: Guidance | None = None
+    ) -> torch.Tensor:
+        """The denoiser's logits at every position: B × L × K.
+
+        A conditional prior given no ``classes`` is its unconditional half ("no class");
+        given classes, ``guidance`` w_t follows each row's decoded fraction (guidance.py).
+        """
+        if not self.num_classes:
+            return self.denoiser(z)
+        if classes is None:
+            classes = torch.full((z.shape[0],), self.num_classes, device=z.device)
+        weight = (guidance or Guidance()).weight((z != self.mask_id).float().mean(1))
+        return guided_logits(self.denoiser, z, classes, weight, both=bool((weight > 0).any()))
+
+    def probabilities(
+        self,
+        z: torch.Tensor,
+        temperature: float,
+        classes: torch.Tensor | None = None,
+        guidance: Guidance | None = None,
+    ) -> torch.Tensor:
         """softmax(logits / τ) at every position: B × L × K."""
-        return F.softmax(self.denoiser(z).float() / temperature, dim=-1)
+        return F.softmax(self.logits(z, classes, guidance).float() / temperature, dim=-1)
 
     @staticmethod
     def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -184,6 +220,8 @@ class AbsorbingDiffusion(nn.Module):
         init: torch.Tensor | None = None,
         choice_temperature: float = 4.5,
         compact: bool = True,
+        classes: torch.Tensor | None = None,
+        guidance: Guidance | None = None,
     ) -> torch.Tensor:
         """Reverse process in ``steps`` steps (S = T is the full chain).
 
@@ -199,6 +237,8 @@ class AbsorbingDiffusion(nn.Module):
         ``compact=False`` calls the network on the whole batch at every step (exactly
         ``steps`` calls); the default skips work whose result is already known and
         returns the identical tokens (see ``_sample_compact``).
+        ``classes`` (n,) and ``guidance``: a conditional prior's classes and classifier-free
+        guidance (guidance.py); without classes it samples unconditionally.
         """
         if not 1 <= steps <= self.num_timesteps:
             raise ValueError(f"steps must be in 1..{self.num_timesteps}, got {steps}")
@@ -209,6 +249,8 @@ class AbsorbingDiffusion(nn.Module):
         else:
             z = init.to(device).clone()
         initial_masked = (z == self.mask_id).sum(1)
+        if classes is not None:
+            classes = classes.to(device)
         if compact:
             return self._sample_compact(
                 z,
@@ -219,9 +261,11 @@ class AbsorbingDiffusion(nn.Module):
                 sampler,
                 initial_masked,
                 choice_temperature,
+                classes,
+                guidance,
             )
         for i, t in enumerate(range(steps, 0, -1)):
-            probs = self.probabilities(z, temperature)
+            probs = self.probabilities(z, temperature, classes, guidance)
             if sampler in RANDOM_ORDER:
                 z = self._random_step(z, probs, t, generator, sampler, steps, initial_masked)
             else:
@@ -233,7 +277,17 @@ class AbsorbingDiffusion(nn.Module):
         return z
 
     def _sample_compact(
-        self, z, steps, temperature, generator, on_step, sampler, initial_masked, choice_temperature
+        self,
+        z,
+        steps,
+        temperature,
+        generator,
+        on_step,
+        sampler,
+        initial_masked,
+        choice_temperature,
+        classes=None,
+        guidance=None,
     ):
         """``sample`` with the same random stream and result, but no repeated network work.
 
@@ -244,7 +298,8 @@ class AbsorbingDiffusion(nn.Module):
         first and only rows that reveal something and changed since are evaluated
         (with steps = tokens, about 1 − 1/e of the rows per step); (2) rows that are
         entirely masked (every row at the first step unless ``init``) share one
-        evaluation of the all-masked grid.
+        evaluation of the all-masked grid (per class: guidance depends only on the row's
+        grid and class).
         """
         b = z.shape[0]
         probs = None
@@ -256,7 +311,7 @@ class AbsorbingDiffusion(nn.Module):
             else:
                 need = stale
             if need.any():
-                fresh = self._probabilities_of_rows(z, need, temperature)
+                fresh = self._probabilities_of_rows(z, need, temperature, classes, guidance)
                 if probs is None:
                     probs = fresh.new_empty((b, *fresh.shape[1:]))
                 probs[need] = fresh
@@ -274,17 +329,28 @@ class AbsorbingDiffusion(nn.Module):
                 on_step(t)
         return z
 
-    def _probabilities_of_rows(self, z, rows, temperature):
-        """``probabilities`` of z[rows] in one call; all-masked rows share one evaluation."""
+    def _probabilities_of_rows(self, z, rows, temperature, classes=None, guidance=None):
+        """``probabilities`` of z[rows] in one call; all-masked rows share one evaluation
+        (one per class among them, for a conditional prior)."""
         sub = z[rows]
+        cls = None if classes is None else classes[rows]
         blank = (sub == self.mask_id).all(1)
         if blank.sum() <= 1:
-            return self.probabilities(sub, temperature)
-        # The distinct rows, then one all-masked row: the last output serves every blank row.
-        probs = self.probabilities(torch.cat([sub[~blank], sub[blank][:1]]), temperature)
+            return self.probabilities(sub, temperature, cls, guidance)
+        if cls is None:
+            shared_cls, which = None, torch.zeros(int(blank.sum()), dtype=torch.long)
+        else:
+            shared_cls, which = torch.unique(cls[blank], return_inverse=True)
+            shared_cls = torch.cat([cls[~blank], shared_cls])
+        # The distinct rows, then all-masked rows: the last outputs serve every blank row.
+        blanks = sub[blank][:1].expand(len(which.unique()), -1)
+        probs = self.probabilities(
+            torch.cat([sub[~blank], blanks]), temperature, shared_cls, guidance
+        )
         out = probs.new_empty((sub.shape[0], *probs.shape[1:]))
-        out[~blank] = probs[:-1]
-        out[blank] = probs[-1:]
+        distinct = int((~blank).sum())
+        out[~blank] = probs[:distinct]
+        out[blank] = probs[distinct:][which.to(probs.device)]
         return out
 
     @torch.no_grad()

@@ -2,7 +2,9 @@
 
 Bidirectional by default (the absorbing-diffusion denoiser); ``causal=True``
 gives the autoregressive baseline on the identical architecture, and then a
-key/value ``cache`` lets sampling feed one new token per call.
+key/value ``cache`` lets sampling feed one new token per call. With ``num_classes``
+> 0 a learned class embedding is added at every position (index ``num_classes`` is
+"no class", the unconditional input of classifier-free guidance).
 """
 
 from __future__ import annotations
@@ -66,19 +68,26 @@ class Transformer(nn.Module):
         n_embd: int,
         dropout: float = 0.0,
         causal: bool = False,
+        num_classes: int = 0,
     ):
         super().__init__()
         self.causal = causal
+        self.num_classes = num_classes
         self.tok_emb = nn.Embedding(vocab_in, n_embd)
         self.pos_emb = nn.Parameter(torch.zeros(1, length, n_embd))
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, causal) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd)
         self.head = nn.Linear(n_embd, vocab_out, bias=False)
+        if num_classes:  # created last and only when conditional: an unconditional
+            # network keeps its parameters, their order and their random initial values
+            self.class_emb = nn.Embedding(num_classes + 1, n_embd)
         self.apply(self._init)
 
     @classmethod
-    def for_tokens(cls, spec: dict, codebook_size: int, length: int, causal: bool = False):
+    def for_tokens(
+        cls, spec: dict, codebook_size: int, length: int, causal: bool = False, num_classes: int = 0
+    ):
         """The prior network over K codes plus one extra input token (mask or start).
 
         Both priors build it here, so the comparison runs on identical architectures.
@@ -92,6 +101,7 @@ class Transformer(nn.Module):
             n_embd=spec["n_embd"],
             dropout=spec["dropout"],
             causal=causal,
+            num_classes=num_classes,
         )
 
     @staticmethod
@@ -103,17 +113,31 @@ class Transformer(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(
-        self, tokens: torch.Tensor, cache: list[dict] | None = None, offset: int = 0
+        self,
+        tokens: torch.Tensor,
+        cache: list[dict] | None = None,
+        offset: int = 0,
+        classes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits for ``tokens`` at positions ``offset`` onwards.
 
         With a ``cache`` (a list, filled on first use: one dict per block), only
         the new tokens are processed and earlier positions come from the cache.
+        ``classes`` (B, in 0..num_classes, the last = no class) is required exactly when
+        the network is conditional.
         """
         if cache is not None and not self.causal:
             raise ValueError("a key/value cache is only valid for a causal Transformer")
+        if (classes is None) != (self.num_classes == 0):
+            raise ValueError(
+                f"a network with {self.num_classes} classes was called "
+                f"{'without' if classes is None else 'with'} classes"
+            )
         n = tokens.shape[1]
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb[:, offset : offset + n])
+        x = self.tok_emb(tokens) + self.pos_emb[:, offset : offset + n]
+        if classes is not None:
+            x = x + self.class_emb(classes)[:, None]
+        x = self.drop(x)
         if cache is not None and not cache:
             cache.extend({} for _ in self.blocks)
         for i, block in enumerate(self.blocks):
