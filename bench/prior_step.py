@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from twostage.config import load_params, token_count
-from twostage.models import cpu_fast_paths
 from twostage.models.priors.absorbing import AbsorbingDiffusion
 
 
@@ -92,7 +91,9 @@ def main() -> None:
     codebook = p.autoencoder(p.autoencoder_of_prior(args.prior))["codebook_size"]
     length = token_count(p.data, args.prior)
     batch = spec["batch_size"]
-    sdpa = cpu_fast_paths.F.scaled_dot_product_attention
+    # models/cpu_fast_paths.attention looks the kernel up in torch.nn.functional at every
+    # call, so swapping it there swaps it for the prior.
+    sdpa = F.scaled_dot_product_attention
 
     threads = torch.get_num_threads()
     # (label, batch, AdamW options, attention function, torch threads)
@@ -113,7 +114,7 @@ def main() -> None:
     for _ in range(args.rounds):
         peaks.append(matmul_gflops())
         for label, _, _, attention, n_threads in variants:
-            cpu_fast_paths.F.scaled_dot_product_attention = attention
+            F.scaled_dot_product_attention = attention
             torch.set_num_threads(n_threads)
             try:
                 steps[label]()  # warm-up
@@ -122,7 +123,7 @@ def main() -> None:
                     steps[label]()
                 seconds[label].append((time.perf_counter() - start) / args.steps)
             finally:
-                cpu_fast_paths.F.scaled_dot_product_attention = sdpa
+                F.scaled_dot_product_attention = sdpa
                 torch.set_num_threads(threads)
 
     peak = statistics.median(peaks)

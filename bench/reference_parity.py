@@ -111,8 +111,10 @@ def reference_prior_class(src: Path):
         return stack
 
     class ReferenceAbsorbing(nn.Module):
-        def __init__(self, spec: dict, codebook_size: int, length: int):
+        def __init__(self, spec: dict, codebook_size: int, length: int, num_classes: int = 0):
             super().__init__()
+            if num_classes:
+                raise ValueError("the reference implementation has no class-conditional prior")
             side = int(math.isqrt(length))
             h = types.SimpleNamespace(
                 codebook_size=codebook_size,
@@ -178,23 +180,20 @@ def full_sum_elbo(denoise, tokens, mask_id: int, seed: int, batch_size: int = 50
     return total / (n * length * math.log(2))
 
 
-def both_selections(base):
-    """A BestCheckpoint class that also keeps the best-validation-bound weights on the side
-    (``by_bound``), and remembers its instances."""
+def keep_both_selections(selections: dict):
+    """An ``on_evaluation`` hook for the trainer that keeps, beside the trainer's own choice,
+    the weights with the best validation bound and those with the best sample FD."""
+    from twostage.train.common import BestCheckpoint
 
-    class Both(base):
-        instances: list = []
+    selections["val_bound"] = BestCheckpoint()
 
-        def __init__(self):
-            super().__init__()
-            self.by_bound = base()
-            Both.instances.append(self)
+    def keep(step, model, row):
+        selections["val_bound"].update(row["val_bits"], step, model)
+        if "val_sample_fd" in row:
+            selections.setdefault("sample_fd", BestCheckpoint())
+            selections["sample_fd"].update(row["val_sample_fd"], step, model)
 
-        def update(self, val, step, model, **values):
-            super().update(val, step, model, **values)
-            self.by_bound.update(values["val_bits"], step, model, **values)
-
-    return Both
+    return keep
 
 
 def _scratch_project(project: Path, scratch: Path, overrides: dict) -> None:
@@ -227,8 +226,8 @@ def run_one(job: dict) -> dict:
     from twostage.images import to_uint8
     from twostage.models.autoencoders import load_autoencoder
     from twostage.models.priors import build_prior
-    from twostage.train import token_prior as prior_trainer
     from twostage.train.sample_quality import sampling_options
+    from twostage.train.token_prior import train_token_prior, validation_bound
 
     project, scratch = Path(job["project"]), Path(job["scratch"])
     _scratch_project(project, scratch, job["profile"])
@@ -239,10 +238,9 @@ def run_one(job: dict) -> dict:
     build = build_prior
     if job["arm"] == "reference":
         build = reference_prior_class(Path(job["reference_src"]))
-    prior_trainer.build_prior = build
-    prior_trainer.BestCheckpoint = both_selections(prior_trainer.BestCheckpoint)
+    kept: dict = {}
     start = time.perf_counter()
-    metrics = prior_trainer.train_token_prior(p, name)
+    metrics = train_token_prior(p, name, build=build, on_evaluation=keep_both_selections(kept))
     train_s = time.perf_counter() - start
 
     device = torch.device("cpu")
@@ -255,10 +253,7 @@ def run_one(job: dict) -> dict:
     val_tokens = load_tokens(ae_name, "val")
     codebook, length = p.autoencoder(ae_name)["codebook_size"], val_tokens.shape[1]
 
-    best = prior_trainer.BestCheckpoint.instances[-1]
-    selections = {"val_bound": (best.by_bound.step, best.by_bound.weights)}
-    if spec.get("sample_fd_images"):
-        selections["sample_fd"] = (best.step, best.weights)
+    selections = {key: (best.step, best.weights) for key, best in kept.items()}
     out = {**{k: job[k] for k in ("arm", "seed", "prior")}, "train_s": train_s}
     out["train_metrics"] = metrics
     for selection, (step, weights) in selections.items():
@@ -283,7 +278,7 @@ def run_one(job: dict) -> dict:
         if spec["kind"] == "absorbing":
             elbo = full_sum_elbo(denoise, val_tokens, codebook, seed=job["elbo_seed"])
         else:  # the autoregressive NLL is exact
-            elbo = prior_trainer.validation_bound(model, val_tokens, 1, device)
+            elbo = validation_bound(model, val_tokens, 1, device)
         out[selection] = {"step": step, **scores, "val_bits": elbo, "sample_s": sample_s}
     return out
 

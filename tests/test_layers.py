@@ -149,3 +149,33 @@ def test_no_module_but_a_kinds_own_tests_its_name():
             if named - own.get(module, set()):
                 found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "a per-kind fact belongs on the kind's entry (kinds.py):\n" + "\n".join(found)
+
+
+def test_bench_changes_no_attribute_of_the_package():
+    """A benchmark drives the package through its functions' arguments (e.g. the token
+    trainer's ``build`` and ``on_evaluation``), never by assigning into its modules or
+    classes: such a patch changes what every later caller in the process gets."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    patches = []
+    for path in sorted(bench.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        bound = {  # names bound to twostage modules or their members
+            (alias.asname or alias.name).split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom | ast.Import)
+            and any(
+                n.startswith("twostage")
+                for n in ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                + [a.name for a in node.names]
+            )
+            for alias in node.names
+        }
+        for node in ast.walk(tree):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                root = target
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if target is not root and isinstance(root, ast.Name) and root.id in bound:
+                    patches.append(f"{path.name}:{node.lineno}: {ast.unparse(target)}")
+    assert not patches, patches

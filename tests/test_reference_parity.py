@@ -119,3 +119,20 @@ def test_a_cached_run_is_reused_only_for_the_same_settings_code_and_reference(
     Path(ref["file"]).write_text(json.dumps({"cache_key": ref["key"]}))
     assert not parity.reusable(_job(parity, project, tmp_path, arm="reference", commit="def"))
     assert parity.reusable(_job(parity, project, tmp_path, commit="def"))
+
+
+def test_both_selections_keep_the_best_bound_and_the_best_sample_fd(parity):
+    """The trainer's ``on_evaluation`` hook: each selection keeps its own best step's weights."""
+    kept: dict = {}
+    keep = parity.keep_both_selections(kept)
+    model = torch.nn.Linear(1, 1)
+    rows = [(250, 5.0, 40.0), (500, 4.0, 30.0), (750, 4.5, 20.0), (1000, 4.2, 25.0)]
+    for step, bits, fd in rows:
+        with torch.no_grad():
+            model.weight.fill_(step)
+        keep(step, model, {"val_bits": bits, "val_sample_fd": fd})
+    assert kept["val_bound"].step == 500 and kept["val_bound"].weights["weight"].item() == 500
+    assert kept["sample_fd"].step == 750 and kept["sample_fd"].weights["weight"].item() == 750
+    without_fd: dict = {}
+    parity.keep_both_selections(without_fd)(250, model, {"val_bits": 5.0})
+    assert set(without_fd) == {"val_bound"}  # no sample FD logged: no such selection

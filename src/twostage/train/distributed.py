@@ -203,16 +203,17 @@ def close(ctx: Context) -> None:
 
 
 def in_process_group(
-    train: Callable[[Params, str, Context], dict],
-) -> Callable[[Params, str], dict]:
-    """A trainer ``train(p, name, ctx)`` as the stage ``train(p, name)``: inside the process
-    group torchrun set up (if any), left whatever happens so no rank hangs on the others."""
+    train: Callable[..., dict],
+) -> Callable[..., dict]:
+    """A trainer ``train(p, name, ctx, **hooks)`` as the stage ``train(p, name, **hooks)``:
+    inside the process group torchrun set up (if any), left whatever happens so no rank
+    hangs on the others. The stages pass no hooks; a benchmark may (train/token_prior.py)."""
 
     @functools.wraps(train)
-    def stage(p: Params, name: str) -> dict:
+    def stage(p: Params, name: str, **hooks: Any) -> dict:
         ctx = init(p)
         try:
-            return train(p, name, ctx)
+            return train(p, name, ctx, **hooks)
         finally:
             close(ctx)
 

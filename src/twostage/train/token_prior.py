@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -82,7 +83,18 @@ def resume_fingerprint(spec: dict, seed: int) -> str:
     return fingerprint({k: v for k, v in spec.items() if k != "skip_nonfinite_steps"}, seed)
 
 
-def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
+def _train_token_prior(
+    p: Params,
+    name: str,
+    ctx: distributed.Context,
+    *,
+    build: Callable[..., torch.nn.Module] = build_prior,
+    on_evaluation: Callable[[int, torch.nn.Module, dict], None] | None = None,
+) -> dict:
+    """Train prior ``name``. The stage passes no hooks; bench/reference_parity.py trains
+    another implementation's network through the same loop (``build``, called like
+    ``build_prior``) and keeps its own selections (``on_evaluation(step, model, row)``,
+    called with the evaluated model and the logged values at every evaluation)."""
     spec = p.prior(name)
     ae = spec["autoencoder"]
     device = ctx.device(pick_device(p["device"]))
@@ -97,7 +109,7 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
         val_labels = load_labels(p, ae, "val", len(val_tokens))
         num_classes = int(max(train_labels.max(), val_labels.max())) + 1
 
-    model = build_prior(spec, codebook_size, length, num_classes).to(device)
+    model = build(spec, codebook_size, length, num_classes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.95), weight_decay=0.0)
     ema = EMA(model, spec["ema_decay"]) if spec["ema_decay"] > 0 else None
     # fp16 autocast with loss scaling on CUDA only.
@@ -172,6 +184,8 @@ def _train_token_prior(p: Params, name: str, ctx: distributed.Context) -> dict:
             )
             score = row["val_sample_fd"] if select_by == "sample_fd" else val
             best.update(score, step, evaluated, **row)
+            if on_evaluation is not None:
+                on_evaluation(step, evaluated, row)
         log.add(step, **row)
         if ctx.is_main:
             resume.save_if_due(step, spec["steps"])
