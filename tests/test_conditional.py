@@ -261,19 +261,29 @@ def test_class_scores_by_hand():
     rng = np.random.default_rng(0)
     real = rng.normal(size=(100, 2))
     labels = np.repeat([0, 1], 50)
-    # Class 0's samples are its real images; class 1's are its real images moved by (3, 4):
-    # same covariance, so FD = |shift|² = 25.
-    fake = np.concatenate([real[:50], real[50:] + [3.0, 4.0]])
+    # Class 0's samples are its real images; class 1's are its real images moved by (30, 40):
+    # same covariance, so FD = |shift|² = 2500.
+    fake = np.concatenate([real[:50], real[50:] + [30.0, 40.0]])
     asked = labels.copy()
     predicted = labels.copy()
     predicted[:25] = 1  # a quarter put in the wrong class
-    scores = class_scores(fake, asked, predicted, real, labels, "classifier")
+    scores = class_scores(fake, asked, predicted, real, labels, "classifier", 3, 0)
     assert scores["class_accuracy"] == 0.75
     per_class = scores["per_class"]["fd_classifier"]
     assert per_class["0"] == pytest.approx(0.0, abs=1e-6)  # sqrtm's float64 rounding
-    assert per_class["1"] == pytest.approx(25.0, abs=1e-6)
-    assert scores["fd_classifier_class_mean"] == pytest.approx(12.5, abs=1e-6)
-    assert scores["fd_classifier_class_worst"] == pytest.approx(25.0, abs=1e-6)
+    assert per_class["1"] == pytest.approx(2500.0, abs=1e-6)
+    assert scores["fd_classifier_class_mean"] == pytest.approx(1250.0, abs=1e-6)
+    assert scores["fd_classifier_class_worst"] == pytest.approx(2500.0, abs=1e-6)
+    # PRDC per class: class 0's samples are its real images (every sample inside a real
+    # ball and every real image inside a sample's ball); class 1's sit 50 away, far outside
+    # the 3-NN balls of 50 unit-variance points, so nothing of either side is reached.
+    for m in ("precision", "recall", "coverage"):
+        assert scores["per_class"][m] == {"0": 1.0, "1": 0.0}
+        assert scores[f"{m}_class_mean"] == 0.5 and scores[f"{m}_class_worst"] == 0.0
+    assert scores["per_class"]["density"]["1"] == 0.0
+    assert scores["density_class_worst"] == 0.0  # the class farthest from 1
+    with pytest.raises(ValueError, match="class 1: 3 samples"):
+        class_scores(fake[:53], asked[:53], predicted[:53], real, labels, "classifier", 3, 0)
 
 
 def test_classes_drawn_in_turn_and_a_gallery_row_per_class():

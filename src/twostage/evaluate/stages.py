@@ -48,7 +48,7 @@ def evaluate_run(p: Params, run: str) -> dict:
             )
             if p.prior(p.prior_of_run(run))["condition"] == "class":
                 scores = _conditional_scores(
-                    dataset, run, images, fake.features, real, name, device
+                    dataset, run, images, fake.features, real, name, device, p
                 )
                 metrics.update(scores)
         else:
@@ -60,8 +60,8 @@ def evaluate_run(p: Params, run: str) -> dict:
 
 
 @torch.no_grad()
-def _conditional_scores(dataset, run, images, fake, real, name, device) -> dict:
-    """The dataset's classifier on the samples, and per-class FD under extractor ``name``."""
+def _conditional_scores(dataset, run, images, fake, real, name, device, p) -> dict:
+    """The dataset's classifier on the samples, and per-class FD and PRDC under ``name``."""
     from twostage.models.classifier import load_classifier
 
     asked = load_npy(paths.samples(run)["classes"], ndim=1, kinds="i")
@@ -73,7 +73,8 @@ def _conditional_scores(dataset, run, images, fake, real, name, device) -> dict:
         ]
     )
     real_labels = load_split(dataset, "train")[1]
-    return class_scores(fake, asked, predicted, real, real_labels, name)
+    nearest_k = p["evaluation"]["nearest_k"]
+    return class_scores(fake, asked, predicted, real, real_labels, name, nearest_k, p["seed"])
 
 
 @torch.no_grad()
