@@ -369,6 +369,23 @@ def welch_not_worse(ours: list[float], ref: list[float]) -> float:
     return float(stats.ttest_ind(ours, ref, equal_var=False, alternative="less").pvalue)
 
 
+def paired_ratio(results: list[dict], a: tuple[str, str], b: tuple[str, str], key: str):
+    """(seeds, mean, low, high) of the per-seed ratio a / b over the seeds both arms ran, with
+    its 95 % Student-t interval (the claims table's estimator), or None below two seeds."""
+    from twostage.report.verdict import interval as t_interval
+    from twostage.report.verdict import per_seed
+
+    by_seed = [
+        {r["seed"]: r[sel][key] for r in results if r["arm"] == arm and sel in r}
+        for arm, sel in (a, b)
+    ]
+    seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
+    if len(seeds) < 2:
+        return None
+    ratios = per_seed([by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds], "ratio")
+    return (seeds, *t_interval(ratios))
+
+
 def summarise(results: list[dict], key: str) -> str:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in results:
@@ -407,6 +424,7 @@ def summarise(results: list[dict], key: str) -> str:
         (("ours", "sample_fd"), ("reference", "val_bound")),
         (("ours", "sample_fd"), ("autoregressive", "val_bound")),
         (("ours", "val_bound"), ("autoregressive", "val_bound")),
+        (("ours", "sample_fd"), ("autoregressive", "sample_fd")),
     ]
     tests = []
     for (arm, sel), (other, other_sel) in pairs:
@@ -417,6 +435,13 @@ def summarise(results: list[dict], key: str) -> str:
                 f"{np.mean(a) / np.mean(b):.2f}; Welch one-sided p({arm} lower) = "
                 f"{welch_not_worse(a, b):.3f}"
             )
+            paired = paired_ratio(results, (arm, sel), (other, other_sel), key)
+            if paired:
+                seeds, mean, low, high = paired
+                tests[-1] += (
+                    f"; paired by seed ({len(seeds)} seeds): ratio {mean:.2f} "
+                    f"[{low:.2f}, {high:.2f}] (95 % Student-t)"
+                )
     return "\n".join(lines + [""] + tests)
 
 
@@ -452,7 +477,15 @@ def main() -> None:
         help="prior key=value override for the autoregressive arm (YAML value), repeatable",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/reference_parity"))
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="train nothing: rewrite --out/summary.md from the run JSONs already there",
+    )
     args = parser.parse_args()
+    if args.summary_only:
+        write_summary(args.out, {})
+        return
     import yaml
 
     project = args.project.resolve()
@@ -505,11 +538,15 @@ def main() -> None:
             result["effective_settings"] = job["effective"]
             Path(job["file"]).write_text(json.dumps(result, indent=1, default=str))
             print(f"done {job['arm']} seed {job['seed']}", file=sys.stderr)
+    write_summary(args.out, config)
+
+
+def write_summary(out: Path, config: dict) -> None:
     # Every run in --out, so that invocations over other arms or seeds add up.
-    results = [json.loads(f.read_text()) for f in sorted(args.out.glob("*.json"))]
+    results = [json.loads(f.read_text()) for f in sorted(out.glob("*.json"))]
     table = summarise(results, "fd_classifier")
     header = f"```\n{' '.join(sys.argv)}\n```\nconfig: {json.dumps(config, default=str)}\n"
-    (args.out / "summary.md").write_text(header + "\n" + table + "\n")
+    (out / "summary.md").write_text(header + "\n" + table + "\n")
     print(table)
 
 

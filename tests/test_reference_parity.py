@@ -65,6 +65,32 @@ def test_interval_is_the_student_t_interval(parity):
     assert np.isnan(parity.interval([4.0])[1])
 
 
+def test_paired_ratio_pairs_by_seed_and_skips_unshared_seeds(parity):
+    def run(arm, seed, fd):
+        return {"arm": arm, "seed": seed, "sample_fd": {"fd_classifier": fd}}
+
+    # Per-seed ratios 1.0, 2.0, 3.0 (seed 9 has no partner): mean 2, sd 1, t(0.975, 2) = 4.302653.
+    results = [
+        run("ours", 1, 10.0),
+        run("ours", 2, 20.0),
+        run("ours", 3, 30.0),
+        run("ours", 9, 5.0),
+    ]
+    results += [run("reference", 1, 10.0), run("reference", 2, 10.0), run("reference", 3, 10.0)]
+    seeds, mean, low, high = parity.paired_ratio(
+        results, ("ours", "sample_fd"), ("reference", "sample_fd"), "fd_classifier"
+    )
+    assert seeds == [1, 2, 3] and mean == pytest.approx(2.0)
+    assert high - mean == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6) and low < mean
+    one_seed = [run("ours", 1, 10.0), run("reference", 1, 10.0), run("reference", 2, 1.0)]
+    assert (
+        parity.paired_ratio(
+            one_seed, ("ours", "sample_fd"), ("reference", "sample_fd"), "fd_classifier"
+        )
+        is None
+    )
+
+
 def _job(parity, project, tmp_path, arm="ours", commit="abc"):
     job = {
         "arm": arm,
