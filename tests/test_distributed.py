@@ -32,7 +32,10 @@ OVERRIDES = """\
 distributed: {nproc: %d, backend: gloo}
 priors:
   autoregressive_mnist: {n_layer: 1, n_embd: 32, n_head: 2, steps: 12, eval_every: 6,
-                         warmup_steps: 2, batch_size: %d}
+                         warmup_steps: 2, batch_size: %d,
+                         # float32, no dropout draws: the two runs must differ by float order only
+                         dropout: 0.0, ema_decay: 0.0, lr_schedule: constant, cpu_bf16: false,
+                         sample_fd_images: 0, select_by: val_bound}
 """
 
 

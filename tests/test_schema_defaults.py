@@ -60,11 +60,9 @@ def test_no_literal_default_for_a_schema_key_in_the_code():
 def test_loaded_params_have_the_defaults_filled():
     p = load_params()
     ar, absorbing = p.prior("autoregressive_mnist"), p.prior("absorbing_mnist")
-    assert (ar["select_by"], ar["lr_schedule"], ar["sample_fd_images"]) == (
-        "val_bound",
-        "constant",
-        0,
-    )
+    # Keys params/priors.yaml leaves out of the autoregressive entry, filled from the schema.
+    assert (ar["condition"], ar["skip_nonfinite_steps"]) == ("none", 0)
+    assert "label_drop" not in ar  # only under condition: class
     assert ar["val_elbo_samples"] == 1  # the autoregressive kind's own default
     assert absorbing["select_by"] == "sample_fd"  # written in params/priors.yaml, kept
     ae = p.autoencoder("vq_mnist")
@@ -89,8 +87,8 @@ def test_rerun_triggers_see_only_what_the_files_set():
     p = load_params()
     train = plan.job(p, "train_prior", "autoregressive_mnist")
     values = plan.param_values(p, train)["priors.autoregressive_mnist"]
-    assert "select_by" not in values and values["lr"] == 0.001
-    assert "select_by" in p.prior("autoregressive_mnist")
+    assert "skip_nonfinite_steps" not in values and values["lr"] == 0.001
+    assert "skip_nonfinite_steps" in p.prior("autoregressive_mnist")
 
 
 def test_per_kind_defaults_are_filled_for_their_kind_only():
