@@ -77,18 +77,18 @@ def test_only_the_user_process_launches(repo: Path, monkeypatch):
     params = load_params(root=repo)
     params.data["distributed"] = {"nproc": 2}
     for stage, name in [
-        ("train-prior", "autoregressive_mnist"),
-        ("train-prior", "glf_mnist"),
-        ("train-autoencoder", "vq_mnist"),
-        ("train-autoencoder", "vae_mnist"),
+        ("train_prior", "autoregressive_mnist"),
+        ("train_prior", "glf_mnist"),
+        ("train_autoencoder", "vq_mnist"),
+        ("train_autoencoder", "vae_mnist"),
     ]:
         assert needs_launch(params, stage, name), (stage, name)
     # Small fits on cached latents run in one process; so do stages that do not train.
-    assert not needs_launch(params, "train-prior", "gmm_rae_mnist")
-    assert not needs_launch(params, "train-prior", "flow_vae_mnist")
+    assert not needs_launch(params, "train_prior", "gmm_rae_mnist")
+    assert not needs_launch(params, "train_prior", "flow_vae_mnist")
     assert not needs_launch(params, "sample", "autoregressive")
     monkeypatch.setenv("LOCAL_RANK", "0")  # inside torchrun: run, do not launch again
-    assert not needs_launch(params, "train-prior", "autoregressive_mnist")
+    assert not needs_launch(params, "train_prior", "autoregressive_mnist")
 
 
 @pytest.mark.slow

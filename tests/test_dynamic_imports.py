@@ -6,7 +6,7 @@ takes the entries its selectors pick). A module name built at run time, say
 ``importlib.import_module(f"twostage.models.priors.{kind}")``, would import code that no
 hash covers: an edit to it would rerun nothing. The project has one way to import by a
 computed name, ``twostage.lazy.resolve``, and its argument must come from a dispatch table
-that codedeps reads (``STAGES[stage][0]``, ``KINDS[kind].model``); a role read from a
+that codedeps reads (``STAGES[stage].function``, ``KINDS[kind].model``); a role read from a
 table entry (``.model``, ``.trainer``) must be declared in the module's ``RESOLVES``,
 else codedeps would not count that role's modules for the jobs that run it.
 
@@ -165,8 +165,9 @@ def test_every_import_by_a_computed_name_is_a_dispatch_table_entry():
 
 
 def test_the_project_s_dynamic_imports_are_all_checked():
-    """The checker sees today's dynamic imports: the stage and command tables of cli.py
-    and the kind table's model and trainer roles (else it would pass by seeing nothing)."""
+    """The checker sees today's dynamic imports: the stage table's function and job roles,
+    cli.py's command table and the kind table's model and trainer roles (else it would
+    pass by seeing nothing)."""
     seen = []
     for path in sorted(codedeps.ROOT.rglob("*.py")):
         module = _module_name(path, codedeps.ROOT)
@@ -178,7 +179,8 @@ def test_the_project_s_dynamic_imports_are_all_checked():
             if isinstance(n, ast.Call) and _is_resolver_call(n, resolvers, imported)
         ]
     assert {
-        "twostage.cli:STAGES[stage][0]",
+        "twostage.cli:STAGES[stage].function",
+        "twostage.plan:STAGES[stage].job",
         "twostage.cli:COMMANDS['dvc-yaml']",
         "twostage.models.priors:KINDS[spec['kind']].model",
         "twostage.models.autoencoders:KINDS[spec['kind']].model",

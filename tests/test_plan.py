@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import yaml
 
+from twostage import plan as planning
 from twostage.config import load_params
 from twostage.plan import dvc_pipeline, jobs
+from twostage.stages import STAGES
 
 
 def _dvc_files(pipeline: dict) -> set[str]:
@@ -51,3 +54,29 @@ def test_every_job_appears_once_and_upstream_first(repo: Path):
     for job in plan:
         assert set(job.deps) <= built, f"{job.dvc_name} needs outputs of a later job"
         built.update(job.outs + job.metrics + job.plots)
+
+
+def test_every_stage_has_its_job_builder_and_its_rule(repo: Path):
+    """The stage table (stages.py) is the one list of stages: each entry's job builder
+    makes jobs of that stage, and each rule takes its lines from the StageRule of its own
+    stage (sample_conditional: a second rule of sample) and its shell line from
+    stage_shell of that stage, by name: Snakemake evaluates a shell line again when the
+    job runs, when the StageRule binding is another stage's."""
+    params = load_params(["params/profiles/smoke.yaml"], root=repo)
+    plan = jobs(params)
+    assert {j.stage for j in plan} == {*STAGES, "report"}
+    for j in plan:
+        assert planning.job(params, j.stage, j.name) == j
+    rules, shells, bound, rule = {}, {}, None, None
+    for smk in sorted((repo / "workflow/rules").glob("*.smk")):
+        for line in smk.read_text().splitlines():
+            if found := re.fullmatch(r'stage = StageRule\("(\w+)"\)', line):
+                bound = found[1]
+            elif found := re.fullmatch(r"rule (\w+):", line):
+                rule = found[1]
+                rules[rule] = bound
+            elif found := re.fullmatch(r' +stage_shell\("(\w+)"\)', line):
+                shells[rule] = found[1]
+            assert "stage.shell" not in line, f"{smk.name}: {line}"
+    assert rules == {**{s: s for s in [*STAGES, "report"]}, "sample_conditional": "sample"}
+    assert shells == rules

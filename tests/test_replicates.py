@@ -199,8 +199,8 @@ def test_seeds_reach_the_training_and_sampling_code(params_root: Path, monkeypat
     ]:
         assert cli.main([stage, name]) == 0
     assert seen == {
-        ("train-autoencoder", "ae_mnist-seed4"): 4,
-        ("train-prior", "glf_mnist-seed9"): 9,
+        ("train_autoencoder", "ae_mnist-seed4"): 4,
+        ("train_prior", "glf_mnist-seed9"): 9,
         ("sample", "glf-seed9"): 9,
         ("evaluate", "glf-seed9"): 0,
         ("sample", "glf"): 0,

@@ -24,37 +24,14 @@ from twostage.artifacts import ArtifactError, leftovers, remove, write_text
 from twostage.config import ConfigError, load_params
 from twostage.data.sources import DataError
 from twostage.lazy import resolve
+from twostage.stages import STAGES, command, stage_of
 
 log = logging.getLogger("twostage")
 
 
-# stage → ("module:function" taking (params, name), params table NAME must be in).
-# A stage's module is imported only when that stage runs: `validate` stays instant, and
-# a stage's code dependencies (codedeps.py) hold no other stage's code.
-STAGES: dict[str, tuple[str, str]] = {
-    "prepare-data": ("twostage.data.prepare:prepare", "datasets"),
-    "train-classifier": ("twostage.train.classifier:train_classifier", "datasets"),
-    "extract-features": ("twostage.evaluate.features:extract_real_features", "datasets"),
-    "train-autoencoder": ("twostage.train.dispatch:train_autoencoder", "autoencoders"),
-    "encode": ("twostage.data.latents:encode", "autoencoders"),
-    "calibrate": ("twostage.evaluate.stages:calibrate", "autoencoders"),
-    "train-prior": ("twostage.train.dispatch:train_prior", "priors"),
-    "inpaint": ("twostage.sample.editing:inpaint", "priors"),
-    "large-samples": ("twostage.sample.editing:large_samples", "priors"),
-    "sample": ("twostage.sample.sampler:sample_run", "runs"),
-    "evaluate": ("twostage.evaluate.stages:evaluate_run", "runs"),
-    "evaluate-reconstruction": (
-        "twostage.evaluate.reconstruction:evaluate_reconstruction",
-        "autoencoders",
-    ),
-    "neighbours": ("twostage.evaluate.neighbours:nearest_neighbours", "runs"),
-}
-
-
-# Stages that train or sample with the seed of their entry: a replicate's own (seeds.py).
-# Every other stage keeps the global seed, so that the evaluation protocol (the real subset
-# PRDC compares against, KID's subsets) is the same for every run and replicate.
-SEEDED_STAGES = ("train-autoencoder", "train-prior", "sample")
+# The stage table (stages.py) names each stage's function by this role: a stage's code
+# holds its function's module.
+RESOLVES = ("Stage.function",)  # for codedeps.py
 
 
 # The other subcommands' code, imported the same way: "report" is a DAG stage too.
@@ -65,7 +42,7 @@ COMMANDS: dict[str, str] = {
 
 
 def stage_function(stage: str) -> Callable:
-    return resolve(STAGES[stage][0])
+    return resolve(STAGES[stage].function)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the traceback of an error instead of one line"
     )
     sub = parser.add_subparsers(dest="stage", required=True)
-    for stage, (_, table) in STAGES.items():
-        sp = sub.add_parser(stage, help=f"run the {stage} stage for one entry of '{table}'")
+    for stage, spec in STAGES.items():
+        table = spec.table
+        sp = sub.add_parser(
+            command(stage), help=f"run the {command(stage)} stage for one entry of '{table}'"
+        )
         sp.add_argument("name", help=f"name of an entry of '{table}' in the params")
     sub.add_parser("report", help="build results/report from the targets' artifacts")
     sub.add_parser("validate", help="validate the params and print the merged result")
@@ -123,28 +103,29 @@ def run(args: argparse.Namespace) -> None:
         print(resolve(COMMANDS["report"])(params))
         _record_versions(params, "report", "")
         return
-    table = STAGES[args.stage][1]
+    stage = stage_of(args.stage)
+    table = STAGES[stage].table
     if args.name not in params[table]:
         known = ", ".join(sorted(params[table])) or "none"
         raise ConfigError(f"{args.stage}: no entry {args.name!r} in '{table}' (defined: {known})")
     if "LOCAL_RANK" not in os.environ:  # under torchrun, the launching process did it
-        _remove_leftovers(params, args.stage, args.name)
+        _remove_leftovers(params, stage, args.name)
     from twostage.train import distributed
 
-    if distributed.needs_launch(params, args.stage, args.name):
+    if distributed.needs_launch(params, stage, args.name):
         # distributed.nproc > 1: the same command, once per process, under torchrun.
         code = distributed.launch(params, args.argv)
         if code:
             raise SystemExit(code)
-        _finish(params, args.stage, args.name)
+        _finish(params, stage, args.name)
         return
     from twostage.runtime import set_threads
 
     set_threads()
     start = time.perf_counter()
-    seeded = params.with_seed_of(table, args.name) if args.stage in SEEDED_STAGES else params
-    result = stage_function(args.stage)(seeded, args.name)
-    _finish(params, args.stage, args.name)
+    seeded = params.with_seed_of(table, args.name) if STAGES[stage].seeded else params
+    result = stage_function(stage)(seeded, args.name)
+    _finish(params, stage, args.name)
     log.info("%s %s done in %.1f s: %s", args.stage, args.name, time.perf_counter() - start, result)
 
 
@@ -158,7 +139,7 @@ def _remove_leftovers(params, stage: str, name: str) -> None:
     """
     from twostage import plan
 
-    job = plan.job(params, stage.replace("-", "_"), name)
+    job = plan.job(params, stage, name)
     state = paths.training_state(job.stage, name) if name else None
     for out in [*job.outs, *job.metrics, *job.plots, *([state] if state else [])]:
         for f in leftovers(out):
@@ -173,7 +154,7 @@ def _finish(params, stage: str, name: str) -> None:
     if "LOCAL_RANK" in os.environ:
         return
     _record_versions(params, stage, name)
-    remove(paths.training_state(stage.replace("-", "_"), name))
+    remove(paths.training_state(stage, name))
 
 
 def _record_versions(params, stage: str, name: str) -> None:

@@ -17,6 +17,9 @@ import yaml
 from twostage import claims, paths
 from twostage.config import Params
 from twostage.kinds import JOINT_PRIORS, KINDS
+from twostage.lazy import resolve
+from twostage.stages import STAGES
+from twostage.stages import command as subcommand
 
 # Params of a job: (file, dotted key) pairs. Only these trigger a rerun in DVC.
 ParamKeys = list[tuple[str, str]]
@@ -26,7 +29,7 @@ GLOBAL_KEYS: ParamKeys = [("params/config.yaml", "seed"), ("params/config.yaml",
 
 @dataclass
 class Job:
-    stage: str  # the CLI subcommand and Snakemake rule name
+    stage: str  # its name in stages.STAGES (or "report"): the Snakemake rule name
     name: str  # the artifact name it builds ("" for the report)
     deps: list[str]
     outs: list[str]
@@ -495,43 +498,15 @@ def downstream_counts(p: Params) -> dict[tuple[str, str], int]:
     return {key: len(descendants(key)) for key in children}
 
 
+# The stage table (stages.py) names each stage's job builder by this role.
+RESOLVES = ("Stage.job",)  # for codedeps.py
+
+
 def job(p: Params, stage: str, name: str) -> Job:
     """The one job of ``stage`` building ``name`` (used by the Snakefile's input functions)."""
-    builders = {
-        "report": lambda p, _: report_job(p),
-        "prepare_data": prepare_data_job,
-        "train_classifier": train_classifier_job,
-        "extract_features": extract_features_job,
-        "train_autoencoder": train_autoencoder_job,
-        "encode": encode_job,
-        "calibrate": calibrate_job,
-        "train_prior": train_prior_job,
-        "sample": sample_job,
-        "evaluate": evaluate_job,
-        "neighbours": neighbours_job,
-        "inpaint": inpaint_job,
-        "large_samples": large_samples_job,
-        "evaluate_reconstruction": evaluate_reconstruction_job,
-    }
-    return builders[stage](p, name)
-
-
-# Each stage and the params table its names come from, for finding a file's producer.
-STAGE_TABLES = {
-    "prepare_data": "datasets",
-    "train_classifier": "datasets",
-    "extract_features": "datasets",
-    "train_autoencoder": "autoencoders",
-    "encode": "autoencoders",
-    "calibrate": "autoencoders",
-    "evaluate_reconstruction": "autoencoders",
-    "train_prior": "priors",
-    "inpaint": "priors",
-    "large_samples": "priors",
-    "sample": "runs",
-    "evaluate": "runs",
-    "neighbours": "runs",
-}
+    if stage == "report":
+        return report_job(p)
+    return resolve(STAGES[stage].job)(p, name)
 
 
 def producer(p: Params, file: str) -> Job | None:
@@ -544,8 +519,8 @@ def producer(p: Params, file: str) -> Job | None:
     for j in jobs(p):
         if writes(j):
             return j
-    for stage, table in STAGE_TABLES.items():
-        for name in p[table]:
+    for stage, spec in STAGES.items():
+        for name in p[spec.table]:
             try:
                 j = job(p, stage, name)
             except (KeyError, ValueError):  # an entry these params cannot build
@@ -574,7 +549,7 @@ def command(job: Job, profiles: list[str]) -> str:
     """The CLI call both Snakemake and DVC run for ``job``."""
     profile_args = "".join(f" --profile {f}" for f in profiles)
     name = f" {job.name}" if job.name else ""
-    return f"twostage{profile_args} {job.stage.replace('_', '-')}{name}"
+    return f"twostage{profile_args} {subcommand(job.stage)}{name}"
 
 
 def _has_key(data: dict[str, Any], dotted: str) -> bool:

@@ -1,6 +1,9 @@
+stage = StageRule("train_autoencoder")
+
+
 rule train_autoencoder:
     input:
-        job_inputs("train_autoencoder"),
+        stage.input,
     output:
         model=paths.autoencoder("{name}")["model"],
         recon=report(
@@ -12,34 +15,37 @@ rule train_autoencoder:
         metrics=paths.autoencoder("{name}")["metrics"],
         curve=paths.autoencoder("{name}")["curve"],
     log:
-        paths.log("train_autoencoder", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("train_autoencoder", "{name}")
-    priority: job_priority("train_autoencoder")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
     resources:
         mem_mb=4000,
-        gpu=training_gpus("autoencoders"),
+        gpu=stage.gpus,
         runtime=2880,
     params:
-        values=job_params("train_autoencoder"),
+        values=stage.params,
     shell:
-        stage_cmd("train-autoencoder")
+        stage_shell("train_autoencoder")
+
+
+stage = StageRule("encode")
 
 
 rule encode:
     input:
-        job_inputs("encode"),
+        stage.input,
     output:
         train=paths.latents("{name}")["train"],
         val=paths.latents("{name}")["val"],
     log:
-        paths.log("encode", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("encode", "{name}")
-    priority: job_priority("encode")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
@@ -48,23 +54,26 @@ rule encode:
         gpu=0,
         runtime=120,
     params:
-        values=job_params("encode"),
+        values=stage.params,
     shell:
-        stage_cmd("encode")
+        stage_shell("encode")
+
+
+stage = StageRule("evaluate_reconstruction")
 
 
 rule evaluate_reconstruction:
     input:
-        job_inputs("evaluate_reconstruction"),
+        stage.input,
     output:
         metrics=paths.reconstruction("{name}")["metrics"],
         usage=paths.reconstruction("{name}")["usage"],
         grid=paths.reconstruction("{name}")["grid"],
     log:
-        paths.log("evaluate_reconstruction", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("evaluate_reconstruction", "{name}")
-    priority: job_priority("evaluate_reconstruction")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -73,6 +82,6 @@ rule evaluate_reconstruction:
         gpu=0,
         runtime=60,
     params:
-        values=job_params("evaluate_reconstruction"),
+        values=stage.params,
     shell:
-        stage_cmd("evaluate-reconstruction")
+        stage_shell("evaluate_reconstruction")

@@ -8,6 +8,7 @@ from twostage import paths, plan
 from twostage.provenance import adopt, versions
 from twostage.config import ConfigError, load_params
 from twostage.kinds import SINGLE_PROCESS_KINDS
+from twostage.stages import STAGES, command
 
 # Profiles are the files given with --configfile; the twostage loader merges
 # them over params/*.yaml itself so it can name the file of any bad key.
@@ -35,48 +36,11 @@ wildcard_constraints:
     name="[A-Za-z0-9][A-Za-z0-9_-]*",
 
 
-def job_inputs(stage):
-    """Input function: the plan's dependencies of ``stage`` for this name."""
-    return lambda w: plan.job(P, stage, w.name).deps
-
-
 DOWNSTREAM = plan.downstream_counts(P)
 
 # Runs of class-conditional priors (their sampling also writes classes.npy): a name
 # pattern for the rule sample_conditional; one that matches nothing when there are none.
 CONDITIONAL_RUNS = "|".join(plan.conditional_runs(P)) or "(?!)"
-
-
-def job_priority(stage):
-    """Priority function: the number of jobs downstream of this one (longest chains first)."""
-    return lambda w: DOWNSTREAM.get((stage, w.name), 0)
-
-
-def job_params(stage):
-    """The params values a job reads, its code and software hashes: a change in them
-    (only) reruns the job."""
-
-    def values(w):
-        return versions.rule_params(P, plan.job(P, stage, w.get("name", "")), VERSIONS)
-
-    return values
-
-
-def stage_cmd(stage):
-    """Shell command of a stage: the same CLI call DVC runs, logged to the rule's log."""
-    return (
-        f"TWOSTAGE_THREADS={{threads}} twostage{PROFILE_ARGS} {stage} {{wildcards.name}}"
-        " > {log} 2>&1"
-    )
-
-
-# Threads of a training or sampling job: half of --cores, so that two such jobs run side
-# by side (these small models gain less from a second thread than from a second job);
-# 8 where no core count is given (cluster executors: the threads each job requests).
-TRAINING_THREADS = max(1, (workflow._cores or 16) // 2)
-
-# Software of every rule (used with --sdm conda; the venv route needs nothing).
-TWOSTAGE_ENV = "../envs/twostage.yaml"
 
 # GPUs a training job uses: one per data-parallel process (params/config.yaml:
 # distributed.nproc). Every rule declares gpu, mem_mb and runtime (minutes), so
@@ -84,10 +48,59 @@ TWOSTAGE_ENV = "../envs/twostage.yaml"
 TRAINING_GPUS = P.data.get("distributed", {}).get("nproc", 1)
 
 
-def training_gpus(table):
-    """Resource function: distributed.nproc GPUs for a data-parallel training job, one
-    for the kinds that train in one process whatever nproc says (flow, gmm, vae_prior).
+class StageRule:
+    """What the rules of a stage say alike, from its one name: an entry of STAGES
+    (src/twostage/stages.py), or "report". A rules file binds it once before the rules of
+    its stage, which take their input, log, benchmark, priority and params lines from it;
+    outputs, threads and resources stay in the rule, and the shell line is stage_shell's.
     """
-    return lambda w: (
-        1 if P[table][w.name]["kind"] in SINGLE_PROCESS_KINDS else TRAINING_GPUS
+
+    def __init__(self, stage):
+        spec = STAGES.get(stage)
+        name = "{name}" if spec else None
+        self.log = paths.log(stage, name)
+        self.benchmark = paths.benchmark(stage, name)
+        # The plan's dependencies of the job for this name.
+        self.input = lambda w: plan.job(P, stage, w.name).deps
+        # The number of jobs downstream of this one (longest chains first).
+        self.priority = lambda w: DOWNSTREAM.get((stage, w.name), 0)
+        # The params values the job reads, its code and software hashes: a change in
+        # them (only) reruns the job.
+        self.params = lambda w: versions.rule_params(
+            P, plan.job(P, stage, w.get("name", "")), VERSIONS
+        )
+        # A data-parallel stage's GPUs: distributed.nproc, one for the kinds that train in
+        # one process whatever nproc says (flow, gmm, vae_prior).
+        self.gpus = lambda w: (
+            TRAINING_GPUS
+            if spec.data_parallel
+            and P[spec.table][w.name]["kind"] not in SINGLE_PROCESS_KINDS
+            else 1
+        )
+
+
+def stage_shell(stage):
+    """Shell command of a stage: the same CLI call DVC runs (plan.command), logged to the
+    rule's log. Not a StageRule attribute: Snakemake evaluates a rule's shell line again
+    when the job runs, and by then `stage` is bound to the last rules file's last stage.
+    """
+    if stage not in STAGES:
+        return f"twostage{PROFILE_ARGS} {stage} > {{log}} 2>&1"
+    return (
+        f"TWOSTAGE_THREADS={{threads}} twostage{PROFILE_ARGS} {command(stage)}"
+        " {wildcards.name} > {log} 2>&1"
     )
+
+
+# Threads of a training or sampling job: half of --cores, so that two such jobs run side
+# by side (these small models gain less from a second thread than from a second job);
+# 8 where no core count is given (cluster executors: the threads each job requests),
+# where Snakemake's public workflow.cores raises instead of answering.
+try:
+    CORES = workflow.cores
+except WorkflowError:
+    CORES = None
+TRAINING_THREADS = max(1, (CORES or 16) // 2)
+
+# Software of every rule (used with --sdm conda; the venv route needs nothing).
+TWOSTAGE_ENV = "../envs/twostage.yaml"

@@ -1,15 +1,18 @@
+stage = StageRule("prepare_data")
+
+
 rule prepare_data:
     input:
-        job_inputs("prepare_data"),
+        stage.input,
     output:
         train=paths.data("{name}")["train"],
         val=paths.data("{name}")["val"],
         manifest=paths.data("{name}")["manifest"],
     log:
-        paths.log("prepare_data", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("prepare_data", "{name}")
-    priority: job_priority("prepare_data")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -18,6 +21,6 @@ rule prepare_data:
         gpu=0,
         runtime=30,
     params:
-        values=job_params("prepare_data"),
+        values=stage.params,
     shell:
-        stage_cmd("prepare-data")
+        stage_shell("prepare_data")

@@ -2,17 +2,20 @@
 # the real-feature cache shared by every run, the scores, and nearest neighbours.
 
 
+stage = StageRule("train_classifier")
+
+
 rule train_classifier:
     input:
-        job_inputs("train_classifier"),
+        stage.input,
     output:
         model=paths.classifier("{name}")["model"],
         metrics=paths.classifier("{name}")["metrics"],
     log:
-        paths.log("train_classifier", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("train_classifier", "{name}")
-    priority: job_priority("train_classifier")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -21,14 +24,17 @@ rule train_classifier:
         gpu=0,
         runtime=120,
     params:
-        values=job_params("train_classifier"),
+        values=stage.params,
     shell:
-        stage_cmd("train-classifier")
+        stage_shell("train_classifier")
+
+
+stage = StageRule("extract_features")
 
 
 rule extract_features:
     input:
-        job_inputs("extract_features"),
+        stage.input,
     output:
         # Every configured extractor's train/val features and cache key.
         [
@@ -37,10 +43,10 @@ rule extract_features:
             for f in paths.features("{name}", extractor).values()
         ],
     log:
-        paths.log("extract_features", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("extract_features", "{name}")
-    priority: job_priority("extract_features")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -49,14 +55,17 @@ rule extract_features:
         gpu=0,
         runtime=60,
     params:
-        values=job_params("extract_features"),
+        values=stage.params,
     shell:
-        stage_cmd("extract-features")
+        stage_shell("extract_features")
+
+
+stage = StageRule("calibrate")
 
 
 rule calibrate:
     input:
-        job_inputs("calibrate"),
+        stage.input,
     output:
         metrics=paths.calibration("{name}")["metrics"],
         grid=report(
@@ -66,10 +75,10 @@ rule calibrate:
             subcategory="{name}",
         ),
     log:
-        paths.log("calibrate", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("calibrate", "{name}")
-    priority: job_priority("calibrate")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -78,14 +87,17 @@ rule calibrate:
         gpu=0,
         runtime=60,
     params:
-        values=job_params("calibrate"),
+        values=stage.params,
     shell:
-        stage_cmd("calibrate")
+        stage_shell("calibrate")
+
+
+stage = StageRule("evaluate")
 
 
 rule evaluate:
     input:
-        job_inputs("evaluate"),
+        stage.input,
     output:
         metrics=report(
             paths.evaluation("{name}")["metrics"],
@@ -94,10 +106,10 @@ rule evaluate:
             labels={"run": "{name}"},
         ),
     log:
-        paths.log("evaluate", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("evaluate", "{name}")
-    priority: job_priority("evaluate")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -106,24 +118,27 @@ rule evaluate:
         gpu=0,
         runtime=60,
     params:
-        values=job_params("evaluate"),
+        values=stage.params,
     shell:
-        stage_cmd("evaluate")
+        stage_shell("evaluate")
+
+
+stage = StageRule("neighbours")
 
 
 rule neighbours:
     input:
-        job_inputs("neighbours"),
+        stage.input,
     output:
         grid=paths.neighbours("{name}")["grid"],
         metrics=paths.neighbours("{name}")["metrics"],
         histogram=paths.neighbours("{name}")["histogram"],
         flagged=paths.neighbours("{name}")["flagged"],
     log:
-        paths.log("neighbours", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("neighbours", "{name}")
-    priority: job_priority("neighbours")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -132,6 +147,6 @@ rule neighbours:
         gpu=0,
         runtime=60,
     params:
-        values=job_params("neighbours"),
+        values=stage.params,
     shell:
-        stage_cmd("neighbours")
+        stage_shell("neighbours")

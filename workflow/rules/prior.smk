@@ -1,23 +1,26 @@
+stage = StageRule("train_prior")
+
+
 rule train_prior:
     input:
-        job_inputs("train_prior"),
+        stage.input,
     output:
         model=paths.prior("{name}")["model"],
         metrics=paths.prior("{name}")["metrics"],
         curve=paths.prior("{name}")["curve"],
     log:
-        paths.log("train_prior", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("train_prior", "{name}")
-    priority: job_priority("train_prior")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
     resources:
         mem_mb=4000,
-        gpu=training_gpus("priors"),
+        gpu=stage.gpus,
         runtime=2880,
     params:
-        values=job_params("train_prior"),
+        values=stage.params,
     shell:
-        stage_cmd("train-prior")
+        stage_shell("train_prior")

@@ -1,3 +1,6 @@
+stage = StageRule("report")
+
+
 rule report:
     input:
         plan.report_inputs(P),
@@ -15,9 +18,9 @@ rule report:
             category="Comparison",
         ),
     log:
-        paths.log("report"),
+        stage.log,
     benchmark:
-        paths.benchmark("report")
+        stage.benchmark
     conda:
         TWOSTAGE_ENV
     threads: 1
@@ -26,6 +29,6 @@ rule report:
         gpu=0,
         runtime=15,
     params:
-        values=job_params("report"),
+        values=stage.params,
     shell:
-        f"twostage{PROFILE_ARGS} report > {{log}} 2>&1"
+        stage_shell("report")

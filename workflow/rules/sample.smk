@@ -1,6 +1,9 @@
+stage = StageRule("sample")
+
+
 rule sample:
     input:
-        job_inputs("sample"),
+        stage.input,
     output:
         images=paths.samples("{name}")["images"],
         grid=report(
@@ -11,10 +14,10 @@ rule sample:
         ),
         stats=paths.samples("{name}")["stats"],
     log:
-        paths.log("sample", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("sample", "{name}")
-    priority: job_priority("sample")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
@@ -23,16 +26,16 @@ rule sample:
         gpu=1,
         runtime=240,
     params:
-        values=job_params("sample"),
+        values=stage.params,
     shell:
-        stage_cmd("sample")
+        stage_shell("sample")
 
 
 # A class-conditional prior's run: the same job, which also saves the class asked for
 # of every image (plan.sample_job names the same outputs).
 rule sample_conditional:
     input:
-        job_inputs("sample"),
+        stage.input,
     output:
         images=paths.samples("{name}")["images"],
         grid=report(
@@ -44,12 +47,12 @@ rule sample_conditional:
         stats=paths.samples("{name}")["stats"],
         classes=paths.samples("{name}")["classes"],
     log:
-        paths.log("sample", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("sample", "{name}")
+        stage.benchmark
     wildcard_constraints:
         name=CONDITIONAL_RUNS,
-    priority: job_priority("sample")
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
@@ -58,18 +61,21 @@ rule sample_conditional:
         gpu=1,
         runtime=240,
     params:
-        values=job_params("sample"),
+        values=stage.params,
     shell:
-        stage_cmd("sample")
+        stage_shell("sample")
 
 
 ruleorder: sample_conditional > sample
 
 
 # What an absorbing prior can do beyond sampling: inpainting and larger images.
+stage = StageRule("inpaint")
+
+
 rule inpaint:
     input:
-        job_inputs("inpaint"),
+        stage.input,
     output:
         grid=report(
             paths.inpainting("{name}")["grid"],
@@ -79,10 +85,10 @@ rule inpaint:
         ),
         stats=paths.inpainting("{name}")["stats"],
     log:
-        paths.log("inpaint", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("inpaint", "{name}")
-    priority: job_priority("inpaint")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
@@ -91,14 +97,17 @@ rule inpaint:
         gpu=1,
         runtime=60,
     params:
-        values=job_params("inpaint"),
+        values=stage.params,
     shell:
-        stage_cmd("inpaint")
+        stage_shell("inpaint")
+
+
+stage = StageRule("large_samples")
 
 
 rule large_samples:
     input:
-        job_inputs("large_samples"),
+        stage.input,
     output:
         grid=report(
             paths.large_samples("{name}")["grid"],
@@ -108,10 +117,10 @@ rule large_samples:
         ),
         stats=paths.large_samples("{name}")["stats"],
     log:
-        paths.log("large_samples", "{name}"),
+        stage.log,
     benchmark:
-        paths.benchmark("large_samples", "{name}")
-    priority: job_priority("large_samples")
+        stage.benchmark
+    priority: stage.priority
     conda:
         TWOSTAGE_ENV
     threads: TRAINING_THREADS
@@ -120,6 +129,6 @@ rule large_samples:
         gpu=1,
         runtime=120,
     params:
-        values=job_params("large_samples"),
+        values=stage.params,
     shell:
-        stage_cmd("large-samples")
+        stage_shell("large_samples")

@@ -5,11 +5,11 @@ module its subcommand can import, read from the source with ``ast`` (imports at 
 level and inside functions alike, except under ``if TYPE_CHECKING:``), never by running it.
 
 Code that is chosen by a name reaches the closure only through a *dispatch table*: a
-module-level dict display whose keys are names (a subcommand, a model ``kind``) and whose
+module-level dict display whose keys are names (a stage, a model ``kind``) and whose
 values hold ``"twostage.module:attr"`` strings, resolved with importlib when the name is
-used (``cli.STAGES``, ``kinds.py: KINDS``). A job takes only the entries of its own
-*selectors* (its subcommand and the kinds of the models it builds or loads), so an edit to
-the absorbing prior's model is code of the absorbing prior's jobs and not of the
+used (``stages.py: STAGES``, ``cli.COMMANDS``, ``kinds.py: KINDS``). A job takes only the
+entries of its own *selectors* (its stage and the kinds of the models it builds or loads),
+so an edit to the absorbing prior's model is code of the absorbing prior's jobs and not of the
 autoregressive prior's. An entry may be a call whose keyword arguments are *roles*
 (``PriorKind(model="...", trainer="...")``: roles ``PriorKind.model`` and
 ``PriorKind.trainer``): a role's references count only for a job whose closure holds a
@@ -356,11 +356,6 @@ def files(selectors: frozenset[str]) -> tuple[Path, ...]:
         found.add(module.path)
         found.update(module.data)
     return tuple(sorted(found))
-
-
-def literal_table(module: str, table: str) -> dict:
-    """A dispatch table's literal value, read from the source (no import of its module)."""
-    return ast.literal_eval(_dispatch_tables(load(module).tree)[table])
 
 
 def clear_caches() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from functools import cache
 from pathlib import Path
 
 import yaml
@@ -29,6 +28,7 @@ from twostage.artifacts import read_json, write_json, write_text
 from twostage.config import Params
 from twostage.plan import Job, job, jobs, param_values
 from twostage.provenance import codedeps, software
+from twostage.stages import STAGES
 
 log = logging.getLogger("twostage")
 
@@ -41,18 +41,10 @@ HEADER = (
 )
 
 
-@cache
-def _stage_tables() -> dict[str, str]:
-    """Subcommand → the params table its NAME is in (cli.STAGES, read from the source)."""
-    return {
-        stage: entry[1] for stage, entry in codedeps.literal_table(codedeps.ENTRY, "STAGES").items()
-    }
-
-
 def selectors(p: Params, j: Job) -> frozenset[str]:
-    """The dispatch entries a job takes: its subcommand and the kinds of its models."""
-    command = j.stage.replace("_", "-")
-    table = _stage_tables().get(command)
+    """The dispatch entries a job takes: its stage and the kinds of its models."""
+    spec = STAGES.get(j.stage)
+    table = spec.table if spec else None
     prior = ae = None
     if table == "runs":
         prior = p.prior_of_run(j.name)
@@ -66,7 +58,7 @@ def selectors(p: Params, j: Job) -> frozenset[str]:
         ae = p.autoencoder_of_prior(prior)
     if ae is not None:
         kinds.add(p.autoencoder(ae)["kind"])
-    return frozenset({command, *kinds})
+    return frozenset({j.stage, *kinds})
 
 
 def code_hashes(p: Params, plan: list[Job] | None = None) -> dict[str, str]:
@@ -168,7 +160,7 @@ def record(p: Params, stage: str, name: str, loaded: list[str]) -> None:
     job's static code dependencies (imported by a name codedeps.py cannot see) is logged
     and recorded, since its edits would not make the job stale.
     """
-    j = job(p, stage.replace("-", "_"), name)
+    j = job(p, stage, name)
     plan = jobs(p)
     if j.dvc_name not in {x.dvc_name for x in plan}:
         plan.append(j)

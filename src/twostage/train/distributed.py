@@ -43,9 +43,7 @@ from torch import nn
 from twostage.config import Params
 from twostage.kinds import SINGLE_PROCESS_KINDS
 from twostage.models.data_parallel import global_batchnorm
-
-# CLI stages with data-parallel training loops, and the params table their NAME is from.
-DISTRIBUTED_STAGES = {"train-autoencoder": "autoencoders", "train-prior": "priors"}
+from twostage.stages import STAGES
 
 
 def settings(p: Params) -> dict:
@@ -54,9 +52,14 @@ def settings(p: Params) -> dict:
 
 
 def data_parallel(p: Params, stage: str, name: str) -> bool:
-    """True if ``twostage STAGE NAME`` has a data-parallel training loop."""
-    table = DISTRIBUTED_STAGES.get(stage)
-    return table is not None and p[table][name]["kind"] not in SINGLE_PROCESS_KINDS
+    """True if the job of ``stage`` (stages.py) building ``name`` has a data-parallel
+    training loop."""
+    spec = STAGES.get(stage)
+    return (
+        spec is not None
+        and spec.data_parallel
+        and p[spec.table][name]["kind"] not in SINGLE_PROCESS_KINDS
+    )
 
 
 def needs_launch(p: Params, stage: str, name: str) -> bool:
