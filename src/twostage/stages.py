@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twostage.kinds import SINGLE_PROCESS_KINDS
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -114,6 +116,18 @@ STAGES: dict[str, Stage] = {
         table="runs",
     ),
 }
+
+
+def data_parallel(p, stage: str, name: str) -> bool:
+    """True if the job of ``stage`` building ``name`` has a data-parallel training loop:
+    a data-parallel stage, for a kind that does not train in one process (flow, gmm,
+    vae_prior). The CLI's launch and the rules' GPU requests both ask this."""
+    spec = STAGES.get(stage)
+    return (
+        spec is not None
+        and spec.data_parallel
+        and p[spec.table][name]["kind"] not in SINGLE_PROCESS_KINDS
+    )
 
 
 def command(stage: str) -> str:

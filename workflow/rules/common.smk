@@ -7,8 +7,7 @@ from snakemake_interface_executor_plugins.settings import ExecMode
 from twostage import paths, plan
 from twostage.provenance import adopt, versions
 from twostage.config import ConfigError, load_params
-from twostage.kinds import SINGLE_PROCESS_KINDS
-from twostage.stages import STAGES, command
+from twostage.stages import STAGES, command, data_parallel
 
 # Profiles are the files given with --configfile; the twostage loader merges
 # them over params/*.yaml itself so it can name the file of any bad key.
@@ -56,8 +55,7 @@ class StageRule:
     """
 
     def __init__(self, stage):
-        spec = STAGES.get(stage)
-        name = "{name}" if spec else None
+        name = "{name}" if stage in STAGES else None
         self.log = paths.log(stage, name)
         self.benchmark = paths.benchmark(stage, name)
         # The plan's dependencies of the job for this name.
@@ -69,14 +67,8 @@ class StageRule:
         self.params = lambda w: versions.rule_params(
             P, plan.job(P, stage, w.get("name", "")), VERSIONS
         )
-        # A data-parallel stage's GPUs: distributed.nproc, one for the kinds that train in
-        # one process whatever nproc says (flow, gmm, vae_prior).
-        self.gpus = lambda w: (
-            TRAINING_GPUS
-            if spec.data_parallel
-            and P[spec.table][w.name]["kind"] not in SINGLE_PROCESS_KINDS
-            else 1
-        )
+        # A data-parallel job's GPUs: distributed.nproc; one for every other job.
+        self.gpus = lambda w: TRAINING_GPUS if data_parallel(P, stage, w.name) else 1
 
 
 def stage_shell(stage):

@@ -41,25 +41,13 @@ import torch.distributed as dist
 from torch import nn
 
 from twostage.config import Params
-from twostage.kinds import SINGLE_PROCESS_KINDS
 from twostage.models.data_parallel import global_batchnorm
-from twostage.stages import STAGES
+from twostage.stages import data_parallel
 
 
 def settings(p: Params) -> dict:
     """``distributed`` of params/config.yaml (the schema fills its defaults)."""
     return p["distributed"]
-
-
-def data_parallel(p: Params, stage: str, name: str) -> bool:
-    """True if the job of ``stage`` (stages.py) building ``name`` has a data-parallel
-    training loop."""
-    spec = STAGES.get(stage)
-    return (
-        spec is not None
-        and spec.data_parallel
-        and p[spec.table][name]["kind"] not in SINGLE_PROCESS_KINDS
-    )
 
 
 def needs_launch(p: Params, stage: str, name: str) -> bool:
