@@ -228,6 +228,7 @@ def source(tmp_path: Path, monkeypatch) -> Path:
     copy = tmp_path / "twostage"
     shutil.copytree(codedeps.ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(codedeps, "ROOT", copy)
+    monkeypatch.setattr(codedeps, "MEMO_DIR", tmp_path / "codedeps-memo")  # edits: no litter
     codedeps.clear_caches()
     yield copy
     codedeps.clear_caches()

@@ -122,6 +122,35 @@ def test_comments_docstrings_and_layout_are_not_code(params, source):
     assert changed_after(params, reformat) == set()
 
 
+def test_answers_kept_on_disk_are_a_fresh_parse_s_and_only_for_the_same_package(
+    params, source, tmp_path, monkeypatch
+):
+    memo = tmp_path / "memo"
+    monkeypatch.setattr(codedeps, "MEMO_DIR", memo)
+    codedeps.clear_caches()
+    fresh = versions.code_hashes(params)  # parses, and keeps the answers
+    files = versions.code_files(params)
+    assert [f.name for f in memo.iterdir()] == [f"{codedeps.package_digest()}.json"]
+
+    def no_parse(name):
+        raise AssertionError(f"parsed {name}: the kept answers should have served")
+
+    parse = codedeps.load
+    codedeps.clear_caches()  # a new process: nothing in memory
+    monkeypatch.setattr(codedeps, "load", no_parse)
+    assert versions.code_hashes(params) == fresh and versions.code_files(params) == files
+
+    monkeypatch.setattr(codedeps, "load", parse)  # an edited package: another digest
+    edit_function_body(source / "models/priors/absorbing.py")
+    codedeps.clear_caches()
+    edited = versions.code_hashes(params)
+    assert edited != fresh and len(list(memo.iterdir())) == 2
+
+    (memo / f"{codedeps.package_digest()}.json").write_text("{not json")  # a torn write
+    codedeps.clear_caches()
+    assert versions.code_hashes(params) == edited
+
+
 def test_a_new_kind_in_the_kind_table_is_no_other_kinds_code(params, source):
     table = source / "kinds.py"
     text = table.read_text()

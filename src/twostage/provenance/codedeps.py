@@ -31,7 +31,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -307,6 +309,11 @@ def _hashes(
 
 def closure(selectors: frozenset[str], entry: str = ENTRY) -> tuple[str, ...]:
     """Every project module a job with these selectors can import, sorted."""
+    key = f"closure {entry} {' '.join(sorted(selectors))}"
+    return tuple(_memo(key, lambda: list(_closure(selectors, entry))))
+
+
+def _closure(selectors: frozenset[str], entry: str) -> tuple[str, ...]:
     seen: set[str] = set()
     roles: set[str | None] = {None}
     by_role: list[tuple[str | None, frozenset[str]]] = []  # selected entries' references
@@ -340,6 +347,10 @@ def _data_text(path: Path) -> str:
 
 def code_hash(selectors: frozenset[str]) -> str:
     """Hash of all the code a job with these selectors runs (16 hex digits)."""
+    return _memo(f"code_hash {' '.join(sorted(selectors))}", lambda: _code_hash(selectors))
+
+
+def _code_hash(selectors: frozenset[str]) -> str:
     digest = hashlib.sha256()
     for name in closure(selectors):
         module = load(name)
@@ -350,14 +361,74 @@ def code_hash(selectors: frozenset[str]) -> str:
 
 def files(selectors: frozenset[str]) -> tuple[Path, ...]:
     """The source and package data files of the code a job with these selectors runs."""
-    found = set()
-    for name in closure(selectors):
-        module = load(name)
-        found.add(module.path)
-        found.update(module.data)
-    return tuple(sorted(found))
+
+    def relative() -> list[str]:
+        found = set()
+        for name in closure(selectors):
+            module = load(name)
+            found.add(module.path)
+            found.update(module.data)
+        return sorted(f.relative_to(ROOT).as_posix() for f in found)
+
+    return tuple(ROOT / f for f in _memo(f"files {' '.join(sorted(selectors))}", relative))
+
+
+# Parsing the package costs about as much as importing torch, and every job needs its
+# code hash: the answers are kept on disk under the digest of every file of the package,
+# so a process only parses a package it has not seen. The digest covers each file's path
+# and bytes (module sources, package data, this analyser) and the Python that parses them;
+# an answer is found again only for exactly the same package.
+MEMO_DIR = Path(
+    os.environ.get("TWOSTAGE_CODEDEPS_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "twostage/codedeps"
+)
+MEMO_KEEP = 32  # package states kept: the newest, by modification time
+
+
+@cache
+def package_digest() -> str:
+    digest = hashlib.sha256(sys.version.encode())
+    for path in sorted(ROOT.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(f"\0{path.relative_to(ROOT).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@cache
+def _memo_table() -> dict:
+    try:
+        return json.loads((MEMO_DIR / f"{package_digest()}.json").read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: compute again
+        return {}
+
+
+def _memo(key: str, compute):
+    table = _memo_table()
+    if key not in table:
+        table[key] = compute()
+        _memo_write(table)
+    return table[key]
+
+
+def _memo_write(table: dict) -> None:
+    """Write the table whole, atomically; a failure only costs the next process a parse.
+    Two processes racing lose at most each other's new entries, never correctness."""
+    path = MEMO_DIR / f"{package_digest()}.json"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        MEMO_DIR.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(table))
+        os.replace(tmp, path)
+        kept = sorted(MEMO_DIR.glob("*.json"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for old in kept[MEMO_KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def clear_caches() -> None:
-    """Forget parsed sources (a long-lived process that edits code, e.g. a test)."""
+    """Forget parsed sources and answers (a long-lived process that edits code, e.g. a test)."""
     load.cache_clear()
+    package_digest.cache_clear()
+    _memo_table.cache_clear()
