@@ -545,3 +545,12 @@ def test_headline_comes_first_with_a_gallery_and_the_full_table_folded(report):
     # The Markdown headline keeps the formatted numbers (one decimal for FD, two for PRDC).
     md = (root / "report.md").read_text().split("## Headline")[1].split("## Comparisons")[0]
     assert " 5.0 |" in md and f" {fd_of(0):.1f} |" in md and " 0.90 |" in md
+
+
+def test_the_frontier_is_the_runs_no_other_beats_on_cost_and_fd():
+    from twostage.report.figures import pareto_front
+
+    cost = pd.Series([1.0, 2.0, 2.0, 4.0, 8.0, 3.0], index=list("abcdef"))
+    fd = pd.Series([30.0, 20.0, 25.0, 22.0, 10.0, 20.0], index=list("abcdef"))
+    # c: as slow as b and worse; d: slower than f and worse; f: as good as b, slower
+    assert list(pareto_front(cost, fd)) == ["a", "b", "e"]
