@@ -8,10 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,46 +57,70 @@ def copy_built(src: Path, dest: Path) -> Path:
     return dest
 
 
+def session_shared_dir(tmp_path_factory) -> Path:
+    """A folder every process of this test session sees: with pytest-xdist, the session's
+    temporary root that holds each worker's own; without it, this process's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def smoke_dag(tmp_path_factory, repo: Path, tool_env: dict) -> Path:
     """The whole smoke DAG built once by ``snakemake --cores 2`` in a copy of the project,
-    shared by the end-to-end tests. Read it only: a test that changes or rebuilds anything
-    works in ``copy_built(smoke_dag, tmp_path / ...)``.
+    shared by the end-to-end tests, and by every worker when the suite runs in several
+    (the first to need it builds it, the others wait on the lock). Read it only: a test
+    that changes or rebuilds anything works in ``copy_built(smoke_dag, tmp_path / ...)``.
 
     ``TWOSTAGE_SMOKE_DAG=<dir>``: a smoke project built already by the same code (for
     working on one end-to-end test without rebuilding).
     """
     if os.environ.get("TWOSTAGE_SMOKE_DAG"):
         return Path(os.environ["TWOSTAGE_SMOKE_DAG"])
-    root = tmp_path_factory.mktemp("smoke-dag") / "project"
-    shutil.copytree(repo, root, ignore=PROJECT_IGNORE)
-    proc = subprocess.run(
-        ["snakemake", "--cores", "2", "--configfile", SMOKE],
-        cwd=root,
-        env=tool_env,
-        capture_output=True,
-        text=True,
-        timeout=4 * 3600,  # minutes on 2 quiet cores; room for a busy machine
-    )
-    assert proc.returncode == 0, f"building the smoke DAG failed:\n{proc.stderr[-6000:]}"
+    shared = session_shared_dir(tmp_path_factory) / "smoke-dag"
+    root, built = shared / "project", shared / "built"
+    shared.mkdir(exist_ok=True)
+    with FileLock(shared / "lock"):
+        if built.is_file():
+            return root
+        shutil.rmtree(root, ignore_errors=True)  # a worker's failed attempt
+        shutil.copytree(repo, root, ignore=PROJECT_IGNORE)
+        proc = subprocess.run(
+            ["snakemake", "--cores", "2", "--configfile", SMOKE],
+            cwd=root,
+            env=tool_env,
+            capture_output=True,
+            text=True,
+            timeout=4 * 3600,  # minutes on 2 quiet cores; room for a busy machine
+        )
+        assert proc.returncode == 0, f"building the smoke DAG failed:\n{proc.stderr[-6000:]}"
+        built.touch()
     return root
 
 
 # The fault matrices recorded this session (tests/faults/test_fault_matrix.py), printed
-# in the terminal summary: the faults injected and survived, by job and kill place.
-_FAULT_MATRICES: list = []
+# in the terminal summary: the faults injected and survived, by job and kill place. A
+# worker of pytest-xdist writes its matrix to a folder the controlling process made.
+_SUMMARIES = "TWOSTAGE_TEST_SUMMARIES"
+
+
+def pytest_configure(config) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller, or a run without xdist
+        os.environ[_SUMMARIES] = tempfile.mkdtemp(prefix="twostage-summaries-")
 
 
 def record_fault_matrix(tally) -> None:
     if tally.total:
-        _FAULT_MATRICES.append(tally)
+        out = Path(os.environ[_SUMMARIES]) / f"fault-matrix-{os.getpid()}.txt"
+        out.write_text(f"{tally.table()}\n{tally.summary()}\n")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    for tally in _FAULT_MATRICES:
+    folder = Path(os.environ.get(_SUMMARIES, ""))
+    for found in sorted(folder.glob("fault-matrix-*.txt")) if folder.name else []:
         terminalreporter.section("fault matrix (tests/faults/test_fault_matrix.py)")
-        terminalreporter.write_line(tally.table())
-        terminalreporter.write_line(tally.summary())
+        terminalreporter.write_line(found.read_text().rstrip())
+    if folder.name:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def apt_install(*packages: str) -> bool:
@@ -105,6 +131,11 @@ def apt_install(*packages: str) -> bool:
     """
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         return False
+    with FileLock(Path(tempfile.gettempdir()) / "twostage-tests-apt.lock"):  # one apt at a time
+        return _apt_install(packages)
+
+
+def _apt_install(packages: tuple[str, ...]) -> bool:
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if subprocess.run(install, capture_output=True, env=env).returncode == 0:

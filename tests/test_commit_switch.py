@@ -52,10 +52,10 @@ def _commit(root: Path, env: dict, message: str) -> None:
     _run(["git", "commit", "-qm", message], root, env)
 
 
-@pytest.fixture
-def recorded(smoke_dag: Path, tmp_path: Path, tool_env: dict) -> tuple[Path, dict]:
+@pytest.fixture(scope="module")
+def committed(smoke_dag: Path, tmp_path_factory, tool_env: dict) -> tuple[Path, dict]:
     """A copy of the smoke build under git, its outputs recorded by DVC and committed."""
-    root = copy_built(smoke_dag, tmp_path / "project")
+    root = copy_built(smoke_dag, tmp_path_factory.mktemp("commit-switch") / "project")
     env = {**tool_env, "PYTHONPATH": str(root / "src")}
     _run(["git", "init", "-q"], root, env)
     for key, value in (("user.name", "test"), ("user.email", "test@example.com")):
@@ -63,6 +63,16 @@ def recorded(smoke_dag: Path, tmp_path: Path, tool_env: dict) -> tuple[Path, dic
     _run(["twostage", "--profile", SMOKE, "dvc-yaml"], root, env)
     _run(["dvc", "commit", "-f"], root, env)
     _commit(root, env, "smoke build")
+    return root, env
+
+
+@pytest.fixture
+def recorded(committed: tuple[Path, dict]) -> tuple[Path, dict]:
+    """The committed copy as committed: a test's edits to tracked files (code, pins, and the
+    versions file a dry run rewrites) undone. Outputs are never rebuilt but by the last test."""
+    root, env = committed
+    _run(["git", "checkout", "-q", "--", "."], root, env)
+    _run(["git", "clean", "-fdq"], root, env)
     return root, env
 
 

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import yaml
 
+from twostage.artifacts import write_text
+
 PACKAGE = "twostage"
 # The source that runs: the imported package's own files (a copy of the project run with
 # its own src/ on the path hashes its own code).
@@ -414,17 +416,13 @@ def _memo(key: str, compute):
 def _memo_write(table: dict) -> None:
     """Write the table whole, atomically; a failure only costs the next process a parse.
     Two processes racing lose at most each other's new entries, never correctness."""
-    path = MEMO_DIR / f"{package_digest()}.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
-        MEMO_DIR.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(table))
-        os.replace(tmp, path)
+        write_text(MEMO_DIR / f"{package_digest()}.json", json.dumps(table), checksum=False)
         kept = sorted(MEMO_DIR.glob("*.json"), key=lambda f: f.stat().st_mtime, reverse=True)
         for old in kept[MEMO_KEEP:]:
             old.unlink(missing_ok=True)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def clear_caches() -> None:
