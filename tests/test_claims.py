@@ -195,3 +195,11 @@ def test_claims_table_reads_each_held_out_seed(repo: Path, tmp_path: Path, monke
     p.data["claims"]["absorbing_beats_glf"]["metric"] = "fd_typo"
     with pytest.raises(ConfigError, match=r"claims\.absorbing_beats_glf\.metric: 'fd_typo'"):
         report_claims.claims_table(p)
+
+
+def test_estimates_print_positionally_with_their_significant_digits():
+    from twostage.report.claims import significant
+
+    assert significant(90.94, 3) == "90.9" and significant(130.4, 2) == "130"  # not 1.3e+02
+    assert significant(0.0123, 2) == "0.012" and significant(-3.14159, 3) == "-3.14"
+    assert significant(12345678.0, 3) == "1.23e+07"  # beyond a million: exponent

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from twostage import claims, paths
@@ -100,13 +101,21 @@ def claims_table(p: Params) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def significant(x: float, digits: int) -> str:
+    """``x`` to ``digits`` significant digits, positional (130, not 1.3e+02) from 1e-4 to 1e6."""
+    if x == 0 or not 1e-4 <= abs(x) < 1e6:
+        return f"{x:.{digits}g}"
+    return np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="-")
+
+
 def _compact(table: pd.DataFrame) -> pd.DataFrame:
     """Short display strings: the estimate as mean ± half-width, 3 significant digits."""
 
     def estimate(row) -> str:
         if pd.isna(row["ci95_low"]):
-            return f"{row['mean']:.3g} (no interval)"
-        return f"{row['mean']:.3g} ± {(row['ci95_high'] - row['ci95_low']) / 2:.2g}"
+            return f"{significant(row['mean'], 3)} (no interval)"
+        half = (row["ci95_high"] - row["ci95_low"]) / 2
+        return f"{significant(row['mean'], 3)} ± {significant(half, 2)}"
 
     return pd.DataFrame(
         {
