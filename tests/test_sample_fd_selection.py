@@ -16,6 +16,7 @@ import torch
 
 from twostage import cli
 from twostage.config import ConfigError, load_params
+from twostage.train import common
 from twostage.train import token_prior as prior_trainer
 
 PROFILE = "params/profiles/sample-fd-test.yaml"
@@ -103,7 +104,7 @@ def test_sample_fd_steps_cannot_exceed_the_tokens(token_grid_project):
 def test_ema_is_the_moving_average_of_the_weights():
     model = torch.nn.Linear(1, 1, bias=False)
     model.weight.data.fill_(0.0)
-    ema = prior_trainer.EMA(model, decay=0.75)
+    ema = common.EMA(model, decay=0.75)
     for w in (4.0, 8.0):
         model.weight.data.fill_(w)
         ema.update(model)
@@ -117,12 +118,12 @@ def test_with_ema_the_averaged_weights_are_scored_and_kept(token_grid_project, m
     average, and the checkpoint kept must be that average, not the raw weights."""
     raw_after_step: list[dict] = []
 
-    class RecordingEMA(prior_trainer.EMA):
+    class RecordingEMA(common.EMA):
         def update(self, model):
             super().update(model)
             raw_after_step.append({k: v.clone() for k, v in model.state_dict().items()})
 
-    monkeypatch.setattr(prior_trainer, "EMA", RecordingEMA)
+    monkeypatch.setattr(common, "EMA", RecordingEMA)  # what moving_average makes
     _, _, ckpt = _train(token_grid_project, monkeypatch, "sample_fd", extra="ema_decay: 0.5, ")
     kept = FakeSampleFD.last.calls[1]  # HAND_FD's best: the evaluation at step 4
     for key, value in ckpt["state_dict"].items():

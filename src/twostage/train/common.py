@@ -1,5 +1,6 @@
 """Pieces every training loop shares: batching from in-memory arrays, LR warm-up, logs,
-the EMA of weights and the best checkpoint kept by validation."""
+the EMA of weights and the best checkpoint kept by validation. The loop around them is
+train/scaffold.py."""
 
 from __future__ import annotations
 
@@ -181,6 +182,16 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
             ema_p.lerp_(p, 1.0 - self.decay)
+
+
+def moving_average(model: torch.nn.Module, decay: float) -> EMA | None:
+    """The EMA of ``model``'s weights, or None with ``decay`` 0 (the option is off)."""
+    return EMA(model, decay) if decay > 0 else None
+
+
+def evaluated(model: torch.nn.Module, ema: EMA | None) -> torch.nn.Module:
+    """The weights validated and saved: the moving average's when there is one."""
+    return ema.model if ema is not None else model
 
 
 class BestCheckpoint:

@@ -24,15 +24,8 @@ from twostage.models.priors.continuous import StandardNormalPrior
 from twostage.models.priors.flow import build_flow
 from twostage.models.priors.gmm import ClassGaussianMixtures, GaussianMixturePrior
 from twostage.runtime import pick_device, seed_everything
-from twostage.train.common import (
-    BestCheckpoint,
-    CurveLog,
-    InfiniteBatches,
-    check_finite,
-    evaluation_steps,
-    step_progress,
-)
-from twostage.train.resume import ResumableState, fingerprint
+from twostage.train.common import BestCheckpoint, CurveLog, InfiniteBatches, check_finite
+from twostage.train.scaffold import Training
 
 
 def load_latent_vectors(ae: str, split: str) -> torch.Tensor:
@@ -72,58 +65,41 @@ def prior_checkpoint(spec: dict, dim: int, state_dict: dict, step: int) -> dict:
 def train_flow(p: Params, name: str) -> dict:
     """Maximum likelihood on the frozen latents; keep the weights with the best validation NLL."""
     spec = p.prior(name)
-    device = pick_device(p["device"])
-    gen = seed_everything(p["seed"])
+    run = Training(p, "train_prior", name, spec, ["loss", "val_bits"])
+    device = run.device
     z_train = load_latent_vectors(spec["autoencoder"], "train").to(device)
     z_val = load_latent_vectors(spec["autoencoder"], "val").to(device)
     dim = z_train.shape[1]
     flow = build_flow(spec, dim).to(device)
     opt = torch.optim.Adam(flow.parameters(), lr=spec["lr"], weight_decay=spec["weight_decay"])
-    batches = InfiniteBatches(len(z_train), spec["batch_size"], gen)
-    log = CurveLog(["loss", "val_bits"])
-    eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
+    batches = InfiniteBatches(len(z_train), spec["batch_size"], run.gen)
     best = BestCheckpoint()
-    resume = ResumableState(
-        "train_prior",
-        name,
-        fingerprint(spec, p["seed"]),
-        p["checkpoint_every"],
-        parts={"model": flow, "optimizer": opt, "batches": batches, "log": log, "best": best},
-        generators=(gen,),
-    )
-    first = resume.restore()
+    run.resume({"model": flow, "optimizer": opt, "batches": batches, "best": best})
 
-    start = time.perf_counter()
-    progress = step_progress(first, spec["steps"], f"flow {name}")
-    for step in progress:
+    for step in run.steps(f"flow {name}"):
         loss = -flow.log_prob(z_train[batches.next_indices()]).mean() / dim  # nats per dim
         check_finite(step, loss=loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         row = {"loss": float(loss.detach())}
-        if step in eval_at:
+        if step in run.eval_at:
             row["val_bits"] = bits_per_dim(mean_log_prob(flow, z_val), dim)
-            progress.set_postfix(val_bits=f"{row['val_bits']:.3f}")
+            run.progress.set_postfix(val_bits=f"{row['val_bits']:.3f}")
             best.update(row["val_bits"], step, flow)
-        log.add(step, **row)
-        resume.save_if_due(step, spec["steps"])
-    train_time = time.perf_counter() - start
+        run.log_step(step, row)
 
     out = paths.prior(name)
     save_torch(out["model"], prior_checkpoint(spec, dim, best.weights, best.step))
-    log.write(out["curve"])
+    run.log.write(out["curve"])
     metrics = {
         "flow_val_nll_bits_per_dim": best.val,
         "val_bits_per_token": best.val,
         "val_bound": "flow_exact_nll_bits_per_latent_dim",
         "best_step": best.step,
-        "final_train_loss": log.rows[-1]["loss"],
+        "final_train_loss": run.log.rows[-1]["loss"],
         "latent_dim": dim,
-        "steps": spec["steps"],
-        "parameters": sum(q.numel() for q in flow.parameters()),
-        "train_time_s": train_time,
-        "device": str(device),
+        **run.tail(flow),
     }
     write_json(out["metrics"], metrics)
     return metrics
@@ -197,8 +173,7 @@ def vae_prior(p: Params, name: str) -> dict:
     log.add(1, loss=-elbo["val_elbo_nats"], val_bits=val_bits)
     log.write(out["curve"])
     metrics = {
-        "vae_val_elbo_nats": elbo["val_elbo_nats"],
-        "vae_val_neg_elbo_bits_per_pixel": elbo["val_neg_elbo_bits_per_pixel"],
+        **{f"vae_{k}": v for k, v in elbo.items()},
         "val_bits_per_token": val_bits,
         "val_bound": "standard_normal_nll_bits_per_latent_dim_of_posterior_means",
         "latent_dim": dim,

@@ -198,7 +198,8 @@ def in_process_group(
 ) -> Callable[..., dict]:
     """A trainer ``train(p, name, ctx, **hooks)`` as the stage ``train(p, name, **hooks)``:
     inside the process group torchrun set up (if any), left whatever happens so no rank
-    hangs on the others. The stages pass no hooks; a benchmark may (train/token_prior.py)."""
+    hangs on the others. The data-parallel trainers are defined under it as a decorator.
+    The stages pass no hooks; a benchmark may (train/token_prior.py)."""
 
     @functools.wraps(train)
     def stage(p: Params, name: str, **hooks: Any) -> dict:

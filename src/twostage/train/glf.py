@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 
 import torch
 
@@ -39,12 +38,11 @@ from twostage.config import Params
 from twostage.images import to_tensor
 from twostage.models.autoencoders.continuous import ContinuousAutoencoder, squared_error
 from twostage.models.priors.flow import CouplingFlow
-from twostage.runtime import pick_device
 from twostage.train import distributed
-from twostage.train.common import CurveLog, check_finite, evaluation_steps, step_progress
-from twostage.train.continuous_ae import reconstruction_metrics
+from twostage.train.common import check_finite
 from twostage.train.continuous_prior import bits_per_dim, mean_log_prob
 from twostage.train.joint import encode_all, joint_setup, save_joint
+from twostage.train.reconstruction import reconstruction_metrics
 
 logger = logging.getLogger("twostage")
 
@@ -85,13 +83,12 @@ def weights_finite(*modules: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for m in modules for t in m.state_dict().values())
 
 
-def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
-    device = ctx.device(pick_device(p["device"]))
-    log = CurveLog(
-        ["loss", "recon", "nll", "latent_std", "val_bits", "val_mse", "val_psnr", "val_latent_std"]
-    )
-    joint = joint_setup(p, name, device, log)
-    spec, ae, flow, dim, val_images = joint.spec, joint.ae, joint.flow, joint.dim, joint.val_images
+@distributed.in_process_group
+def train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
+    columns = ["loss", "recon", "nll", "latent_std", "val_bits", "val_mse", "val_psnr"]
+    joint = joint_setup(p, name, [*columns, "val_latent_std"], ctx)
+    run, spec, ae, flow, dim = joint.run, joint.spec, joint.ae, joint.flow, joint.dim
+    device, val_images = run.device, joint.val_images
     beta, stop_gradient = spec["beta"], spec["stop_gradient"]
     z_batch: list[torch.Tensor] = []  # the batch's latents, filled by glf_loss
     loss_of = distributed.loss_module(
@@ -100,13 +97,10 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
         device,
         lambda m, x: glf_loss(m["ae"], m["flow"], x, beta, stop_gradient, z_batch),
     )
-    eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
-    first = joint.resume.restore()
+    joint.resume()
 
-    start = time.perf_counter()
     diverged_at = None
-    progress = step_progress(first, spec["steps"], f"glf {name}", disable=not ctx.is_main)
-    for step in progress:
+    for step in run.steps(f"glf {name}"):
         x = to_tensor(joint.train_x[ctx.shard(joint.batches.next_indices())].numpy(), device)
         z_batch.clear()
         loss, recon, nll = loss_of(x)
@@ -118,7 +112,7 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
             if not weights_finite(ae, flow):
                 check_finite(step, **row)  # nothing sound to keep: fail as usual
             diverged_at = step
-            log.add(step, **row)
+            run.log.add(step, **row)
             break
         check_finite(step, **row)
         joint.opt.zero_grad(set_to_none=True)
@@ -126,22 +120,21 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
         joint.opt.step()
         row["latent_std"] = global_latent_std(z_batch[0], ctx)  # collapse shows here
         # Validation decides nothing here (the last weights are kept): rank 0 alone runs it.
-        if step in eval_at and ctx.is_main:
+        if step in run.eval_at and ctx.is_main:
             z_val = encode_all(ae, val_images, device)
             row["val_bits"] = bits_per_dim(mean_log_prob(flow, z_val), dim)
             row["val_latent_std"] = float(z_val.std(0).mean())
             row.update(reconstruction_metrics(ae, val_images, device))
-            progress.set_postfix(val_bits=f"{row['val_bits']:.3f}", psnr=f"{row['val_psnr']:.2f}")
-        log.add(step, **row)
-        if ctx.is_main:
-            joint.resume.save_if_due(step, spec["steps"])
-    train_time = time.perf_counter() - start
+            run.progress.set_postfix(
+                val_bits=f"{row['val_bits']:.3f}", psnr=f"{row['val_psnr']:.2f}"
+            )
+        run.log_step(step, row)
     ctx.check_replicas(ae, flow)
     if not ctx.is_main:  # only rank 0 evaluates and writes artifacts
         return {"processes": ctx.world_size, "rank": ctx.rank}
 
     if diverged_at is not None:
-        progress.close()
+        run.progress.close()
         logger.warning("glf %s: loss not finite at step %d; stopped there", name, diverged_at)
     trained_steps = spec["steps"] if diverged_at is None else diverged_at - 1
     # The last weights, not the best: the latents move, so earlier NLLs are not comparable.
@@ -152,7 +145,7 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
     val_bits = bits_per_dim(val_log_prob, dim)
     out = paths.prior(name)
     save_joint(out["model"], joint, trained_steps)
-    log.write(out["curve"])
+    run.log.write(out["curve"])
     metrics = {
         "flow_val_nll_bits_per_dim": val_bits,
         "val_bits_per_token": val_bits,
@@ -164,16 +157,9 @@ def _train_glf(p: Params, name: str, ctx: distributed.Context) -> dict:
         "glf_val_flow_nll_nats": -val_log_prob,
         "stop_gradient": spec["stop_gradient"],
         "latent_dim": dim,
-        "steps": spec["steps"],
-        "processes": ctx.world_size,
         "trained_steps": trained_steps,
         **({} if diverged_at is None else {"diverged_at_step": diverged_at}),
-        "parameters": sum(q.numel() for q in [*ae.parameters(), *flow.parameters()]),
-        "train_time_s": train_time,
-        "device": str(device),
+        **run.tail(ae, flow),
     }
     write_json(out["metrics"], metrics)
     return metrics
-
-
-train_glf = distributed.in_process_group(_train_glf)

@@ -16,17 +16,18 @@ from twostage.data.prepare import load_split
 from twostage.images import to_tensor
 from twostage.models.autoencoders.continuous import ContinuousAutoencoder
 from twostage.models.priors.flow import CouplingFlow
-from twostage.runtime import seed_everything
-from twostage.train.common import CurveLog, InfiniteBatches
+from twostage.train import distributed
+from twostage.train.common import InfiniteBatches
 from twostage.train.continuous_ae import autoencoder_checkpoint
 from twostage.train.continuous_prior import prior_checkpoint
-from twostage.train.resume import ResumableState, fingerprint
+from twostage.train.scaffold import Training
 
 
 @dataclass
 class Joint:
     """One joint training's pieces, as :func:`joint_setup` makes them."""
 
+    run: Training
     spec: dict  # the prior's entry; ae_spec and ds_spec are its autoencoder's and dataset's
     ae_spec: dict
     ds_spec: dict
@@ -36,31 +37,33 @@ class Joint:
     batches: InfiniteBatches
     train_x: torch.Tensor
     val_images: np.ndarray
-    resume: ResumableState
 
     @property
     def dim(self) -> int:
         return self.ae_spec["latent_dim"]
 
+    def resume(self, ae_key: str = "ae", generators: tuple[torch.Generator, ...] = ()) -> None:
+        """Load the saved state of this training, if any (``Training.resume``): the models,
+        optimiser, batches and log, the batches' generator followed by ``generators``.
+        ``ae_key`` names the autoencoder in it (VAE + flow's states say "vae": a new name
+        would make a run's saved state unloadable)."""
+        self.run.resume(
+            {ae_key: self.ae, "flow": self.flow, "optimizer": self.opt, "batches": self.batches},
+            generators,
+            tied_to=(self.ae_spec, self.ds_spec),
+        )
+
 
 def joint_setup(
-    p: Params,
-    name: str,
-    device: torch.device,
-    log: CurveLog,
-    ae_key: str = "ae",
-    generators: tuple[torch.Generator, ...] = (),
+    p: Params, name: str, columns: list[str], ctx: distributed.Context | None = None
 ) -> Joint:
-    """Seeded data, models, optimiser, batches and resumable state of prior NAME's training.
-
-    The resumable state holds the models, optimiser, batches, ``log`` and the batches'
-    generator followed by ``generators``; ``ae_key`` names the autoencoder in it (VAE +
-    flow's states say "vae": a new name would make a run's saved state unloadable).
-    """
+    """The seeded scaffold (``columns``: the log's; ``ctx`` of a data-parallel trainer), data,
+    models, optimiser and batches of prior NAME's training."""
     spec = p.prior(name)
     ae_spec = p.autoencoder(spec["autoencoder"])
     ds_spec = p.dataset(ae_spec["dataset"])
-    gen = seed_everything(p["seed"])  # before the models: their initial weights draw from it
+    run = Training(p, "train_prior", name, spec, columns, ctx)  # before the models: they draw
+    device = run.device
     train_images, _ = load_split(ae_spec["dataset"], "train")
     val_images, _ = load_split(ae_spec["dataset"], "val")
     ae = ContinuousAutoencoder(ae_spec, ds_spec["channels"], ds_spec["resolution"]).to(device)
@@ -74,17 +77,9 @@ def joint_setup(
         ],
         lr=spec["lr"],
     )
-    batches = InfiniteBatches(len(train_images), spec["batch_size"], gen)
-    resume = ResumableState(
-        "train_prior",
-        name,
-        fingerprint(spec, ae_spec, ds_spec, p["seed"]),
-        p["checkpoint_every"],
-        parts={ae_key: ae, "flow": flow, "optimizer": opt, "batches": batches, "log": log},
-        generators=(gen, *generators),
-    )
+    batches = InfiniteBatches(len(train_images), spec["batch_size"], run.gen)
     train_x = torch.from_numpy(train_images)
-    return Joint(spec, ae_spec, ds_spec, ae, flow, opt, batches, train_x, val_images, resume)
+    return Joint(run, spec, ae_spec, ds_spec, ae, flow, opt, batches, train_x, val_images)
 
 
 def save_joint(path: str | Path, joint: Joint, step: int) -> None:

@@ -30,6 +30,15 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def resume_fingerprint(spec: dict, *tied_to: Any) -> str:
+    """The fingerprint of a training of entry ``spec`` that also depends on ``tied_to``.
+
+    The skip budget (``skip_nonfinite_steps``) is left out: it does not change the run up
+    to a bad step, so raising it after a failure resumes from the saved state, not restarts.
+    """
+    return fingerprint({k: v for k, v in spec.items() if k != "skip_nonfinite_steps"}, *tied_to)
+
+
 class ResumableState:
     """The training state of one job: ``parts`` (anything with ``state_dict`` /
     ``load_state_dict``: model, optimiser, batches, log, ...) and ``generators``."""

@@ -13,7 +13,6 @@ label dropout (models/priors/guidance.py), validated on the true labels.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 import torch
@@ -24,21 +23,18 @@ from twostage.config import Params
 from twostage.data.latents import load_labels, load_tokens
 from twostage.kinds import KINDS
 from twostage.models.priors import build_prior
-from twostage.runtime import cpu_bf16_autocast, cpu_bf16_enabled, pick_device, seed_everything
+from twostage.runtime import cpu_bf16_autocast, cpu_bf16_enabled
 from twostage.train import distributed
 from twostage.train.common import (
-    EMA,
     BestCheckpoint,
-    CurveLog,
     InfiniteBatches,
-    NonFiniteGuard,
-    evaluation_steps,
+    evaluated,
+    moving_average,
     scheduled_lr,
     set_lr,
-    step_progress,
 )
-from twostage.train.resume import ResumableState, fingerprint
 from twostage.train.sample_quality import SampleFD
+from twostage.train.scaffold import Training
 
 logger = logging.getLogger("twostage")
 
@@ -77,13 +73,8 @@ def _classes(labels, start, size, device) -> dict:
     return {} if labels is None else {"classes": labels[start : start + size].to(device)}
 
 
-def resume_fingerprint(spec: dict, seed: int) -> str:
-    # The skip budget does not change the run up to a bad step: raising it after a
-    # failure must resume from the saved state, not restart.
-    return fingerprint({k: v for k, v in spec.items() if k != "skip_nonfinite_steps"}, seed)
-
-
-def _train_token_prior(
+@distributed.in_process_group
+def train_token_prior(
     p: Params,
     name: str,
     ctx: distributed.Context,
@@ -97,8 +88,10 @@ def _train_token_prior(
     called with the evaluated model and the logged values at every evaluation)."""
     spec = p.prior(name)
     ae = spec["autoencoder"]
-    device = ctx.device(pick_device(p["device"]))
-    gen = seed_everything(p["seed"])
+    columns = ["loss", "elbo", "lr", "val_bits"]
+    columns += ["val_sample_fd"] if spec["sample_fd_images"] else []
+    run = Training(p, "train_prior", name, spec, columns, ctx)
+    device = run.device
     train_tokens, val_tokens = load_tokens(ae, "train"), load_tokens(ae, "val")
     codebook_size = p.autoencoder(ae)["codebook_size"]
     length = train_tokens.shape[1]
@@ -111,7 +104,7 @@ def _train_token_prior(
 
     model = build(spec, codebook_size, length, num_classes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.95), weight_decay=0.0)
-    ema = EMA(model, spec["ema_decay"]) if spec["ema_decay"] > 0 else None
+    ema = moving_average(model, spec["ema_decay"])
     # fp16 autocast with loss scaling on CUDA only.
     amp = spec["amp"] and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -124,34 +117,19 @@ def _train_token_prior(
     if bf16_requested and device.type == "cpu" and not bf16 and ctx.is_main:
         logger.info("prior %s: cpu_bf16 requested, but this CPU lacks native bf16: float32", name)
     val_samples = spec["val_elbo_samples"]
-    batches = InfiniteBatches(len(train_tokens), spec["batch_size"], gen)
+    batches = InfiniteBatches(len(train_tokens), spec["batch_size"], run.gen)
     # Each rank draws its own diffusion times and masks (rank 0 alone = a single process).
     step_gen = torch.Generator(device=device).manual_seed(p["seed"] + 1 + 7919 * ctx.rank)
-    guard = NonFiniteGuard(spec["skip_nonfinite_steps"])
     loss_of = distributed.loss_module(model, ctx, device)
     sample_fd = SampleFD(p, name, device, p["seed"]) if spec["sample_fd_images"] else None
     select_by = spec["select_by"]
-    log = CurveLog(["loss", "elbo", "lr", "val_bits", *(["val_sample_fd"] if sample_fd else [])])
-    eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
     best = BestCheckpoint()
-    parts = {"model": model, "optimizer": opt, "scaler": scaler, "batches": batches, "log": log}
-    parts["best"] = best
-    parts["nonfinite"] = guard
+    parts = {"model": model, "optimizer": opt, "scaler": scaler, "batches": batches, "best": best}
     if ema is not None:
         parts["ema"] = ema.model
-    resume = ResumableState(
-        "train_prior",
-        name,
-        resume_fingerprint(spec, p["seed"]),
-        p["checkpoint_every"],
-        parts=parts,
-        generators=(gen, step_gen),
-    )
-    first = resume.restore()
+    run.resume(parts, generators=(step_gen,))
 
-    start = time.perf_counter()
-    progress = step_progress(first, spec["steps"], f"prior {name}", disable=not ctx.is_main)
-    for step in progress:
+    for step in run.steps(f"prior {name}"):
         lr = scheduled_lr(step - 1, spec["lr"], spec["warmup_steps"], spec["steps"], lr_schedule)
         set_lr(opt, lr)
         rows = ctx.shard(batches.next_indices())
@@ -164,7 +142,7 @@ def _train_token_prior(
             loss, elbo = loss_of(z0, generator=step_gen, **classes)
         # Averaged over ranks: every rank takes the same skip/stop decision.
         mean_loss, mean_elbo = ctx.mean(loss), ctx.mean(elbo)
-        if guard.finite(step, loss=mean_loss, elbo=mean_elbo):
+        if run.guard.finite(step, loss=mean_loss, elbo=mean_elbo):
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -172,24 +150,21 @@ def _train_token_prior(
             if ema is not None:
                 ema.update(model)
         row = {"loss": float(mean_loss), "elbo": float(mean_elbo), "lr": lr}
-        if step in eval_at:
-            evaluated = ema.model if ema is not None else model
-            val = validation_bound(evaluated, val_tokens, val_samples, device, labels=val_labels)
+        if step in run.eval_at:
+            scored = evaluated(model, ema)
+            val = validation_bound(scored, val_tokens, val_samples, device, labels=val_labels)
             row["val_bits"] = val
             if sample_fd is not None:
-                row["val_sample_fd"] = sample_fd(evaluated)
-            progress.set_postfix(
+                row["val_sample_fd"] = sample_fd(scored)
+            run.progress.set_postfix(
                 val_bound=f"{val:.3f}",
                 **({"sample_fd": f"{row['val_sample_fd']:.1f}"} if sample_fd else {}),
             )
             score = row["val_sample_fd"] if select_by == "sample_fd" else val
-            best.update(score, step, evaluated, **row)
+            best.update(score, step, scored, **row)
             if on_evaluation is not None:
-                on_evaluation(step, evaluated, row)
-        log.add(step, **row)
-        if ctx.is_main:
-            resume.save_if_due(step, spec["steps"])
-    train_time = time.perf_counter() - start
+                on_evaluation(step, scored, row)
+        run.log_step(step, row)
     metrics = {
         # An upper bound on the NLL for the absorbing prior, the exact NLL for the autoregressive.
         # A resumed state that kept no values holds the bound as its score.
@@ -199,14 +174,9 @@ def _train_token_prior(
         "selected_by": select_by,
         **({"val_sample_fd": best.values["val_sample_fd"]} if sample_fd else {}),
         **({"sample_fd_images": spec["sample_fd_images"]} if sample_fd else {}),
-        "final_train_loss": log.rows[-1]["loss"],
-        "steps": spec["steps"],
-        "skipped_nonfinite_steps": len(guard.skipped),
-        "processes": ctx.world_size,
+        "final_train_loss": run.log.rows[-1]["loss"],
         "tokens_per_sample": length,
-        "parameters": sum(q.numel() for q in model.parameters()),
-        "train_time_s": train_time,
-        "device": str(device),
+        **run.tail(model),
         "cpu_bf16_used": bf16,  # spec cpu_bf16 on a CPU with native bf16
         **({"num_classes": num_classes} if num_classes else {}),
     }
@@ -228,9 +198,6 @@ def _train_token_prior(
             **({"num_classes": num_classes} if num_classes else {}),
         },
     )
-    log.write(out["curve"])
+    run.log.write(out["curve"])
     write_json(out["metrics"], metrics)
     return metrics
-
-
-train_token_prior = distributed.in_process_group(_train_token_prior)

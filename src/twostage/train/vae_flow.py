@@ -18,7 +18,6 @@ saves both in the prior's model.pt; runs of the prior decode with that VAE.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -30,11 +29,11 @@ from twostage.config import Params
 from twostage.images import to_tensor
 from twostage.models.autoencoders.continuous import ContinuousAutoencoder
 from twostage.models.priors.flow import CouplingFlow
-from twostage.runtime import pick_device
-from twostage.train.common import CurveLog, check_finite, evaluation_steps, step_progress
-from twostage.train.continuous_ae import reconstruction_metrics
+from twostage.train.common import check_finite
+from twostage.train.continuous_ae import elbo_metrics
 from twostage.train.continuous_prior import bits_per_dim, mean_log_prob
 from twostage.train.joint import encode_all, joint_setup, save_joint
+from twostage.train.reconstruction import evaluating, reconstruction_metrics
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -80,48 +79,29 @@ def vae_flow_loss(
     return terms["recon"] + beta * terms["kl"], terms
 
 
-@torch.no_grad()
-def vae_flow_elbo(
-    vae: ContinuousAutoencoder,
-    flow: CouplingFlow,
-    images: np.ndarray,
-    device: torch.device,
-    seed: int = 1234,
-    batch_size: int = 256,
-) -> dict[str, float]:
+def vae_flow_elbo(vae, flow, images: np.ndarray, device: torch.device, seed: int = 1234) -> dict:
     """Validation ELBO in nats per image (one draw, fixed noise) and −ELBO in bits/pixel,
-    the same estimator and keys as the plain VAE's (``train.continuous_ae.vae_elbo``)."""
-    modes = vae.training, flow.training
-    vae.eval()
-    flow.eval()
-    gen = torch.Generator(device=device).manual_seed(seed)
-    total = 0.0
-    for start in range(0, len(images), batch_size):
-        x = to_tensor(images[start : start + batch_size], device)
+    the same estimator and keys as the plain VAE's (``train.continuous_ae.vae_elbo``), of
+    the autoencoder ``vae`` with the prior ``flow``."""
+
+    def neg_elbo(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         terms = vae_flow_terms(vae, flow, x, gen)
-        total += float(terms["recon"] + terms["kl"]) * len(x)
-    vae.train(modes[0])
-    flow.train(modes[1])
-    elbo = -total / len(images)
-    pixels = int(np.prod(images.shape[1:]))
-    return {"val_elbo_nats": elbo, "val_neg_elbo_bits_per_pixel": -elbo / (pixels * math.log(2))}
+        return terms["recon"] + terms["kl"]
+
+    with evaluating(vae, flow):
+        return elbo_metrics(neg_elbo, images, device, seed)
 
 
 def train_vae_flow(p: Params, name: str) -> dict:
-    device = pick_device(p["device"])
-    noise_gen = torch.Generator(device=device).manual_seed(p["seed"] + 1)  # posterior draws
-    log = CurveLog(
-        ["loss", "recon", "kl", "log_q", "log_prior", "val_elbo_nats", "val_mse", "val_psnr"]
-    )
-    joint = joint_setup(p, name, device, log, ae_key="vae", generators=(noise_gen,))
-    spec, vae, flow, dim, val_images = joint.spec, joint.ae, joint.flow, joint.dim, joint.val_images
+    columns = ["loss", "recon", "kl", "log_q", "log_prior", "val_elbo_nats", "val_mse", "val_psnr"]
+    joint = joint_setup(p, name, columns)
+    run, spec, vae, flow, dim = joint.run, joint.spec, joint.ae, joint.flow, joint.dim
+    device, val_images = run.device, joint.val_images
     beta = joint.ae_spec["beta"]
-    eval_at = evaluation_steps(spec["steps"], spec["eval_every"])
-    first = joint.resume.restore()
+    noise_gen = torch.Generator(device=device).manual_seed(p["seed"] + 1)  # posterior draws
+    joint.resume(ae_key="vae", generators=(noise_gen,))
 
-    start = time.perf_counter()
-    progress = step_progress(first, spec["steps"], f"vae_flow {name}")
-    for step in progress:
+    for step in run.steps(f"vae_flow {name}"):
         x = to_tensor(joint.train_x[joint.batches.next_indices()].numpy(), device)
         loss, terms = vae_flow_loss(vae, flow, x, beta, noise_gen)
         check_finite(step, loss=loss, **terms)
@@ -129,15 +109,14 @@ def train_vae_flow(p: Params, name: str) -> dict:
         loss.backward()
         joint.opt.step()
         row = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
-        if step in eval_at:
-            row["val_elbo_nats"] = vae_flow_elbo(vae, flow, val_images, device, p["seed"])[
-                "val_elbo_nats"
-            ]
+        if step in run.eval_at:
+            elbo = vae_flow_elbo(vae, flow, val_images, device, p["seed"])
+            row["val_elbo_nats"] = elbo["val_elbo_nats"]
             row.update(reconstruction_metrics(vae, val_images, device))
-            progress.set_postfix(elbo=f"{row['val_elbo_nats']:.1f}", psnr=f"{row['val_psnr']:.2f}")
-        log.add(step, **row)
-        joint.resume.save_if_due(step, spec["steps"])
-    train_time = time.perf_counter() - start
+            run.progress.set_postfix(
+                elbo=f"{row['val_elbo_nats']:.1f}", psnr=f"{row['val_psnr']:.2f}"
+            )
+        run.log_step(step, row)
 
     # The last weights, as GLF: the latents move with the prior, so earlier ELBOs
     # are of other models (and the validation ELBO of the last one is reported).
@@ -148,20 +127,16 @@ def train_vae_flow(p: Params, name: str) -> dict:
     val_bits = bits_per_dim(mean_log_prob(flow, z_val), dim)
     out = paths.prior(name)
     save_joint(out["model"], joint, spec["steps"])
-    log.write(out["curve"])
+    run.log.write(out["curve"])
     metrics = {
         # The same keys as the plain VAE's prior stage (vae_prior), so the report compares them.
-        "vae_val_elbo_nats": elbo["val_elbo_nats"],
-        "vae_val_neg_elbo_bits_per_pixel": elbo["val_neg_elbo_bits_per_pixel"],
+        **{f"vae_{k}": v for k, v in elbo.items()},
         "val_bits_per_token": val_bits,
         "val_bound": "flow_exact_nll_bits_per_latent_dim_of_posterior_means",
         **{f"vae_flow_{k}": v for k, v in reconstruction_metrics(vae, val_images, device).items()},
         "vae_flow_val_latent_std": float(z_val.std(0).mean()),
         "latent_dim": dim,
-        "steps": spec["steps"],
-        "parameters": sum(q.numel() for q in [*vae.parameters(), *flow.parameters()]),
-        "train_time_s": train_time,
-        "device": str(device),
+        **run.tail(vae, flow),
     }
     write_json(out["metrics"], metrics)
     return metrics

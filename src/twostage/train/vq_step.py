@@ -32,8 +32,8 @@ from twostage.models.autoencoders.discriminator import (
     hinge_g_loss,
 )
 from twostage.models.autoencoders.quantizers import gumbel_temperature
-from twostage.train import distributed
-from twostage.train.common import EMA, NonFiniteGuard, set_lr, warmup_lr
+from twostage.train import common, distributed
+from twostage.train.common import NonFiniteGuard, moving_average, set_lr, warmup_lr
 
 
 def training_options(spec: dict) -> dict:
@@ -44,6 +44,16 @@ def training_options(spec: dict) -> dict:
     if spec["quantizer"] == "gumbel":
         options["gumbel"] = {"anneal_steps": spec["steps"], **spec["gumbel"]}
     return options
+
+
+def log_columns(options: dict, perceptual: bool = True) -> list[str]:
+    """The loss terms a step of these ``training_options`` logs (``perceptual``: False when
+    its network is not given)."""
+    columns = ["loss", "l1", "codebook"]
+    columns += ["perceptual"] if perceptual and options["perceptual_weight"] > 0 else []
+    columns += ["g_loss", "disc_weight", "d_loss"] if options["adversarial"] else []
+    columns += ["temperature"] if options["quantizer"] == "gumbel" else []
+    return columns
 
 
 class VQTrainer:
@@ -77,19 +87,15 @@ class VQTrainer:
         # fp16 autocast with loss scaling on CUDA only: this project's CPUs emulate bf16 slowly.
         self.amp = o["amp"] and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.ema = EMA(model, o["ema_decay"]) if o["ema_decay"] > 0 else None
+        self.ema = moving_average(model, o["ema_decay"])
 
     @property
     def evaluated(self) -> nn.Module:
         """The weights used for evaluation and saved for sampling: the EMA when enabled."""
-        return self.ema.model if self.ema is not None else self.model
+        return common.evaluated(self.model, self.ema)
 
     def log_columns(self) -> list[str]:
-        columns = ["loss", "l1", "codebook"]
-        columns += ["perceptual"] if self.perceptual is not None else []
-        columns += ["g_loss", "disc_weight", "d_loss"] if self.disc is not None else []
-        columns += ["temperature"] if self.o["quantizer"] == "gumbel" else []
-        return columns
+        return log_columns(self.o, self.perceptual is not None)
 
     def state_parts(self) -> dict:
         """Everything a resumed run must get back (for train/resume.py)."""
