@@ -184,3 +184,19 @@ def test_a_new_kind_is_one_entry_in_the_kind_table(params_root: Path, monkeypatc
     monkeypatch.setitem(kinds.KINDS, "mask_predict", dataclasses.replace(entry, sits_on=("ae",)))
     with pytest.raises(ConfigError, match="a mask_predict prior needs an autoencoder of kind ae"):
         load_params(root=params_root)
+
+
+def test_a_token_kinds_own_sampler_is_a_name_in_its_entry(params_root: Path, monkeypatch):
+    """The schema's run samplers are the token kinds' ``samplers``: a new kind's sampler
+    needs no schema edit."""
+    from twostage import kinds
+
+    def use_new_sampler(d):
+        d["runs"]["autoregressive"]["sampler"] = "independent"
+
+    _edit(params_root, "evaluation.yaml", use_new_sampler)
+    with pytest.raises(ConfigError, match=r"runs\.autoregressive\.sampler: 'independent'"):
+        load_params(root=params_root)
+    entry = dataclasses.replace(kinds.KINDS["autoregressive"], samplers=("independent",))
+    monkeypatch.setitem(kinds.KINDS, "autoregressive", entry)
+    assert load_params(root=params_root).run("autoregressive")["sampler"] == "independent"

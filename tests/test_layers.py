@@ -7,6 +7,7 @@ import is still an arrow a reader follows), except under ``if TYPE_CHECKING:``.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -179,3 +180,110 @@ def test_bench_changes_no_attribute_of_the_package():
                 if target is not root and isinstance(root, ast.Name) and root.id in bound:
                     patches.append(f"{path.name}:{node.lineno}: {ast.unparse(target)}")
     assert not patches, patches
+
+
+ROOT = SRC.parent
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+TOP_FOLDERS = ("src", "workflow", "params", "tests", "bench", "docs", "scripts")
+# The file types of the repository's code, settings and pages: a backticked name of another
+# type (model.pt, metrics.json, report.md...) is an artifact under results/, not a file here.
+SOURCE_TYPES = (".py", ".smk", ".sh", ".yaml", ".toml", ".rst", ".txt")
+
+
+def _expand(path: str) -> list[str]:
+    """``a/{b,c}/d`` → ``a/b/d``, ``a/c/d``."""
+    brace = re.search(r"\{([^{}]*)\}", path)
+    if not brace:
+        return [path]
+    head, tail = path[: brace.start()], path[brace.end() :]
+    return [q for alt in brace.group(1).split(",") for q in _expand(head + alt + tail)]
+
+
+def _repository_files() -> list[str]:
+    files = [p for d in TOP_FOLDERS for p in (ROOT / d).rglob("*") if "__pycache__" not in p.parts]
+    files += [p for p in ROOT.iterdir() if p.is_file()]
+    return [p.relative_to(ROOT).as_posix() for p in files]
+
+
+def _named_in(text: str) -> set[tuple[str, str | None]]:
+    """Every repository path the page names, with the attribute it names in it, if any
+    (``data/prepare.py:prepare``).
+
+    Backticked: a path from a top-level folder (``src/twostage/kinds.py``, globs and
+    ``{a,b}`` included), one relative to the package or to a folder named before it
+    (``train/resume.py``, ``extractors/base.py``) and a bare file name (``vq_step.py``).
+    Anywhere else (prose, the layout block): a path from a top-level folder. A name with a
+    ``<placeholder>`` is a pattern for a file to add, not a file.
+    """
+    named: set[tuple[str, str | None]] = set()
+    for code in re.findall(r"`([^`\n]+)`", text):
+        found = re.fullmatch(r"([\w./{},*-]+?)(?::(\w+))?", code)
+        if not found or code.startswith("."):  # `.smk`: a file type, not a file
+            continue
+        path, attr = found.groups()
+        top = path.split("/")[0] in TOP_FOLDERS
+        if top or path.endswith(SOURCE_TYPES) or re.fullmatch(r"[\w/]+/[\w.]+\.md", path):
+            named.add((path, attr))
+    folders = "|".join(TOP_FOLDERS)
+    for path in re.findall(rf"(?<![\w./<-])((?:{folders})/[\w./{{}},*-]*[\w/*}}])", text):
+        named.add((path, None))
+    return named
+
+
+def _layout_block(text: str) -> set[str]:
+    """The files and folders of the page's "Repository layout" block: a line's leading
+    names, from the root, or from ``src/twostage/`` when indented."""
+    layout = text.split("## Repository layout", 1)[1].split("```", 2)[1]
+    named = set()
+    for line in layout.splitlines():
+        base = "src/twostage/" if line.startswith("  ") else ""
+        for i, word in enumerate(line.split()):  # the first word, then the file-like ones
+            if not re.fullmatch(r"[\w./-]+" if i == 0 else r"[\w./-]+(?:\.\w+|/)", word):
+                break
+            named.add(base + word)
+    return named
+
+
+def _exists(path: str, files: list[str]) -> bool:
+    """A path from a top-level folder is from the root (a glob matches something); any
+    other is the end of some file's or folder's path."""
+    for one in _expand(path):
+        if one.split("/")[0] in TOP_FOLDERS or "/" not in one.rstrip("/") and one in files:
+            if not (list(ROOT.glob(one)) if "*" in one else (ROOT / one).exists()):
+                return False
+        elif not any(f == one.rstrip("/") or f.endswith("/" + one.rstrip("/")) for f in files):
+            return False
+    return True
+
+
+def _defines(path: str, attr: str, files: list[str]) -> bool:
+    source = next((f for f in files if f == path or f.endswith("/" + path)), None)
+    text = (ROOT / source).read_text() if source else ""
+    return bool(re.search(rf"^(?:def|class) {attr}\b|^{attr}\b\s*[:=]", text, re.M))
+
+
+def test_every_file_the_architecture_page_names_exists():
+    files = _repository_files()
+    text = ARCHITECTURE.read_text()
+    named = _named_in(text)
+    paths = {path for path, _ in named} | _layout_block(text)
+    assert {"src/twostage/kinds.py", "workflow/rules/common.smk", "src/twostage/cli.py"} <= paths
+    missing = sorted(path for path in paths if not _exists(path, files))
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
+    undefined = sorted(f"{p}:{a}" for p, a in named if a and not _defines(p, a, files))
+    assert not undefined, f"docs/architecture.md names what its file does not define: {undefined}"
+
+
+def test_the_architecture_pages_stage_table_is_the_stage_table():
+    """Its "Stages and artifacts" table: every stage of stages.STAGES and the report, each
+    once, with the function that runs it."""
+    from twostage.cli import COMMANDS
+    from twostage.stages import STAGES
+
+    row = re.compile(r"^\| `(\w+)`[^|]*\| [^|]*\| `([\w/]+)\.py:(\w+)` \|", re.M)
+    listed = [
+        (stage, f"twostage.{module.replace('/', '.')}:{function}")
+        for stage, module, function in row.findall(ARCHITECTURE.read_text())
+    ]
+    functions = {stage: spec.function for stage, spec in STAGES.items()}
+    assert sorted(listed) == sorted({**functions, "report": COMMANDS["report"]}.items())

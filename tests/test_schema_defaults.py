@@ -97,6 +97,8 @@ def test_per_kind_defaults_are_filled_for_their_kind_only():
     absorbing = with_defaults("priors", {"kind": "absorbing"})
     assert "val_elbo_samples" not in absorbing  # required for absorbing, never defaulted
     assert with_defaults("priors", {"kind": "autoregressive"})["val_elbo_samples"] == 1
+    # so for a token kind added later (tests/test_new_kind.py)
+    assert with_defaults("priors", {"kind": "unigram"})["val_elbo_samples"] == 1
     gumbel = with_defaults("autoencoders", {"kind": "vq", "quantizer": "gumbel"})
     assert gumbel["gumbel"] == {"tau_start": 1.0, "tau_end": 0.0625, "kl_weight": 1e-8}
     assert with_defaults("autoencoders", {"kind": "rae"})["decoder_reg"] == 0.0

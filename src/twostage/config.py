@@ -153,7 +153,20 @@ def _schema() -> dict[str, Any]:
         schema["$defs"][f"continuous_{stage}"]["properties"]["kind"] = {"enum": list(continuous)}
         entries = schema["properties"][table]["additionalProperties"]
         entries["if"] = {"properties": {"kind": {"enum": list(continuous)}}}
+    # So do a token run's samplers: those of the token prior kinds (kinds.PriorKind.samplers).
+    schema["$defs"]["sampling"]["properties"]["sampler"] = {"enum": list(token_samplers())}
     return schema
+
+
+def _either(names: tuple[str, ...]) -> str:
+    """``a, b or c``."""
+    return " or ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+
+
+def token_samplers() -> tuple[str, ...]:
+    """Every sampler a token prior's run may name, in kind-table order."""
+    token_priors = kinds_of("prior", continuous=False)
+    return tuple(dict.fromkeys(s for kind in token_priors for s in KINDS[kind].samplers))
 
 
 def _without(value: Any, path: tuple[str, ...], defaulted: frozenset) -> Any:
@@ -526,7 +539,7 @@ def _check_continuous(data: dict[str, Any], origin: dict) -> None:
             hint = (
                 "sampler: ancestral (and no steps)"
                 if kind in CONTINUOUS_PRIORS
-                else "a token sampler (random, even, cosine, confidence or autoregressive)"
+                else f"a token sampler ({_either(token_samplers())})"
             )
             _fail(
                 origin,
