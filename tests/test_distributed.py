@@ -57,7 +57,7 @@ def _train(root: Path, env: dict) -> subprocess.CompletedProcess:
         env={**env, "TWOSTAGE_THREADS": "2"},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,  # minutes on a quiet machine; room for a busy one
     )
 
 
@@ -166,7 +166,7 @@ def _train_autoencoder(
     env = {**env, "TWOSTAGE_THREADS": str(threads or nproc)}
     if popen:
         return subprocess.Popen(cmd, cwd=root, env=env, **popen)
-    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=1800)
 
 
 def _results(root: Path, name: str) -> Path:

@@ -36,8 +36,8 @@ GIT_ID = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
 RUN = "absorbing_confidence"  # a run of evaluation.yaml the smoke profile does not override
 
 
-def _run(args: list[str], cwd: Path, env: dict, check: bool = True) -> str:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+def _run(args: list[str], cwd: Path, env: dict, check: bool = True, timeout: int = 1200) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, (
             f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
@@ -69,7 +69,7 @@ def project(tmp_path_factory, repo: Path, tool_env: dict) -> Path:
     _run(["dvc", "remote", "modify", "local", "url", str(base / "remote")], root, tool_env)
     _run(["git", "add", "-A"], root, tool_env)
     _run(["git", *GIT_ID, "commit", "-qm", "smoke pipeline"], root, tool_env)
-    _run(["dvc", "repro"], root, tool_env)
+    _run(["dvc", "repro"], root, tool_env, timeout=4 * 3600)  # minutes; room for a busy machine
     _run(["git", "add", "-A"], root, tool_env)
     _run(["git", *GIT_ID, "commit", "-qm", "smoke results"], root, tool_env)
     _run(["dvc", "push"], root, tool_env)
