@@ -115,6 +115,8 @@ def record_fault_matrix(tally) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the controller prints, once all are done
+        return
     folder = Path(os.environ.get(_SUMMARIES, ""))
     for found in sorted(folder.glob("fault-matrix-*.txt")) if folder.name else []:
         terminalreporter.section("fault matrix (tests/faults/test_fault_matrix.py)")
