@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,16 @@ def copy_built(src: Path, dest: Path) -> Path:
     ignore = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", ".ruff_cache")
     shutil.copytree(src, dest, symlinks=True, ignore=ignore)
     return dest
+
+
+def narrow_targets(root: Path, runs: list[str]) -> None:
+    """Narrow a copy of the project to ``runs`` by rewriting its smoke profile's targets:
+    on a built copy only the report reruns. (Adding a profile instead would change every
+    rule's shell line, which names the profiles, so Snakemake would rebuild every job.)"""
+    profile = root / SMOKE
+    text, n = re.subn(r"(?m)^targets: .*$", f"targets: [{', '.join(runs)}]", profile.read_text())
+    assert n == 1, f"{profile} has no one-line targets list to narrow"
+    profile.write_text(text)
 
 
 def session_shared_dir(tmp_path_factory) -> Path:

@@ -123,11 +123,9 @@ def test_comments_docstrings_and_layout_are_not_code(params, source):
 
 
 def test_answers_kept_on_disk_are_a_fresh_parse_s_and_only_for_the_same_package(
-    params, source, tmp_path, monkeypatch
+    params, source, monkeypatch
 ):
-    memo = tmp_path / "memo"
-    monkeypatch.setattr(codedeps, "MEMO_DIR", memo)
-    codedeps.clear_caches()
+    memo = codedeps.MEMO_DIR  # the source fixture's own folder, empty
     fresh = versions.code_hashes(params)  # parses, and keeps the answers
     files = versions.code_files(params)
     assert [f.name for f in memo.iterdir()] == [f"{codedeps.package_digest()}.json"]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMOKE, copy_built
+from conftest import SMOKE, copy_built, narrow_targets
 from test_staleness import _env, _run, snakemake_jobs
 
 pytestmark = pytest.mark.slow
@@ -225,7 +225,7 @@ RUNS = """  unigram:
 """
 # The smoke profile's targets narrowed to the new runs and the two its claim compares (a
 # claim's runs must be targets), all of them in the report.
-TARGETS = "targets: [absorbing_confidence, glf, unigram, diag_gaussian]\n"
+TARGETS = ["absorbing_confidence", "glf", "unigram", "diag_gaussian"]
 # run → its prior; each run is named after its prior's kind
 NEW = {"unigram": "unigram_mnist", "diag_gaussian": "diag_gaussian_rae_mnist"}
 
@@ -252,9 +252,7 @@ def add_kinds(root: Path) -> None:
     assert yaml.safe_load((root / "params/priors.yaml").read_text()).keys() == {"priors"}
     _insert(root / "params/priors.yaml", None, PRIORS)
     _insert(root / "params/evaluation.yaml", "runs:", RUNS)
-    smoke = root / SMOKE
-    [targets] = [line for line in smoke.read_text().splitlines(True) if line.startswith("targets:")]
-    smoke.write_text(smoke.read_text().replace(targets, TARGETS))
+    narrow_targets(root, TARGETS)
 
 
 @pytest.fixture(scope="module")

@@ -28,16 +28,13 @@ from pathlib import Path
 import pytest
 import yaml
 from code_edits import edit_function_body, reformat_without_changing_code
-from conftest import copy_built
+from conftest import copy_built, narrow_targets
 from test_dvc import GIT_ID
 
 pytestmark = pytest.mark.slow
 
 SMOKE = "params/profiles/smoke.yaml"
-# Narrowed in the copy by rewriting the profile's targets, not by adding a profile: each
-# rule's shell line names the profiles, so one more would make every job's code new to
-# Snakemake and rebuild the DAG.
-TARGETS = "targets: [absorbing_confidence, autoregressive, glf]"
+TARGETS = ["absorbing_confidence", "autoregressive", "glf"]  # conftest.narrow_targets
 PROFILES = [SMOKE]
 CONFIG = ["--configfile", *PROFILES]
 TWOSTAGE = ["twostage", *(a for f in PROFILES for a in ("--profile", f))]
@@ -109,10 +106,7 @@ def built(smoke_dag: Path, tmp_path_factory, tool_env: dict) -> Path:
     """
     base = tmp_path_factory.mktemp("staleness")
     root = copy_built(smoke_dag, base / "project")
-    profile = root / SMOKE
-    text, n = re.subn(r"(?m)^targets: .*$", TARGETS, profile.read_text())
-    assert n == 1, "the smoke profile has no one-line targets list to narrow"
-    profile.write_text(text)
+    narrow_targets(root, TARGETS)
     env = _env(tool_env, root)
     _run(["git", "init", "-q"], root, env)
     _run([*TWOSTAGE, "dvc-yaml"], root, env)
