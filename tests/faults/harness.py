@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twostage.artifacts import leftovers
+from twostage.artifacts import CHECKSUM_SUFFIX, leftovers
 from twostage.paths import STATE_DIR, training_state
 
 SMOKE = "params/profiles/smoke.yaml"
@@ -173,8 +173,21 @@ def run_job(
     lines = point_log.read_text().splitlines() if point_log.exists() else []
     points = [tuple(line.split("\t")) for line in lines]
     point_log.unlink(missing_ok=True)
+    if killed and kill_at is None and points and points[-1][1] == "synced":
+        points = _renamed_unlogged(root, points)
     state_seconds = state_time - start if state_time is not None else None
     return Outcome(killed, code, points, seconds, state_seconds)
+
+
+def _renamed_unlogged(root: Path, points: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A timed kill can land between the rename and the child's log of it: the last
+    point logged is "synced" but the temporary file is gone, renamed to the file. Then
+    the rename happened (a rerun finds that file, e.g. one more resumable state)."""
+    file, _ = points[-1]
+    checksum_temp = f".{Path(file).name}{CHECKSUM_SUFFIX}."  # written after the rename
+    if any(not t.name.startswith(checksum_temp) for t in leftovers(root / file)):
+        return points
+    return [*points, (file, "renamed")]
 
 
 def _log_write_points(point_log: Path) -> None:
