@@ -10,8 +10,8 @@ recorded by DVC with `dvc commit -f`:
 2. switching commits: build, commit; change `runs.rae_gmm.temperature` and rebuild with
    Snakemake, commit; `git checkout HEAD~1` + `dvc checkout` restores the first build and
    then both tools have nothing to do, and so after switching back. With the newer value
-   put back in the params (not committed), both rebuild the same jobs. Both have nothing
-   to do either after `dvc exp apply` of an experiment that `dvc exp run` made.
+   put back in the params (not committed), both rebuild the same jobs. (`dvc exp apply`
+   of an experiment is test_dvc.py's.)
 
 Every subprocess runs the copy's own code (PYTHONPATH=<copy>/src), so edits there count.
 """
@@ -147,16 +147,3 @@ def test_both_agree_after_switching_commits(recorded):
     # Snakemake took the outputs over once: its next run has nothing to take over.
     again = _run(["snakemake", "-n", "--cores", "1", *CONFIG], root, env)
     assert "Snakemake record" not in again and "Nothing to be done" in again
-
-    # An experiment run by DVC, the workspace put back, then the experiment applied.
-    key = f"params/evaluation.yaml:runs.{RUN}.temperature=0.8"
-    _run(["dvc", "exp", "run", "-n", "t08", "-S", key], root, env)
-    third = samples.read_bytes()
-    assert third not in (first, second)
-    _run(["git", "checkout", "-q", "--", "."], root, env)
-    _run(["dvc", "checkout"], root, env)
-    assert samples.read_bytes() == second
-    _run(["dvc", "exp", "apply", "t08"], root, env)
-    assert samples.read_bytes() == third
-    assert dvc_stale(root, env) == set()
-    assert snakemake_jobs(root, env) == set()

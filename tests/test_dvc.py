@@ -6,8 +6,9 @@ time, and the whole smoke DAG is test_end_to_end's), commits
 dvc.lock and the metrics/plots files, and pushes to a local remote. Then: a fresh
 clone pulls and neither tool wants to rebuild; metrics and plots are in git and
 `dvc plots show` renders them; `dvc exp run -S` on a sampling param reruns only
-sampling, evaluation and report, and `dvc metrics diff` / `dvc exp show` show the
-change; the real report renders in a browser and `snakemake --report` archives it.
+sampling, evaluation and report, `dvc metrics diff` / `dvc exp show` show the
+change, and `dvc exp apply` after the workspace is put back restores it for both tools;
+the real report renders in a browser and `snakemake --report` archives it.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def test_exp_run_on_a_sampling_param_reruns_only_sampling_evaluation_report(
     metrics = f"results/eval/{RUN}/metrics.json"
     before = json.loads((project / metrics).read_text())["fd_classifier"]
     key = f"params/evaluation.yaml:runs.{RUN}.temperature=0.5"
-    out = _run(["dvc", "exp", "run", "-S", key], project, tool_env)
+    out = _run(["dvc", "exp", "run", "-n", "t05", "-S", key], project, tool_env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # The run's own downstream (scores and its nearest-neighbour check) and its replicates'
     # sampling and scoring (the smoke profile replicates it: seeds.py), nothing upstream.
@@ -170,3 +171,16 @@ def test_exp_run_on_a_sampling_param_reruns_only_sampling_evaluation_report(
         for rev in exp["revs"]
     ]
     assert any(e["metrics"][metrics]["data"]["fd_classifier"] == change["new"] for e in experiments)
+
+    # The workspace put back, then the experiment applied: its outputs return, and both
+    # tools have nothing to do (Snakemake takes over what DVC restored).
+    samples = project / f"results/samples/{RUN}/images.npy"
+    made = samples.read_bytes()
+    _run(["git", "checkout", "-q", "--", "."], project, tool_env)
+    _run(["dvc", "checkout"], project, tool_env)
+    assert samples.read_bytes() != made
+    _run(["dvc", "exp", "apply", "t05"], project, tool_env)
+    assert samples.read_bytes() == made
+    assert "up to date" in _run(["dvc", "status"], project, tool_env)
+    dry = _run(["snakemake", "-n", "--cores", "1", *CONFIG], project, tool_env)
+    assert "Nothing to be done" in dry
