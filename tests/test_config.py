@@ -40,6 +40,29 @@ def test_repository_params_and_smoke_profile_are_valid(repo: Path):
     assert smoke.autoencoder("vq_mnist")["beta"] == base.autoencoder("vq_mnist")["beta"]
 
 
+def test_paper_profile_compares_the_token_priors_at_64_tokens_with_equal_effort(repo: Path):
+    paper = load_params(["params/profiles/paper.yaml"], root=repo)
+    absorbing, autoregressive = (
+        paper.prior(f"{k}_mnist_8x8") for k in ("absorbing", "autoregressive")
+    )
+    ae = paper.autoencoder(absorbing["autoencoder"])
+    assert autoregressive["autoencoder"] == absorbing["autoencoder"]
+    assert 32 // 2 ** (len(ae["ch_mult"]) - 1) == 8  # 8×8 = 64 tokens of the 32×32 digits
+    # The same network, budget, schedule, averaging, precision and checkpoint selection.
+    shared = ["n_layer", "n_head", "n_embd", "lr", "warmup_steps", "lr_schedule", "batch_size"]
+    shared += ["steps", "eval_every", "ema_decay", "cpu_bf16", "sample_fd_images", "select_by"]
+    assert {k: absorbing[k] for k in shared} == {k: autoregressive[k] for k in shared}
+    # Every claim is tested on the same held-out seeds, none of which chose a setting.
+    claims = paper["claims"]
+    assert {c["seeds"] == [300, 301, 302] for c in claims.values()} == {True}
+    assert not set(absorbing["chosen_on_seeds"] + autoregressive["chosen_on_seeds"]) & {
+        300,
+        301,
+        302,
+    }
+    assert {name[0] for name in claims} == set("abcd")  # the paper's findings (a)-(d)
+
+
 def test_unknown_key_names_file_and_key(params_root: Path):
     _edit(params_root, "priors.yaml", lambda d: d["priors"]["absorbing_mnist"].update(lr_typo=1))
     with pytest.raises(ConfigError, match=r"params/priors\.yaml: priors\.absorbing_mnist\.lr_typo"):
