@@ -60,7 +60,7 @@ def test_paper_profile_compares_the_token_priors_at_64_tokens_with_equal_effort(
         301,
         302,
     }
-    assert {name[0] for name in claims} == set("abcd")  # the paper's findings (a)-(d)
+    assert {name[0] for name in claims} == set("abcde")  # the paper's findings (a)-(e)
 
 
 def test_unknown_key_names_file_and_key(params_root: Path):
@@ -108,6 +108,39 @@ def test_sampling_steps_cannot_exceed_tokens(params_root: Path):
         ConfigError,
         match=r"runs\.absorbing_confidence\.steps: 17 sampling steps exceed the 16 tokens",
     ):
+        load_params(root=params_root)
+
+
+def _grid_run(params_root: Path, **run) -> None:
+    base = dict(sampler="random", steps=64, grid=8, stride=2)
+    _edit(
+        params_root,
+        "evaluation.yaml",
+        lambda d: d["runs"]["absorbing_confidence"].update({**base, **run}),
+    )
+
+
+def test_a_larger_grid_counts_its_steps_over_the_whole_grid(params_root: Path):
+    _grid_run(params_root)  # 8 × 8 tokens of the 4 × 4 grid: 64 steps allowed, not 65
+    run = load_params(root=params_root).run("absorbing_confidence")
+    assert run["grid"] == 8 and run["stride"] == 2
+    _grid_run(params_root, steps=65)
+    with pytest.raises(ConfigError, match=r"steps: 65 sampling steps exceed the 64 tokens"):
+        load_params(root=params_root)
+
+
+@pytest.mark.parametrize(
+    ("run", "says"),
+    [
+        ({"sampler": "confidence"}, r"grid: larger grids are sampled by windowed denoising"),
+        ({"grid": 6}, r"grid: grid 6 must be a multiple of the 4×4 training grid"),
+        ({"stride": 5}, r"stride 5 at most 4"),
+        ({"grid": 12}, r"n_samples \(1000\) must be a multiple of 9"),
+    ],
+)
+def test_a_larger_grid_that_cannot_be_sampled_or_scored_is_refused(params_root, run, says):
+    _grid_run(params_root, **run)
+    with pytest.raises(ConfigError, match=r"runs\.absorbing_confidence\.(grid|stride)?.*" + says):
         load_params(root=params_root)
 
 

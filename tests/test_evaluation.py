@@ -274,6 +274,20 @@ def test_evaluate_run_records_protocol_and_refuses_stale_features(project):
         evaluate_run(p, "autoregressive")
 
 
+def test_images_larger_than_the_dataset_are_scored_as_their_tiles(project):
+    from twostage.artifacts import save_npy
+
+    p, _ = project
+    extract_real_features(p, "mnist5k")
+    samples = _images(40, 9, shift=10)  # 32×32, the dataset's size
+    save_npy(paths.samples("autoregressive")["images"], samples)
+    direct = evaluate_run(p, "autoregressive")
+    # The same 40 images as 10 images of 2 × 2 tiles each (64×64): the very same scores.
+    large = samples.reshape(10, 2, 2, 32, 32, 1).transpose(0, 1, 3, 2, 4, 5)
+    save_npy(paths.samples("autoregressive")["images"], large.reshape(10, 64, 64, 1))
+    assert evaluate_run(p, "autoregressive") == direct
+
+
 class _PerfectAutoencoder(torch.nn.Module):
     """Decodes an image's encoding back to the very image; a latent vector to a fixed
     projection of it (the calibration's bad model)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,3 +102,33 @@ def test_stats_json_records_the_counted_evaluations(repo, tmp_path, monkeypatch)
     assert written["network_calls_per_sample"] == pytest.approx(sum(rows) / 30)
     assert written["network_batched_calls"] == 8
     assert written["steps"] == 4 and written["network_calls_per_sample"] < 4
+
+
+def test_a_larger_grid_run_samples_whole_images_of_tiles_and_counts_every_window(
+    repo, tmp_path, monkeypatch
+):
+    p = load_params(["params/profiles/smoke.yaml"], root=repo)
+    data = copy.deepcopy(p.data)
+    data["evaluation"]["n_samples"] = 32
+    spec = data["runs"]["absorbing_confidence"]
+    spec.update(sampler="random", steps=4, grid=8, stride=2, batch_size=5, cpu_bf16=False)
+    params = Params(data=data, files=p.files, origin=p.origin, sweep_of=p.sweep_of)
+    monkeypatch.setattr(
+        sampler,
+        "load_models",
+        lambda p, prior: (
+            torch.device("cpu"),
+            torch.Generator().manual_seed(0),
+            _absorbing(),
+            _Decoder(),
+        ),
+    )
+    monkeypatch.chdir(tmp_path)
+    stats = sampler.sample_run(params, "absorbing_confidence")
+    images = np.load(tmp_path / "results/samples/absorbing_confidence/images.npy")
+    # 8 × 8 tokens = 2 × 2 tiles of the 4 × 4 training grid: 32 / 4 = 8 images of 8 × 8.
+    assert images.shape == (8, 8, 8, 1)
+    assert stats["n_samples"] == 8 and stats["tiles_per_image"] == 4
+    assert stats["token_grid"] == [8, 8]
+    # Windows at 0, 2, 4 down and across: 9 per step, each row evaluated at every step.
+    assert stats["network_calls_per_sample"] == 9 * 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -253,3 +254,15 @@ def test_mlm_loss_is_the_mean_over_masked_tokens(monkeypatch):
     train, _ = model.loss(z0)
     nll = model.masked_nll(z0, torch.where(mask, 7, z0), mask)
     assert torch.allclose(train, nll / 2 / math.log(2))  # mean over 2 masked tokens, in bits
+
+
+def test_tiles_cut_each_image_row_by_row():
+    from twostage.images import tiles
+
+    image = np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1)
+    cut = tiles(image, 2)[..., 0]
+    expected = [[[0, 1], [4, 5]], [[2, 3], [6, 7]], [[8, 9], [12, 13]], [[10, 11], [14, 15]]]
+    np.testing.assert_array_equal(cut, expected)
+    np.testing.assert_array_equal(tiles(image, 4), image)  # the training size: unchanged
+    with pytest.raises(ValueError, match="do not split into 3×3 tiles"):
+        tiles(image, 3)

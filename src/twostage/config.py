@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import functools
 import itertools
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -416,6 +417,8 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
             continue  # continuous priors: checked by _check_continuous
         tokens = token_count(data, run["prior"])
         kind = data["priors"][run["prior"]]["kind"]
+        if "grid" in run or "stride" in run:
+            tokens = _check_grid(data, origin, name, run)
         if run["steps"] > tokens:
             _fail(
                 origin,
@@ -546,6 +549,42 @@ def _check_continuous(data: dict[str, Any], origin: dict) -> None:
                 ("runs", name, "sampler"),
                 f"prior {run['prior']!r} is {kind}: use {hint}, got {run['sampler']!r}",
             )
+
+
+def _check_grid(data: dict[str, Any], origin: dict, name: str, run: dict) -> int:
+    """A run on a token grid larger than training: a prior kind that edits, the random
+    reverse process, whole tiles of the training grid, as many tiles as other runs' samples.
+    Returns the tokens of the whole grid (what its steps count)."""
+    kind = data["priors"][run["prior"]]["kind"]
+    side = math.isqrt(token_count(data, run["prior"]))
+    grid, stride = run.get("grid"), run.get("stride")
+    if grid is None or stride is None:
+        _fail(origin, ("runs", name), "a larger grid needs both grid and stride")
+    if not KINDS[kind].edits or run["sampler"] != "random":
+        _fail(
+            origin,
+            ("runs", name, "grid"),
+            f"larger grids are sampled by windowed denoising: an absorbing prior with sampler "
+            f"random, got prior {run['prior']!r} ({kind}) with sampler {run['sampler']!r}",
+        )
+    if data["priors"][run["prior"]]["condition"] != "none":
+        _fail(origin, ("runs", name, "grid"), "larger grids are for unconditional priors")
+    if grid % side or stride > side:
+        _fail(
+            origin,
+            ("runs", name, "grid"),
+            f"grid {grid} must be a multiple of the {side}×{side} training grid of prior "
+            f"{run['prior']!r}, and stride {stride} at most {side}",
+        )
+    tiles, n = (grid // side) ** 2, data["evaluation"]["n_samples"]
+    if n % tiles:
+        _fail(
+            origin,
+            ("runs", name, "grid"),
+            f"each image holds {tiles} training-size tiles: evaluation.n_samples ({n}) must "
+            f"be a multiple of {tiles}, so the run is scored on as many tiles as others on samples",
+        )
+    return grid * grid
 
 
 def token_count(data: dict[str, Any], prior: str) -> int:

@@ -25,6 +25,18 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def tiles(images: np.ndarray, side: int) -> np.ndarray:
+    """Cut uint8 images N×H×W×C into their side × side tiles, image by image and row by
+    row: what the evaluation scores of samples larger than the training images (runs with
+    a ``grid``). Images of exactly that size come back as they are."""
+    n, h, w, c = images.shape
+    if h % side or w % side:
+        raise ValueError(f"{h}×{w} images do not split into {side}×{side} tiles")
+    rows, cols = h // side, w // side
+    cut = images.reshape(n, rows, side, cols, side, c).transpose(0, 1, 3, 2, 4, 5)
+    return cut.reshape(n * rows * cols, side, side, c)
+
+
 def grid(images: np.ndarray, ncol: int = 8, pad: int = 2) -> np.ndarray:
     """Tile uint8 images N×H×W×C into one H'×W'×C picture with a light border."""
     n, h, w, c = images.shape

@@ -28,7 +28,7 @@ from twostage.config import ConfigError, Params
 from twostage.data.prepare import load_split
 from twostage.evaluate.extractors.base import EVAL_FILE
 from twostage.evaluate.extractors.classifier import ClassifierExtractor
-from twostage.images import grid, save_grid, save_png, to_tensor
+from twostage.images import grid, save_grid, save_png, tiles, to_tensor
 from twostage.models.classifier import load_classifier
 from twostage.runtime import pick_device
 
@@ -170,6 +170,7 @@ def nearest_neighbours(p: Params, run: str) -> dict:
     cfg, device = p["evaluation"]["neighbours"], pick_device(p["device"])
     samples = load_npy(paths.samples(run)["images"], ndim=4, kinds="u")
     train, _ = load_split(dataset, "train")
+    samples = tiles(samples, train.shape[1])  # a larger grid's images: their tiles
     val = load_split(dataset, "val")[0][: cfg["n_val"]]
     lpips_file = p["evaluation"]["weights"].get("lpips_alex")
     funcs, skipped = _embeddings(p, dataset, device, lpips_file)

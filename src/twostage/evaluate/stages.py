@@ -12,7 +12,7 @@ from twostage.data.prepare import load_split
 from twostage.evaluate import cache, extractors, sampling_intervals
 from twostage.evaluate.conditional import class_scores
 from twostage.evaluate.protocol import kid_and_is, metric_key, real_subset, score, score_extra
-from twostage.images import save_grid, to_tensor, to_uint8
+from twostage.images import save_grid, tiles, to_tensor, to_uint8
 from twostage.models.autoencoders import is_continuous, load_autoencoder
 from twostage.runtime import pick_device
 
@@ -29,6 +29,7 @@ def evaluate_run(p: Params, run: str) -> dict:
     device = pick_device(p["device"])
     ev = p["evaluation"]
     images = load_npy(paths.samples(run)["images"], ndim=4, kinds="u")
+    images = tiles(images, p["datasets"][dataset]["resolution"])  # a larger grid's: its tiles
     metrics: dict = {}
     for i, name in enumerate(extractors.configured(p)):
         extractor = extractors.build(p, name, dataset, device)

@@ -69,8 +69,12 @@ def sample_run(p: Params, run: str) -> dict:
 
         return sample_continuous_run(p, run)
     device, gen, prior, ae = load_models(p, spec["prior"])
-    n = p["evaluation"]["n_samples"]
     side = ae.token_side
+    # A larger grid (windowed denoising): as many training-size tiles as other runs have
+    # samples (config checks that they divide), so the scores are comparable.
+    grid = spec.get("grid", side)
+    tiles = (grid // side) ** 2
+    n = p["evaluation"]["n_samples"] // tiles
     conditional = getattr(prior, "num_classes", 0) > 0
     classes = requested_classes(spec, n, prior.num_classes, run) if conditional else None
     guidance = Guidance(spec["guidance"], spec["guidance_schedule"])
@@ -92,16 +96,30 @@ def sample_run(p: Params, run: str) -> dict:
                 batch_classes = torch.from_numpy(classes[start : start + b])
                 asked = {"classes": batch_classes, "guidance": guidance}
             with cpu_bf16_autocast(device, bf16):
-                tokens = prior.sample(
-                    b,
-                    spec["steps"],
-                    spec["temperature"],
-                    generator=gen,
-                    device=device,
-                    **sampler_options(spec),
-                    **asked,
-                )
-                imgs = ae.decode(tokens.view(b, side, side)).float()
+                if grid > side:
+                    tokens = prior.sample_large(
+                        b,
+                        side,
+                        grid,
+                        grid,
+                        spec["steps"],
+                        spec["stride"],
+                        spec["temperature"],
+                        generator=gen,
+                        device=device,
+                    )
+                else:
+                    tokens = prior.sample(
+                        b,
+                        spec["steps"],
+                        spec["temperature"],
+                        generator=gen,
+                        device=device,
+                        **sampler_options(spec),
+                        **asked,
+                    )
+                # The decoder is convolutional: a larger grid decodes to a larger image.
+                imgs = ae.decode(tokens.view(b, grid, grid)).float()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             sample_time += time.perf_counter() - t0
@@ -128,6 +146,8 @@ def sample_run(p: Params, run: str) -> dict:
         "device": str(device),
         "cpu_bf16": cpu_bf16_enabled(device, bf16),
     }
+    if grid > side:  # per image: its network rows and seconds cover all its tiles
+        stats.update(token_grid=[grid, grid], tiles_per_image=tiles)
     if conditional:
         stats["guidance"] = guidance.scale
         stats["guidance_schedule"] = guidance.schedule
