@@ -3,7 +3,7 @@ and the Snakemake process itself killed mid-DAG; every rerun ends with the resul
 uninterrupted run, no partial file is ever taken as complete, and nothing upstream is redone.
 
 Jobs run in forked children (harness.py) in copies of the shared smoke DAG
-(conftest.smoke_dag): two lanes, each its own copy, one job kind after the other. For
+(conftest.smoke_dag): two lanes, each its own copy, each taking the next job kind left. For
 each: an uninterrupted run gives the reference outputs and its write points (and must
 equal the DAG's own build); then its seeded kills, and for a trainer more kills once its
 first resumable state is on disk. Every kill is followed by its own rerun: the outputs
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SMOKE, copy_built, record_fault_matrix
+from filelock import FileLock
 from harness import (
     CHECKPOINTS,
     PLACES,
@@ -183,7 +184,7 @@ def test_jobs_killed_at_any_moment_rerun_to_the_same_results(
         work = copy_built(smoke_dag, tmp_path / f"work{i}")
         (work / CHECKPOINTS).write_text(f"checkpoint_every: {CHECKPOINT_EVERY}\n")
         result = tmp_path / f"lane{i}.json"
-        args = json.dumps([str(smoke_dag), str(work), todo[i::LANES], str(result)])
+        args = json.dumps([str(smoke_dag), str(work), todo, str(tmp_path / "taken"), str(result)])
         lanes[subprocess.Popen([sys.executable, "-c", LANE, args], env=tool_env)] = result
     errors, not_identical, survived, resumed = [], [], {}, {}
     for proc, result in lanes.items():
@@ -217,14 +218,25 @@ test_fault_matrix.lane(*json.loads(sys.argv[1]))
 """
 
 
-def lane(smoke_dag: str, work: str, faults: list, result: str) -> None:
-    """Run the faults of one lane; write its tally (or the failure) to ``result``."""
-    smoke_dag, work = Path(smoke_dag), Path(work)
+def _next(faults: list, taken: Path) -> list | None:
+    """The next job kind no lane has taken (``taken`` counts them): the lanes share the list,
+    so one that drew short jobs takes more of them and both end at about the same time."""
+    with FileLock(f"{taken}.lock"):
+        i = int(taken.read_text()) if taken.exists() else 0
+        taken.write_text(str(i + 1))
+    return faults[i] if i < len(faults) else None
+
+
+def lane(smoke_dag: str, work: str, faults: list, taken: str, result: str) -> None:
+    """Run job kinds of ``faults`` until none is left; write this lane's tally (or the
+    failure) to ``result``."""
+    smoke_dag, work, taken = Path(smoke_dag), Path(work), Path(taken)
     tally, not_identical, error = Tally(), [], ""
     try:
         warm_up(work)
         p = load_params([SMOKE], root=work)
-        for stage, name, n_kills in faults:
+        while (fault := _next(faults, taken)) is not None:
+            stage, name, n_kills = fault
             not_identical += _faults_of_one_job(smoke_dag, work, p, stage, name, n_kills, tally)
     except BaseException:  # noqa: BLE001 - reported by the test in the parent
         error = traceback.format_exc()
