@@ -61,7 +61,7 @@ def copy_built(src: Path, dest: Path) -> Path:
 def narrow_targets(root: Path, runs: list[str]) -> None:
     """Narrow a copy of the project to ``runs`` by rewriting its smoke profile's targets:
     on a built copy only the report reruns. (Adding a profile instead would change every
-    rule's shell line, which names the profiles, so Snakemake would rebuild every job.)"""
+    stage's command in dvc.yaml, which names the profiles, so DVC would rerun them all.)"""
     profile = root / SMOKE
     text, n = re.subn(r"(?m)^targets: .*$", f"targets: [{', '.join(runs)}]", profile.read_text())
     assert n == 1, f"{profile} has no one-line targets list to narrow"
