@@ -142,13 +142,13 @@ def test_after_dvc_checkout_both_have_nothing_to_do(built: Path, tool_env: dict)
     assert dvc_stale(built, env) == set()
 
 
-
 def test_a_profile_that_changes_no_value_reruns_nothing(built: Path, tool_env: dict):
     """Every rule's shell line names the profiles; a job's params, its code hash included,
     decide whether it reruns (the workflow profile's rerun-triggers)."""
     same = built.parent / "same-values.yaml"
     same.write_text("seed: 0\ncheckpoint_every: 200\n")  # params/config.yaml's own values
     assert snakemake_jobs(built, _env(tool_env, built), [*DRY_RUN, str(same)]) == set()
+
 
 @pytest.fixture(scope="module")
 def clone(built: Path, tool_env: dict) -> Path:
