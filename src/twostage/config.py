@@ -418,7 +418,7 @@ def _check_sampling(data: dict[str, Any], origin: dict) -> None:
         tokens = token_count(data, run["prior"])
         kind = data["priors"][run["prior"]]["kind"]
         if "grid" in run or "stride" in run:
-            tokens = _check_grid(data, origin, name, run)
+            tokens = _check_grid(data, origin, name, run, kind)
         if run["steps"] > tokens:
             _fail(
                 origin,
@@ -551,11 +551,10 @@ def _check_continuous(data: dict[str, Any], origin: dict) -> None:
             )
 
 
-def _check_grid(data: dict[str, Any], origin: dict, name: str, run: dict) -> int:
+def _check_grid(data: dict[str, Any], origin: dict, name: str, run: dict, kind: str) -> int:
     """A run on a token grid larger than training: a prior kind that edits, the random
     reverse process, whole tiles of the training grid, as many tiles as other runs' samples.
     Returns the tokens of the whole grid (what its steps count)."""
-    kind = data["priors"][run["prior"]]["kind"]
     side = math.isqrt(token_count(data, run["prior"]))
     grid, stride = run.get("grid"), run.get("stride")
     if grid is None or stride is None:
