@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from twostage.evaluate import extractors, protocol
 from twostage.evaluate.extractors import Extractor
 from twostage.evaluate.extractors.random_weights import random_inception_state_dict
 from twostage.evaluate.features import extract_real_features
+from twostage.evaluate.kid import kid_mean_std
 from twostage.evaluate.protocol import fid_torch_fidelity, kid_and_is, score
 from twostage.evaluate.stages import evaluate_run
 from twostage.models.classifier import Classifier
@@ -145,6 +149,63 @@ def test_kid_and_is_equal_torch_fidelity_where_subsets_and_splits_differ(monkeyp
     assert ours["kid_std"] == pytest.approx(kid["kernel_inception_distance_std"], rel=1e-12)
     assert ours["inception_score_mean"] == pytest.approx(isc["inception_score_mean"], rel=1e-12)
     assert ours["inception_score_std"] == pytest.approx(isc["inception_score_std"], rel=1e-12)
+
+
+def test_kid_equals_torch_fidelitys_estimator_on_its_own_draws():
+    """Our KID (evaluate/kid.py) is torch-fidelity's, subset draws and float32 arithmetic
+    included: subsets of 200 out of 300 and 400 differ, so a wrong draw or kernel shows.
+    ReLU features (like the classifier's) make large kernel values whose float32 sums
+    cancel: computing them any other way (in float64, or gathering the blocks from whole
+    kernel matrices under OpenBLAS's AVX2 kernels) moves KID here by ~1e-7 relative."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    rng = np.random.default_rng(3)
+    fake = np.maximum(2 * rng.standard_normal((300, 16)) + 1, 0)
+    real = np.maximum(2.4 * rng.standard_normal((400, 16)) + 1.6, 0)
+    ours = kid_mean_std(fake, real, subsets=20, subset_size=200, seed=11)
+    theirs = kid_features_to_metric(
+        torch.from_numpy(fake.astype(np.float32)),
+        torch.from_numpy(real.astype(np.float32)),
+        kid_subsets=20,
+        kid_subset_size=200,
+        rng_seed=11,
+        verbose=False,
+    )
+    assert ours[0] > 0 and ours[1] > 0
+    assert ours[0] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-12)
+    assert ours[1] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-12)
+
+
+def test_kid_of_a_hand_checked_case():
+    """x = two points at 0, y = two at (1, 1): k(x, x) = 1, k(x, y) = 1 and, with gamma =
+    1/D, k(y, y) = (2/2 + 1)³ = 8; the unbiased MMD² drops the diagonals: 1 + 8 − 2 = 7,
+    whichever subsets (each is all of both sets) are drawn."""
+    x, y = np.zeros((2, 2)), np.ones((2, 2))
+    assert kid_mean_std(x, y, subsets=3, subset_size=2, seed=0) == (7.0, 0.0)
+    with pytest.raises(ValueError, match="subset size 3"):
+        kid_mean_std(x, y, subsets=3, subset_size=3, seed=0)
+
+
+def test_kid_on_the_default_extractor_does_not_import_torch_fidelity():
+    # torch-fidelity's package imports torchvision and torch._dynamo (~2 s per evaluate
+    # job); with the classifier extractor nothing needs it. A fresh interpreter shows it.
+    src = str(Path(protocol.__file__).resolve().parents[2])
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from twostage.evaluate.protocol import kid_and_is, score\n"
+        "rng = np.random.default_rng(0)\n"
+        "fake, real = rng.standard_normal((60, 8)), rng.standard_normal((80, 8))\n"
+        "values, _ = kid_and_is(fake, real, 'classifier', 0)\n"
+        "assert set(values) == {'kid_classifier_mean', 'kid_classifier_std'}, values\n"
+        "score(fake, real, 'classifier', 3, 0)\n"
+        "assert not {'torch_fidelity', 'torchvision'} & set(sys.modules), 'imported'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_identical_sets_give_zero_fd_and_perfect_prdc():

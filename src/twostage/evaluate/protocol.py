@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from twostage.evaluate.frechet import frechet_distance_from_features
+from twostage.evaluate.kid import kid_mean_std
 from twostage.evaluate.prdc import compute_prdc
 
 # KID as in the KID paper and torch-fidelity: 100 subsets of (at most) 1000 samples.
@@ -82,20 +83,10 @@ def fid_torch_fidelity(fake: np.ndarray, real: np.ndarray) -> float:
 
 
 def kid(fake: np.ndarray, real: np.ndarray, seed: int) -> tuple[dict, dict]:
-    """KID mean/std through torch-fidelity, and the subset protocol used."""
-    from torch_fidelity.metric_kid import kid_features_to_metric
-
+    """KID mean/std exactly as torch-fidelity computes it (kid.py), and the subset protocol."""
     size = min(KID_SUBSET_SIZE, len(fake), len(real))
-    out = kid_features_to_metric(
-        torch.from_numpy(fake.astype(np.float32)),
-        torch.from_numpy(real.astype(np.float32)),
-        kid_subsets=KID_SUBSETS,
-        kid_subset_size=size,
-        rng_seed=seed,
-        verbose=False,
-    )
-    values = {"kid_mean": out["kernel_inception_distance_mean"]}
-    values["kid_std"] = out["kernel_inception_distance_std"]
+    mean, std = kid_mean_std(fake, real, KID_SUBSETS, size, seed)
+    values = {"kid_mean": mean, "kid_std": std}
     return values, {"kid_subsets": KID_SUBSETS, "kid_subset_size": size}
 
 
