@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from twostage import yamlio
 from twostage.config import ConfigError, load_params
 
 
@@ -61,6 +62,20 @@ def test_paper_profile_compares_the_token_priors_at_64_tokens_with_equal_effort(
         302,
     }
     assert {name[0] for name in claims} == set("abcde")  # the paper's findings (a)-(e)
+
+
+def test_the_fast_yaml_reader_reads_what_pyyaml_reads_and_fails_as_it_does(repo: Path):
+    # libyaml's parser, when PyYAML has it: the same objects for every params file...
+    for path in sorted(repo.glob("params/**/*.yaml")) + [repo / "dvc.yaml"]:
+        text = path.read_text()
+        assert yamlio.safe_load(text) == yaml.safe_load(text), path
+    # ...and a document it rejects fails with the pure-Python loader's own error.
+    bad = "a: 1\nb: [2\nc: 3\n"
+    with pytest.raises(yaml.YAMLError) as ours:
+        yamlio.safe_load(bad)
+    with pytest.raises(yaml.YAMLError) as theirs:
+        yaml.safe_load(bad)
+    assert str(ours.value) == str(theirs.value)
 
 
 def test_unknown_key_names_file_and_key(params_root: Path):

@@ -247,8 +247,10 @@ def _matches_dvc_lock(path: Path) -> bool:
         return False
     import yaml
 
+    from twostage import yamlio
+
     try:
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        stages = (yamlio.safe_load(lock.read_text()) or {}).get("stages", {})
     except yaml.YAMLError:
         return False
     wanted = os.path.normpath(path)

@@ -21,7 +21,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from twostage import claims, seeds
+from twostage import claims, seeds, yamlio
 from twostage.kinds import (
     CONTINUOUS_AUTOENCODERS,
     CONTINUOUS_PRIORS,
@@ -140,7 +140,7 @@ class Params:
 
 @functools.cache
 def _schema_file() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("twostage").joinpath("params_schema.yaml").read_text())
+    return yamlio.safe_load(resources.files("twostage").joinpath("params_schema.yaml").read_text())
 
 
 def _schema() -> dict[str, Any]:
@@ -212,7 +212,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: params file not found")
     text = path.read_text(errors="replace")
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yamlio.safe_load(text)
     except yaml.YAMLError as exc:
         where = f"{path}{_yaml_position(exc, text)}"
         raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from twostage import claims, paths
+from twostage import claims, paths, yamlio
 from twostage.config import Params
 from twostage.kinds import JOINT_PRIORS, KINDS
 from twostage.lazy import resolve
@@ -569,7 +567,7 @@ def dvc_pipeline(p: Params, profiles: list[str], root: str | Path = ".") -> dict
     # upstream jobs run), listed as deps, so `dvc status` sees a code edit on its own.
     from twostage.provenance.versions import code_files  # bookkeeping: no job's code
 
-    profile_data = {f: yaml.safe_load(Path(root, f).read_text()) or {} for f in profiles}
+    profile_data = {f: yamlio.safe_load(Path(root, f).read_text()) or {} for f in profiles}
     stages: dict[str, Any] = {}
     plan = jobs(p)
     code = code_files(p, plan)

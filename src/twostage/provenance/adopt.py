@@ -26,8 +26,7 @@ import sys
 from base64 import urlsafe_b64encode
 from pathlib import Path
 
-import yaml
-
+from twostage import yamlio
 from twostage.config import Params
 from twostage.plan import dvc_pipeline, jobs
 from twostage.provenance.versions import rule_params
@@ -99,7 +98,7 @@ def adopt_dvc_outputs(p: Params, profiles: list[str], snakefile: str, versions: 
     if not unrecorded:
         return None
     head = f"{len(unrecorded)} outputs have no Snakemake record as they are (restored by DVC?)"
-    pipeline = yaml.safe_load(Path("dvc.yaml").read_text()) if Path("dvc.yaml").exists() else {}
+    pipeline = yamlio.safe_load(Path("dvc.yaml").read_text()) if Path("dvc.yaml").exists() else {}
     if pipeline != dvc_pipeline(p, profiles):
         return f"{head}; dvc.yaml is not the pipeline of these params and profiles: left alone"
     clean, status = _dvc_status_clean()

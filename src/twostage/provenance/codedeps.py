@@ -38,8 +38,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
-
+from twostage import yamlio
 from twostage.artifacts import write_text
 
 PACKAGE = "twostage"
@@ -343,7 +342,7 @@ def _data_text(path: Path) -> str:
     """A data file as its parsed content (YAML/JSON), so its comments and layout do not count."""
     text = path.read_text()
     if path.suffix in (".yaml", ".yml", ".json"):
-        return json.dumps(yaml.safe_load(text), sort_keys=True)
+        return json.dumps(yamlio.safe_load(text), sort_keys=True)
     return text
 
 

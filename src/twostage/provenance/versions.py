@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from twostage import paths
+from twostage import paths, yamlio
 from twostage.artifacts import read_json, write_json, write_text
 from twostage.config import Params
 from twostage.plan import Job, job, jobs, param_values
@@ -118,7 +118,7 @@ def current(p: Params) -> dict:
 
 def read(path: str | Path = paths.VERSIONS) -> dict:
     try:
-        return yaml.safe_load(Path(path).read_text()) or {}
+        return yamlio.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         return {}
 
