@@ -255,6 +255,19 @@ def token_grid_project(tmp_path: Path, repo: Path, monkeypatch) -> Path:
     return tmp_path
 
 
+def run_in_fresh_interpreter(code: str, timeout: int = 300) -> None:
+    """Run ``code`` in a new Python process importing this checkout's package, so a check
+    of what a call imports (``sys.modules``) sees no import the test session already made."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def load_bench(name: str):
     """A script of bench/ imported as a module (bench/ is not a package)."""
     path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_in_fresh_interpreter
 
 from twostage import paths
 from twostage.artifacts import file_sha256, save_npz, save_torch, sha256_array, write_json
@@ -189,7 +187,6 @@ def test_kid_of_a_hand_checked_case():
 def test_kid_on_the_default_extractor_does_not_import_torch_fidelity():
     # torch-fidelity's package imports torchvision and torch._dynamo (~2 s per evaluate
     # job); with the classifier extractor nothing needs it. A fresh interpreter shows it.
-    src = str(Path(protocol.__file__).resolve().parents[2])
     code = (
         "import sys\n"
         "import numpy as np\n"
@@ -201,11 +198,7 @@ def test_kid_on_the_default_extractor_does_not_import_torch_fidelity():
         "score(fake, real, 'classifier', 3, 0)\n"
         "assert not {'torch_fidelity', 'torchvision'} & set(sys.modules), 'imported'\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_in_fresh_interpreter(code)
 
 
 def test_identical_sets_give_zero_fd_and_perfect_prdc():

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import prdc
 import pytest
 import torch
+from conftest import run_in_fresh_interpreter
 
 from twostage.evaluate import prdc as prdc_module
 from twostage.evaluate.prdc import compute_prdc
@@ -118,7 +115,6 @@ def test_accepts_torch_device_object():
 def test_cpu_path_does_not_import_torch():
     # On the CPU the metric is numpy alone: importing torch would cost ~350 MiB of RSS,
     # more than the whole computation at 5k samples. A fresh interpreter shows it.
-    src = str(Path(prdc_module.__file__).resolve().parents[2])
     code = (
         "import sys\n"
         "import numpy as np\n"
@@ -128,11 +124,7 @@ def test_cpu_path_does_not_import_torch():
         "assert set(result) == {'precision', 'recall', 'density', 'coverage'}, result\n"
         "assert 'torch' not in sys.modules, 'compute_prdc on the CPU imported torch'\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_in_fresh_interpreter(code, timeout=120)
 
 
 def test_device_product_matches_reference(monkeypatch):
