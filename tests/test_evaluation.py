@@ -185,8 +185,8 @@ def test_kid_of_a_hand_checked_case():
 
 
 def test_kid_on_the_default_extractor_does_not_import_torch_fidelity():
-    # torch-fidelity's package imports torchvision and torch._dynamo (~2 s per evaluate
-    # job); with the classifier extractor nothing needs it. A fresh interpreter shows it.
+    # torch-fidelity's package imports torchvision and torch._dynamo, a cost every evaluate
+    # job would pay; with the classifier extractor nothing needs it. A fresh interpreter shows it.
     code = (
         "import sys\n"
         "import numpy as np\n"

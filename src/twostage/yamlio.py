@@ -2,7 +2,7 @@
 
 Every job start and every Snakemake parse reads the params files, so the parser's speed is
 paid hundreds of times per build: libyaml's C parser (when PyYAML was built with it) is
-about ten times faster than the pure-Python one, and builds the same objects (the same
+several times faster than the pure-Python one, and builds the same objects (the same
 safe constructor and resolver). A document it rejects is parsed again by the pure-Python
 loader, so an error names its problem and position exactly as before.
 """
